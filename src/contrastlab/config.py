@@ -1,0 +1,287 @@
+"""Typed training configuration, validated before any data is read or any compute starts.
+
+Values come from three layers, later ones winning: the defaults below, a YAML file (``--config``),
+then command-line flags. Unknown keys are rejected with the closest valid key suggested; values of
+the wrong type or out of range are rejected with the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contrastlab.errors import ConfigError
+
+OPTIMIZERS = ("lars", "sgd", "adamw")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Field names are the YAML keys; flags use dashes."""
+
+    # what to train
+    method: str = "simclr"
+    backbone: str = "convnet"
+    data: str = "digits"
+    out: str = "runs/latest"
+    # data
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    skip_bad_files: bool = False
+    image_size: int | None = None
+    # schedule
+    epochs: int = 30
+    batch_size: int = 256
+    time_budget: float | None = None
+    optimizer: str = "adamw"
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    warmup_fraction: float = 0.1
+    # method (SimCLR)
+    temperature: float = 0.5
+    projection_dim: int = 128
+    projection_hidden_dim: int = 512
+    # views
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    jitter_strength: float = 0.5
+    jitter_p: float = 0.8
+    grey_p: float = 0.2
+    blur_p: float = 0.5
+    flip_p: float = 0.5
+    # evaluation
+    eval_every: int = 0
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    # machinery
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    resume: bool = False
+    log_every: int = 10
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid key."""
+        _check_types(self)
+        _positive(self, "epochs", "batch_size", "projection_dim", "projection_hidden_dim",
+                  "knn_k", "log_every")
+        if self.batch_size < 2:
+            raise ConfigError(
+                f"batch_size must be >= 2 (a contrastive batch needs negatives), got "
+                f"{self.batch_size}"
+            )
+        _strictly_positive_float(self, "temperature", "knn_temperature")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ConfigError(f"time_budget must be > 0 seconds, got {self.time_budget}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.image_size is not None and self.image_size < 4:
+            raise ConfigError(f"image_size must be >= 4 pixels, got {self.image_size}")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ConfigError(
+                f"crop_scale must be two numbers with 0 < min <= max <= 1, got {self.crop_scale}"
+            )
+        if self.jitter_strength < 0:
+            raise ConfigError(f"jitter_strength must be >= 0, got {self.jitter_strength}")
+        for key in ("jitter_p", "grey_p", "blur_p", "flip_p"):
+            value = getattr(self, key)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key} is a probability and must be in [0, 1], got {value}")
+        if self.eval_every < 0:
+            raise ConfigError(
+                f"eval_every must be >= 0 (0 = only at the end), got {self.eval_every}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"unknown optimizer '{self.optimizer}'; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}"
+            )
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        # names resolved against the registries
+        from contrastlab.methods import list_methods
+        from contrastlab.models import list_backbones
+
+        _known_name("method", self.method, list_methods())
+        _known_name("backbone", self.backbone, list_backbones())
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["crop_scale"] = list(self.crop_scale)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "configuration") -> TrainConfig:
+        check_keys(values, source)
+        return cls(**_coerce_all(values, source))
+
+    def save_yaml(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def check_keys(values: dict[str, Any], source: str) -> None:
+    """Reject keys that are not fields of :class:`TrainConfig`, suggesting the closest one."""
+    names = field_names()
+    for key in values:
+        if key not in names:
+            normalised = str(key).replace("-", "_")
+            close = difflib.get_close_matches(normalised, names, n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown key '{key}' in {source}.{hint}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of configuration keys (validated later, with the others)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {error}") from error
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of key: value, got a "
+                          f"{type(values).__name__}")
+    check_keys(values, f"config file '{path}'")
+    return values
+
+
+def build_config(
+    yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults < YAML file < overrides (flags). ``None`` overrides mean 'not given'."""
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        values.update(load_yaml(yaml_path))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    return TrainConfig.from_dict(values)
+
+
+# -------------------------------------------------------------------- helpers
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _coerce(key: str, value: Any, annotation: Any, source: str) -> Any:
+    """Coerce a YAML/flag value to the annotated type or raise a ConfigError naming the key."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0], source)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(" ", "").split(",") if v]
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(
+                f"{key} in {source} must be {len(args)} numbers (e.g. 0.08,1.0), got {value!r}"
+            )
+        return tuple(_coerce(key, v, a, source) for v, a in zip(value, args, strict=True))
+    bad = ConfigError(f"{key} in {source} must be of type {_type_name(annotation)}, got {value!r}")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise bad
+    if annotation is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if annotation is float:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if annotation is str:
+        if isinstance(value, (str, Path)):
+            return str(value)
+        raise bad
+    return value
+
+
+def _coerce_all(values: dict[str, Any], source: str) -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {k: _coerce(k, v, hints[k], source) for k, v in values.items()}
+
+
+def _check_types(config: TrainConfig) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        setattr(config, f.name, _coerce(f.name, value, hints[f.name], "configuration"))
+
+
+def _positive(config: TrainConfig, *keys: str) -> None:
+    for key in keys:
+        value = getattr(config, key)
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+
+
+def _strictly_positive_float(config: TrainConfig, *keys: str) -> None:
+    for key in keys:
+        value = getattr(config, key)
+        if not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+
+
+def _known_name(kind: str, name: str, allowed: list[str]) -> None:
+    if name not in allowed:
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown {kind} '{name}'.{hint} Available: {', '.join(allowed)}")
+
+
+__all__ = ["TrainConfig", "build_config", "check_keys", "field_names", "load_yaml"]

@@ -1,0 +1,62 @@
+"""SimCLR: contrastive learning of visual representations by maximising agreement between two
+augmented views of the same image.
+
+Chen, Kornblith, Norouzi & Hinton, ICML 2020, Algorithm 1::
+
+    for minibatch {x_k}, k = 1..N:
+        two augmentations t, t' ~ T per image
+        h = f(t(x)), h' = f(t'(x))          # encoder (backbone)
+        z = g(h),    z' = g(h')             # projection head
+        L = NT-Xent over the 2N projections (each anchor vs its positive and 2N - 2 negatives)
+        update f and g to minimise L
+
+Both views pass through the encoder as one batch of 2N images (one forward, batch-norm statistics
+over all 2N views, as in the paper's implementation).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from contrastlab.losses import nt_xent
+from contrastlab.methods.base import Method, StepOutput
+from contrastlab.models import Backbone, ProjectionHead
+
+
+class SimCLR(Method):
+    """SimCLR with a 2-layer MLP projection head and the NT-Xent loss.
+
+    Args:
+        backbone: encoder f.
+        temperature: tau of NT-Xent (0.5 in the paper's CIFAR-10 experiments).
+        projection_dim: output dimension of g (128 in the paper).
+        projection_hidden_dim: hidden width of g.
+    """
+
+    name = "simclr"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        temperature: float = 0.5,
+        projection_dim: int = 128,
+        projection_hidden_dim: int = 512,
+    ) -> None:
+        super().__init__(backbone)
+        self.temperature = temperature
+        self.projection_head = ProjectionHead(
+            backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
+        )
+
+    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        if len(views) != 2:
+            raise ValueError(f"SimCLR expects exactly 2 views per image, got {len(views)}")
+        n = views[0].shape[0]
+        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
+        loss = nt_xent(z[:n], z[n:], self.temperature)
+        return StepOutput(loss=loss)
+
+    def project(self, images: Tensor) -> Tensor:
+        """Projection-head output z = g(f(x)) (the space the loss acts on)."""
+        return self.projection_head(self.backbone(images))

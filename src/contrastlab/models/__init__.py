@@ -1,0 +1,6 @@
+"""Backbones (registry by name) and heads."""
+
+from contrastlab.models.backbones import Backbone, ConvNet, build_backbone, list_backbones
+from contrastlab.models.heads import ProjectionHead
+
+__all__ = ["Backbone", "ConvNet", "ProjectionHead", "build_backbone", "list_backbones"]

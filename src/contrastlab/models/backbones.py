@@ -1,0 +1,110 @@
+"""Backbones by name: a registry of encoders that map images (N, C, H, W) to features (N, D).
+
+- ``convnet``: a small CPU-friendly ConvNet for 28x28 / 32x32 images (and smaller, e.g. 8x8 digits).
+- ``resnet18``, ``resnet34``, ``resnet50``: torchvision's ResNets (He et al. 2016), randomly
+  initialised, classifier removed.
+- ``resnet18-cifar`` etc.: the CIFAR variant used by SimCLR for small images (Chen et al. 2020,
+  Appendix B.9): a 3x3 stride-1 stem convolution and no max-pool.
+
+Every backbone exposes ``output_dim`` and accepts 1- or 3-channel input (``in_channels``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from contrastlab.errors import ConfigError
+
+
+class Backbone(nn.Module):
+    """An encoder with a known feature dimension."""
+
+    output_dim: int
+
+
+class ConvNet(Backbone):
+    """A small ConvNet: three stages of (conv3x3-BN-ReLU) x 2 with 2x2 max-pooling between stages,
+    then global average pooling. Widths ``width, 2*width, 4*width``; output_dim = 4*width.
+
+    Works for any input of at least 4x4 pixels (pooling is skipped when the map is already 1 pixel).
+    """
+
+    def __init__(self, in_channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        widths = [width, 2 * width, 4 * width]
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stage, out in enumerate(widths):
+            if stage > 0:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            for _ in range(2):
+                layers += [
+                    nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(out),
+                    nn.ReLU(inplace=True),
+                ]
+                channels = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.output_dim = widths[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+
+class TorchvisionResNet(Backbone):
+    """A torchvision ResNet without its classifier; ``cifar=True`` swaps in the small-image stem."""
+
+    def __init__(self, depth: int, in_channels: int = 3, cifar: bool = False) -> None:
+        super().__init__()
+        from torchvision.models import resnet18, resnet34, resnet50
+
+        constructors = {18: resnet18, 34: resnet34, 50: resnet50}
+        net = constructors[depth](weights=None)
+        if cifar:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.output_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+BACKBONES: dict[str, Callable[[int], Backbone]] = {
+    "convnet": lambda c: ConvNet(c, width=32),
+    "convnet-small": lambda c: ConvNet(c, width=16),
+    "convnet-wide": lambda c: ConvNet(c, width=64),
+    "resnet18": lambda c: TorchvisionResNet(18, c),
+    "resnet34": lambda c: TorchvisionResNet(34, c),
+    "resnet50": lambda c: TorchvisionResNet(50, c),
+    "resnet18-cifar": lambda c: TorchvisionResNet(18, c, cifar=True),
+    "resnet34-cifar": lambda c: TorchvisionResNet(34, c, cifar=True),
+    "resnet50-cifar": lambda c: TorchvisionResNet(50, c, cifar=True),
+}
+
+
+def list_backbones() -> list[str]:
+    """Names accepted by :func:`build_backbone`."""
+    return sorted(BACKBONES)
+
+
+def build_backbone(name: str, in_channels: int = 3) -> Backbone:
+    """Build a randomly initialised backbone by name (see :func:`list_backbones`)."""
+    if name not in BACKBONES:
+        import difflib
+
+        close = difflib.get_close_matches(name, BACKBONES, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"unknown backbone '{name}'.{hint} Available: {', '.join(list_backbones())}"
+        )
+    if in_channels not in (1, 3):
+        raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
+    return BACKBONES[name](in_channels)

@@ -1,0 +1,349 @@
+"""The training loop: data -> views -> method -> optimiser, with checkpoints and evaluation.
+
+It reads top to bottom: build everything from a validated :class:`TrainConfig`, optionally restore
+a checkpoint, then for each step draw a batch from the in-memory training set, augment it on the
+training device, ask the method for a loss, step the optimiser and tell the method the step ended.
+The learning rate follows a warm-up + cosine schedule laid out over the epochs, or over the wall
+time when ``time_budget`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from contrastlab.config import TrainConfig
+from contrastlab.data import DatasetSplits, load_dataset
+from contrastlab.errors import CheckpointError, ConfigError
+from contrastlab.methods import Method, build_method, method_kwargs
+from contrastlab.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_atomic,
+)
+from contrastlab.train.optim import build_optimizer, default_lr, set_lr, warmup_cosine
+from contrastlab.train.progress import TrainingProgress
+from contrastlab.train.run_dir import RunDirectory
+from contrastlab.views import AugmentConfig, EvalTransform, SimCLRViews, channel_stats
+
+CHECKPOINT_FORMAT = "contrastlab-checkpoint-v1"
+MAX_NONFINITE_STEPS_IN_A_ROW = 20
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    global_step: int = 0
+    epoch: int = 0
+    finished: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (None: float32); 'auto' is bf16 on CUDA (if supported), fp32 on CPU."""
+    if name == "fp32" or (name == "auto" and device.type != "cuda"):
+        return None
+    if name == "fp16":
+        return torch.float16
+    if name == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training set in ``epoch``: a function of (seed, epoch) only, so resuming
+    mid-run draws the same batches as an uninterrupted run."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def default_run_name(config: TrainConfig) -> str:
+    data_name = Path(config.data).name.split(".")[0] or "data"
+    return f"runs/{config.method}-{data_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def model_meta(config: TrainConfig, splits: DatasetSplits, image_size: int,
+               mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, Any]:
+    """Everything needed to rebuild the encoder and its preprocessing without the config."""
+    return {
+        "method": config.method,
+        "backbone": config.backbone,
+        "in_channels": splits.train.channels,
+        "image_size": image_size,
+        "mean": list(mean),
+        "std": list(std),
+        "method_kwargs": method_kwargs(config),
+        "classes": splits.train.classes,
+    }
+
+
+def build_views(config: TrainConfig, image_size: int, channels: int,
+                mean: tuple[float, ...], std: tuple[float, ...]) -> SimCLRViews:
+    augment = AugmentConfig(
+        crop_scale=config.crop_scale,
+        flip_p=config.flip_p,
+        jitter_strength=config.jitter_strength,
+        jitter_p=config.jitter_p,
+        grey_p=config.grey_p,
+        blur_p=config.blur_p,
+    )
+    return SimCLRViews(image_size, channels, mean, std, augment)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    console: Console | None = None,
+    stop_after_step: int | None = None,
+    evaluate_at_end: bool = True,
+) -> TrainResult:
+    """Train ``config.method`` and evaluate it; everything lands in ``config.out``.
+
+    Args:
+        config: a validated configuration.
+        console: where progress and summaries go (a quiet one is fine for tests).
+        stop_after_step: stop (with a checkpoint) once this global step is reached, as an
+            interruption would; ``resume=True`` continues from there.
+        evaluate_at_end: run kNN and linear evaluation on the test split at the end.
+    """
+    console = console or Console(stderr=True)
+    run = RunDirectory(config.out)
+    run.prepare(config.resume)
+    device = resolve_device(config.device)
+    autocast_dtype = resolve_precision(config.precision, device)
+    torch.manual_seed(config.seed)
+    if config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    # ------------------------------------------------------------------ data and views
+    splits = load_dataset(config.data, test_fraction=config.test_fraction,
+                          split_seed=config.split_seed, skip_bad_files=config.skip_bad_files,
+                          image_size=config.image_size)
+    train_set = splits.train
+    if splits.skipped:
+        console.print(f"[yellow]skipped {len(splits.skipped)} unreadable file(s)[/yellow]")
+    if len(train_set) < config.batch_size:
+        raise ConfigError(
+            f"batch_size {config.batch_size} is larger than the training set ({len(train_set)} "
+            f"images in {train_set.name}); pass --batch-size {max(2, len(train_set))} or less"
+        )
+    image_size = config.image_size or min(train_set.image_size)
+    mean, std = channel_stats(train_set.images)
+    views = build_views(config, image_size, train_set.channels, mean, std)
+    eval_transform = EvalTransform(image_size, train_set.channels, mean, std)
+    meta = model_meta(config, splits, image_size, mean, std)
+
+    # ------------------------------------------------------------------ model and optimiser
+    method = build_method(config.method, config.backbone, train_set.channels,
+                          **method_kwargs(config)).to(device)
+    base_lr = config.lr or default_lr(config.optimizer, config.batch_size)
+    optimizer = build_optimizer(method, config.optimizer, base_lr, config.weight_decay,
+                                config.momentum)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+    steps_per_epoch = len(train_set) // config.batch_size
+    total_steps = config.epochs * steps_per_epoch
+    view_generator = torch.Generator().manual_seed(config.seed)
+
+    epoch, batch_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
+    if config.resume:
+        state = load_checkpoint(run.checkpoint_path)
+        _check_resumable(state, config, meta, run.checkpoint_path)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        view_generator.set_state(state["view_generator"])
+        restore_rng_state(state["rng"])
+        epoch, batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+        global_step, elapsed = state["global_step"], state["elapsed"]
+        console.print(f"resumed from {run.checkpoint_path} at epoch {epoch}, step {global_step}")
+    else:
+        config.save_yaml(run.config_path)
+
+    def save_checkpoint() -> None:
+        save_atomic({
+            "format": CHECKPOINT_FORMAT,
+            "model_meta": meta,
+            "config": config.to_dict(),
+            "model": method.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "global_step": global_step,
+            "elapsed": elapsed,
+            "view_generator": view_generator.get_state(),
+            "rng": capture_rng_state(),
+        }, run.checkpoint_path)
+
+    def schedule_progress() -> float:
+        if config.time_budget is not None:
+            return elapsed / config.time_budget
+        return global_step / max(total_steps, 1)
+
+    def finished() -> bool:
+        if config.time_budget is not None:
+            return elapsed >= config.time_budget
+        return epoch >= config.epochs
+
+    autocast = (
+        torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    console.print(
+        f"training [bold]{config.method}[/bold] / {config.backbone} on {train_set.name}: "
+        f"{len(train_set)} images {train_set.channels}x{image_size}x{image_size}, batch "
+        f"{config.batch_size}, {config.optimizer} lr {base_lr:.3g}, device {device}"
+        + (f", budget {config.time_budget:.0f}s" if config.time_budget else
+           f", {config.epochs} epochs")
+    )
+    progress = TrainingProgress(console, config.time_budget or total_steps,
+                                by_time=config.time_budget is not None)
+    nonfinite_in_a_row = 0
+    interrupted = False
+    method.train()
+    with progress:
+        progress.update(elapsed if config.time_budget else global_step)
+        while not finished() and not interrupted:
+            order = epoch_permutation(len(train_set), config.seed, epoch)
+            epoch_loss_sum, epoch_steps = torch.zeros((), device=device), 0
+            window_start, window_images = time.perf_counter(), 0
+            while batch_in_epoch < steps_per_epoch:
+                step_start = time.perf_counter()
+                index = order[batch_in_epoch * config.batch_size:
+                              (batch_in_epoch + 1) * config.batch_size]
+                images = train_set.images[index].to(device, non_blocking=True)
+                labels = None
+                if train_set.labels is not None:
+                    labels = train_set.labels[index].to(device, non_blocking=True)
+                lr = base_lr * warmup_cosine(schedule_progress(), config.warmup_fraction)
+                set_lr(optimizer, lr)
+                batch_views = views(images, view_generator)
+                with autocast:
+                    output = method.training_step(batch_views, labels)
+                loss = output.loss
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if torch.isfinite(loss.detach()):
+                    scaler.step(optimizer)
+                    nonfinite_in_a_row = 0
+                    epoch_loss_sum += loss.detach()
+                    epoch_steps += 1
+                else:
+                    nonfinite_in_a_row += 1
+                    if nonfinite_in_a_row >= MAX_NONFINITE_STEPS_IN_A_ROW:
+                        raise FloatingPointError(
+                            f"loss was not finite for {nonfinite_in_a_row} steps in a row (last at "
+                            f"step {global_step}); the last good checkpoint is "
+                            f"{run.checkpoint_path}. Try a lower --lr, a higher --temperature or "
+                            "--precision fp32."
+                        )
+                scaler.update()
+                method.on_step_end(global_step, total_steps)
+                global_step += 1
+                batch_in_epoch += 1
+                window_images += len(index)
+                elapsed += time.perf_counter() - step_start
+                if global_step % config.log_every == 0 or batch_in_epoch == steps_per_epoch:
+                    loss_value = float(loss.detach())
+                    now = time.perf_counter()
+                    images_per_s = window_images / max(now - window_start, 1e-9)
+                    window_start, window_images = now, 0
+                    run.log({"type": "step", "epoch": epoch, "step": global_step,
+                             "loss": loss_value, "lr": lr, "images_per_s": images_per_s,
+                             "elapsed": elapsed})
+                    progress.set_stats(epoch, loss_value, lr, images_per_s)
+                progress.update(elapsed if config.time_budget else global_step)
+                if stop_after_step is not None and global_step >= stop_after_step:
+                    interrupted = True
+                    break
+                if config.time_budget is not None and elapsed >= config.time_budget:
+                    break
+            if batch_in_epoch >= steps_per_epoch:
+                epoch, batch_in_epoch = epoch + 1, 0
+                mean_loss = float(epoch_loss_sum) / max(epoch_steps, 1)
+                run.log({"type": "epoch", "epoch": epoch, "step": global_step, "loss": mean_loss,
+                         "lr": lr, "elapsed": elapsed})
+                if config.eval_every and epoch % config.eval_every == 0 and splits.test is not None:
+                    scores = evaluate_method(method, splits, eval_transform, device, config)
+                    method.train()
+                    run.log({"type": "eval", "epoch": epoch, "step": global_step, **scores})
+                    progress.note(f"epoch {epoch}: " + _format_scores(scores))
+            checkpoint_start = time.perf_counter()
+            save_checkpoint()
+            elapsed += time.perf_counter() - checkpoint_start
+
+    result = TrainResult(run.root, global_step=global_step, epoch=epoch, finished=not interrupted)
+    if interrupted:
+        console.print(f"stopped at step {global_step}; continue with --resume --out {run.root}")
+        return result
+    if evaluate_at_end and splits.test is not None:
+        scores = evaluate_method(method, splits, eval_transform, device, config)
+        final = {"epoch": epoch, "step": global_step, "train_seconds": round(elapsed, 2),
+                 "n_train": len(train_set), "n_test": len(splits.test), **scores}
+        run.log({"type": "final", **final})
+        run.write_final(final)
+        result.metrics = final
+        console.print(f"[bold]{train_set.name}[/bold] after {epoch} epochs "
+                      f"({elapsed:.0f}s): " + _format_scores(scores))
+    elif splits.test is None:
+        console.print("no labels in the data: skipped kNN / linear evaluation")
+    console.print(f"run saved in {run.root}")
+    return result
+
+
+def evaluate_method(method: Method, splits: DatasetSplits, transform: EvalTransform,
+                    device: torch.device, config: TrainConfig) -> dict[str, float]:
+    """kNN and linear-probe accuracy of the method's encoder on the test split."""
+    from contrastlab.eval import evaluate_features
+
+    assert splits.test is not None
+    method.eval()
+    return evaluate_features(method.encode, splits.train, splits.test, transform, device,
+                             protocols=("knn", "linear"), k=config.knn_k,
+                             temperature=config.knn_temperature, seed=config.seed)
+
+
+def _format_scores(scores: dict[str, float]) -> str:
+    parts = []
+    if "knn_top1" in scores:
+        parts.append(f"kNN top-1 {100 * scores['knn_top1']:.2f}%")
+    if "linear_top1" in scores:
+        parts.append(f"linear top-1 {100 * scores['linear_top1']:.2f}%")
+    return ", ".join(parts)
+
+
+def _check_resumable(state: dict[str, Any], config: TrainConfig, meta: dict[str, Any],
+                     path: Path) -> None:
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"'{path}' is not a {CHECKPOINT_FORMAT} checkpoint")
+    saved = state["config"]
+    for key in ("method", "backbone", "data", "batch_size", "seed", "image_size",
+                "test_fraction", "split_seed", "optimizer"):
+        if saved.get(key) != config.to_dict()[key]:
+            raise CheckpointError(
+                f"cannot resume '{path}': it was trained with {key}={saved.get(key)!r} but this "
+                f"run asks for {key}={config.to_dict()[key]!r}; use the same value or a new --out"
+            )
+    if state["model_meta"]["in_channels"] != meta["in_channels"]:
+        raise CheckpointError(f"cannot resume '{path}': the data's channel count changed")
+    if not math.isfinite(state["elapsed"]):
+        raise CheckpointError(f"'{path}' holds a non-finite elapsed time")

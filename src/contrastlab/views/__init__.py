@@ -1,0 +1,25 @@
+"""Batched, seeded image augmentations for self-supervised learning.
+
+Views are computed on the device of the input images (CPU or CUDA) with per-sample random
+parameters drawn from a CPU ``torch.Generator``, so the same seed gives the same views anywhere.
+
+* ``SimCLRViews``: two (or more) augmented views per image, SimCLR recipe by default.
+* ``EvalTransform``: deterministic resize + normalise.
+* ``AugmentConfig`` / ``BatchAugment``: the configurable augmentation pipeline.
+* ``channel_stats``: per-channel mean/std of a uint8 dataset.
+* ``contrastlab.views.functional``: the batched operations themselves.
+"""
+
+from contrastlab.views import functional
+from contrastlab.views.augment import AugmentConfig, BatchAugment, ViewParams
+from contrastlab.views.recipes import EvalTransform, SimCLRViews, channel_stats
+
+__all__ = [
+    "AugmentConfig",
+    "BatchAugment",
+    "EvalTransform",
+    "SimCLRViews",
+    "ViewParams",
+    "channel_stats",
+    "functional",
+]

@@ -1,0 +1,151 @@
+"""View recipes: the augmented views each method family trains on, and the evaluation transform.
+
+* ``SimCLRViews``: ``num_views`` independent ``BatchAugment`` views per image (SimCLR defaults).
+* ``EvalTransform``: deterministic resize + normalisation for evaluation and feature extraction.
+* ``channel_stats``: per-channel mean/std of a uint8 dataset, for the normalisation constants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from contrastlab.errors import ConfigError
+from contrastlab.views.augment import (
+    AugmentConfig,
+    BatchAugment,
+    check_images,
+    check_normalization,
+)
+from contrastlab.views.functional import normalize, to_float
+
+__all__ = ["EvalTransform", "SimCLRViews", "channel_stats"]
+
+
+class SimCLRViews:
+    """``num_views`` independently augmented views of every image (SimCLR, Chen et al. 2020).
+
+    The default ``AugmentConfig`` is the paper's CIFAR-10 recipe: random resized crop with area
+    scale 0.08-1 and ratio 3/4-4/3, horizontal flip with p=0.5, colour jitter of strength 0.5
+    (brightness/contrast/saturation 0.4, hue 0.1) with p=0.8, greyscale with p=0.2, Gaussian blur
+    with p=0.5 only for outputs of at least 64 px (so off for 32 px CIFAR). For 1-channel images
+    saturation, hue and greyscale are skipped.
+
+    Args:
+        output_size: side of the square views in pixels.
+        channels: image channels, 1 or 3.
+        mean, std: per-channel normalisation constants in [0, 1] units.
+        config: augmentation settings; ``None`` for the defaults.
+        num_views: number of views per image, >= 1.
+
+    Raises:
+        ConfigError: for invalid arguments.
+    """
+
+    def __init__(
+        self,
+        output_size: int,
+        channels: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        config: AugmentConfig | None = None,
+        num_views: int = 2,
+    ) -> None:
+        if not isinstance(num_views, int) or isinstance(num_views, bool) or num_views < 1:
+            raise ConfigError(f"num_views = {num_views!r} is not allowed; allowed: an integer >= 1")
+        self.config = config if config is not None else AugmentConfig()
+        self.augment = BatchAugment(self.config, output_size, channels, mean, std)
+        self.num_views = num_views
+
+    def __repr__(self) -> str:
+        return f"SimCLRViews({self.augment!r}, num_views={self.num_views})"
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """Return ``num_views`` float32 views (N, C, out, out), each normalised.
+
+        Views are computed on ``images.device``; their random parameters are drawn in turn (view
+        0 first) from the CPU ``generator``, so a seed gives the same views on any device.
+        """
+        check_images(images, self.augment.channels, "SimCLRViews")
+        x = to_float(images)  # converted once, shared by every view
+        n, _, h, w = x.shape
+        return [
+            self.augment.apply(x, self.augment.sample_params(n, h, w, generator))
+            for _ in range(self.num_views)
+        ]
+
+
+class EvalTransform:
+    """Deterministic evaluation transform: resize (if needed) and normalise.
+
+    Images whose size is not ``output_size`` x ``output_size`` are resized to it with bilinear
+    interpolation and antialiasing (``F.interpolate(..., antialias=True)``; the aspect ratio is
+    not kept). Then ``(x / 255 - mean[c]) / std[c]``.
+
+    Args:
+        output_size: side of the square outputs in pixels.
+        channels: image channels, 1 or 3.
+        mean, std: per-channel normalisation constants in [0, 1] units.
+    """
+
+    def __init__(
+        self, output_size: int, channels: int, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        self.mean, self.std = check_normalization(output_size, channels, mean, std)
+        self.output_size = output_size
+        self.channels = channels
+
+    def __repr__(self) -> str:
+        return (f"EvalTransform(output_size={self.output_size}, channels={self.channels}, "
+                f"mean={self.mean}, std={self.std})")
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """Float32 (N, C, out, out) normalised images on ``images.device``."""
+        check_images(images, self.channels, "EvalTransform")
+        x = to_float(images)
+        size = (self.output_size, self.output_size)
+        if tuple(x.shape[2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            x = x.clamp_(0.0, 1.0)
+        return normalize(x, self.mean, self.std)
+
+
+def channel_stats(
+    images: Tensor, chunk_size: int = 1024
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation of uint8 images, in [0, 1] units.
+
+    Computed exactly from per-channel histograms of the 256 pixel values, accumulated over
+    chunks of ``chunk_size`` images (so memory stays bounded): ``mean_c = sum_v v n_c(v) /
+    (255 N_c)`` and ``std_c = sqrt(sum_v v^2 n_c(v) / (255^2 N_c) - mean_c^2)``.
+
+    Args:
+        images: uint8 (N, C, H, W), N >= 1, on any device.
+        chunk_size: images per chunk.
+
+    Returns:
+        ``(mean, std)``, tuples of C floats.
+    """
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError("channel_stats: expected uint8 images (N, C, H, W), got "
+                         f"{getattr(images, 'dtype', type(images))} "
+                         f"{tuple(getattr(images, 'shape', ()))}")
+    n, c = images.shape[:2]
+    if n == 0 or images.numel() == 0:
+        raise ValueError("channel_stats: no images to compute statistics from")
+    if chunk_size < 1:
+        raise ValueError(f"channel_stats: chunk_size must be >= 1, got {chunk_size}")
+    counts = torch.zeros(c * 256, dtype=torch.int64, device=images.device)
+    offsets = (torch.arange(c, device=images.device) * 256).view(1, c, 1, 1)
+    for start in range(0, n, chunk_size):
+        chunk = images[start : start + chunk_size].to(torch.int64) + offsets
+        counts += torch.bincount(chunk.reshape(-1), minlength=c * 256)
+    hist = counts.view(c, 256).to(torch.float64).cpu()
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    total = hist.sum(dim=1)
+    mean = (hist * values).sum(dim=1) / total
+    var = ((hist * values**2).sum(dim=1) / total - mean**2).clamp(min=0.0)
+    return tuple(mean.tolist()), tuple(var.sqrt().tolist())
