@@ -50,6 +50,17 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where available."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def load_images(count: int) -> tuple[Tensor, str]:
     """The first ``count`` training images of the CIFAR-10 archive as uint8 (N, 3, 32, 32)."""
     if not ARCHIVE.is_file():
@@ -168,9 +179,7 @@ def main() -> None:
     theirs = bench_torchvision(images, args.batch_size, args.passes, args.workers)
     log(f"torchvision: {theirs:,.0f} views/s")
 
-    device_name = (
-        torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    )
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     result = {
         "ours_views_per_s": round(ours, 1),
         "torchvision_views_per_s": round(theirs, 1),
@@ -183,7 +192,7 @@ def main() -> None:
         "data": source,
         "passes": args.passes,
         "device": str(device),
-        "device_name": device_name or platform.machine(),
+        "device_name": device_name,
         "threads": torch.get_num_threads(),
         "cpu_count": torch.multiprocessing.cpu_count(),
         "torch_version": torch.__version__,

@@ -15,8 +15,9 @@ CUDA = torch.cuda.is_available()
 MEAN3, STD3 = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 
 # No randomness at all: full-image crop, no flip, no colour change.
-IDENTITY = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0,
-                         jitter_p=0.0, grey_p=0.0, blur_p=0.0)
+IDENTITY = AugmentConfig(
+    crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grey_p=0.0, blur_p=0.0
+)
 
 
 def uint8_images(n: int = 8, c: int = 3, h: int = 16, w: int = 16, seed: int = 0) -> torch.Tensor:
@@ -189,8 +190,7 @@ def test_parameter_frequencies() -> None:
     area = boxes[:, 2] * boxes[:, 3] / 64**2
     assert area.min() >= 0.08 - 0.02 and area.max() <= 1.0
     # jitter factors stay in their ranges; every op appears at every position
-    factors = params.jitter.factors
-    assert factors[:, :].numel() == 4 * params.jitter.num_selected
+    assert params.jitter.factors.shape == (4, params.jitter.num_selected)
     for counts in params.jitter.counts:
         assert min(counts) > 0.2 * params.jitter.num_selected
 

@@ -51,8 +51,9 @@ def test_same_size_box_equals_slice() -> None:
     out = VF.resized_crop_flip(x, box(3, 5, 8, 8), torch.zeros(1, dtype=torch.bool), 8)
     torch.testing.assert_close(out, x[:, :, 3:11, 5:13], atol=1e-5, rtol=0)
     flipped = VF.resized_crop_flip(x, box(3, 5, 8, 8), torch.ones(1, dtype=torch.bool), 8)
-    torch.testing.assert_close(flipped, torch.flip(x[:, :, 3:11, 5:13], dims=[3]), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        flipped, torch.flip(x[:, :, 3:11, 5:13], dims=[3]), atol=1e-5, rtol=0
+    )
 
 
 def test_integer_aligned_box_equals_slice_then_resize() -> None:
@@ -67,13 +68,15 @@ def test_integer_aligned_box_equals_slice_then_resize() -> None:
 
 
 def test_grid_equals_affine_grid() -> None:
-    boxes = VF.sample_crop_boxes(16, 30, 40, (0.08, 1.0), (0.75, 4 / 3),
-                                 torch.Generator().manual_seed(1))
+    boxes = VF.sample_crop_boxes(
+        16, 30, 40, (0.08, 1.0), (0.75, 4 / 3), torch.Generator().manual_seed(1)
+    )
     flip = torch.arange(16) % 2 == 0
     theta = VF.crop_flip_theta(boxes, flip, 30, 40)
     ref = F.affine_grid(theta, [16, 3, 12, 9], align_corners=False)
-    torch.testing.assert_close(VF.crop_flip_grid(boxes, flip, 30, 40, (12, 9)), ref,
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        VF.crop_flip_grid(boxes, flip, 30, 40, (12, 9)), ref, atol=1e-6, rtol=0
+    )
 
 
 def test_crop_box_statistics() -> None:
@@ -100,14 +103,16 @@ def test_crop_box_statistics() -> None:
 
 def test_crop_boxes_fall_back_to_centre_crop() -> None:
     # 1:1 boxes of at least half the area never fit into a 10x100 strip.
-    boxes = VF.sample_crop_boxes(5, 10, 100, (0.5, 1.0), (1.0, 1.0),
-                                 torch.Generator().manual_seed(0))
+    boxes = VF.sample_crop_boxes(
+        5, 10, 100, (0.5, 1.0), (1.0, 1.0), torch.Generator().manual_seed(0)
+    )
     assert torch.equal(boxes, box(0, 45, 10, 10, 5))
 
 
 def test_crops_are_independent_per_sample() -> None:
-    boxes = VF.sample_crop_boxes(64, 32, 32, (0.08, 1.0), (0.75, 4 / 3),
-                                 torch.Generator().manual_seed(0))
+    boxes = VF.sample_crop_boxes(
+        64, 32, 32, (0.08, 1.0), (0.75, 4 / 3), torch.Generator().manual_seed(0)
+    )
     assert torch.unique(boxes, dim=0).shape[0] > 50
 
 
@@ -143,8 +148,9 @@ def test_contrast() -> None:
     out = VF.adjust_contrast(x, f)
     for i in range(3):
         m = (0.299 * x[i, 0] + 0.587 * x[i, 1] + 0.114 * x[i, 2]).mean()
-        torch.testing.assert_close(out[i], (f[i] * x[i] + (1 - f[i]) * m).clamp(0, 1),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            out[i], (f[i] * x[i] + (1 - f[i]) * m).clamp(0, 1), atol=1e-6, rtol=0
+        )
     # factor 0: every pixel is the mean luma
     assert torch.allclose(out[0], out[0].mean().expand_as(out[0]), atol=1e-6)
 
@@ -154,8 +160,9 @@ def test_contrast_single_channel() -> None:
     f = torch.tensor([0.5, 2.0])
     out = VF.adjust_contrast(x, f)
     for i in range(2):
-        torch.testing.assert_close(out[i], (f[i] * x[i] + (1 - f[i]) * x[i].mean()).clamp(0, 1),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            out[i], (f[i] * x[i] + (1 - f[i]) * x[i].mean()).clamp(0, 1), atol=1e-6, rtol=0
+        )
 
 
 def test_saturation() -> None:
@@ -164,8 +171,9 @@ def test_saturation() -> None:
     out = VF.adjust_saturation(x, f)
     grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
     for i in range(3):
-        torch.testing.assert_close(out[i], (f[i] * x[i] + (1 - f[i]) * grey[i]).clamp(0, 1),
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            out[i], (f[i] * x[i] + (1 - f[i]) * grey[i]).clamp(0, 1), atol=1e-6, rtol=0
+        )
     torch.testing.assert_close(out[0], VF.grayscale(x[0:1])[0], atol=1e-6, rtol=0)
 
 
@@ -216,8 +224,9 @@ def test_normalize() -> None:
     mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
     expected = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     torch.testing.assert_close(VF.normalize(x, mean, std), expected, atol=1e-5, rtol=1e-6)
-    torch.testing.assert_close(VF.normalize(x, torch.tensor(mean), torch.tensor(std)), expected,
-                               atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(
+        VF.normalize(x, torch.tensor(mean), torch.tensor(std)), expected, atol=1e-5, rtol=1e-6
+    )
     y = x.clone()
     assert VF.normalize(y, mean, std, inplace=True) is y
 
@@ -247,8 +256,7 @@ def test_gaussian_kernels() -> None:
 
 def test_blur_tiny_sigma_is_identity() -> None:
     x = rand_images(2, 3, 10, 10)
-    torch.testing.assert_close(VF.gaussian_blur(x, torch.full((2,), 0.05), 5), x, atol=1e-6,
-                               rtol=0)
+    torch.testing.assert_close(VF.gaussian_blur(x, torch.full((2,), 0.05), 5), x, atol=1e-6, rtol=0)
 
 
 def test_blur_preserves_constant_image() -> None:
@@ -281,8 +289,9 @@ def test_blur_kernel_larger_than_image() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def reference_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
-                     apply: torch.Tensor) -> torch.Tensor:
+def reference_jitter(
+    x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor
+) -> torch.Tensor:
     funcs = (VF.adjust_brightness, VF.adjust_contrast, VF.adjust_saturation, VF.adjust_hue)
     out = x.clone()
     for i in range(x.shape[0]):
@@ -343,6 +352,21 @@ def test_move_tensors_round_trip_cpu() -> None:
     assert VF.move_tensors(plan, "cpu") is plan
 
 
+def test_packed_transfer_round_trip() -> None:
+    # The byte packing used for the single host-to-device copy, exercised on the CPU.
+    tensors = [
+        torch.tensor([1.5, -2.0, 3.25]),
+        torch.arange(7),
+        torch.tensor([True, False, True]),
+        torch.empty(0, dtype=torch.int64),
+        torch.rand(2, 3, dtype=torch.float64),
+        torch.tensor([[1, 2], [3, 4]], dtype=torch.int32)[:, 1],  # not contiguous
+    ]
+    moved = VF._transfer(tensors, torch.device("cpu"))
+    for a, b in zip(tensors, moved, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
 @pytest.mark.skipif(not CUDA, reason="CUDA not available")
 def test_move_tensors_to_cuda_single_buffer() -> None:
     factors, order, apply = random_jitter_params(9, seed=2)
@@ -361,10 +385,12 @@ def test_ops_match_on_cuda() -> None:
     f = torch.linspace(0.4, 1.6, 6)
     for op in (VF.adjust_brightness, VF.adjust_contrast, VF.adjust_saturation):
         torch.testing.assert_close(op(x.cuda(), f.cuda()).cpu(), op(x, f), atol=1e-5, rtol=0)
-    torch.testing.assert_close(VF.adjust_hue(x.cuda(), (f - 1).cuda()).cpu(),
-                               VF.adjust_hue(x, f - 1), atol=1e-5, rtol=0)
-    torch.testing.assert_close(VF.gaussian_blur(x.cuda(), f.cuda(), 5).cpu(),
-                               VF.gaussian_blur(x, f, 5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        VF.adjust_hue(x.cuda(), (f - 1).cuda()).cpu(), VF.adjust_hue(x, f - 1), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        VF.gaussian_blur(x.cuda(), f.cuda(), 5).cpu(), VF.gaussian_blur(x, f, 5), atol=1e-5, rtol=0
+    )
 
 
 def test_constants() -> None:

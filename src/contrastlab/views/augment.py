@@ -18,6 +18,7 @@ Pipeline (the SimCLR order), each step with its own per-sample random parameters
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,8 +61,9 @@ def _as_pair(name: str, value: object, allowed: str) -> tuple[float, float]:
         or len(value) != 2
         or not all(_is_number(v) for v in value)
     ):
-        raise ConfigError(f"AugmentConfig.{name} = {value!r} is not a pair (min, max); "
-                          f"allowed: {allowed}")
+        raise ConfigError(
+            f"AugmentConfig.{name} = {value!r} is not a pair (min, max); allowed: {allowed}"
+        )
     lo, hi = float(value[0]), float(value[1])
     if lo > hi:
         raise ConfigError(f"AugmentConfig.{name} = {value!r} has min > max; allowed: {allowed}")
@@ -107,16 +109,22 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         scale = _as_pair("crop_scale", self.crop_scale, "0 < min <= max <= 1")
         if not 0.0 < scale[0] <= scale[1] <= 1.0:
-            raise ConfigError(f"AugmentConfig.crop_scale = {self.crop_scale!r} is out of range; "
-                              "allowed: 0 < min <= max <= 1")
+            raise ConfigError(
+                f"AugmentConfig.crop_scale = {self.crop_scale!r} is out of range; "
+                "allowed: 0 < min <= max <= 1"
+            )
         ratio = _as_pair("crop_ratio", self.crop_ratio, "0 < min <= max")
         if not 0.0 < ratio[0]:
-            raise ConfigError(f"AugmentConfig.crop_ratio = {self.crop_ratio!r} is out of range; "
-                              "allowed: 0 < min <= max")
+            raise ConfigError(
+                f"AugmentConfig.crop_ratio = {self.crop_ratio!r} is out of range; "
+                "allowed: 0 < min <= max"
+            )
         sigma = _as_pair("blur_sigma", self.blur_sigma, "0 < min <= max")
         if not 0.0 < sigma[0]:
-            raise ConfigError(f"AugmentConfig.blur_sigma = {self.blur_sigma!r} is out of range; "
-                              "allowed: 0 < min <= max")
+            raise ConfigError(
+                f"AugmentConfig.blur_sigma = {self.blur_sigma!r} is out of range; "
+                "allowed: 0 < min <= max"
+            )
         object.__setattr__(self, "crop_scale", scale)
         object.__setattr__(self, "crop_ratio", ratio)
         object.__setattr__(self, "blur_sigma", sigma)
@@ -124,16 +132,24 @@ class AugmentConfig:
             _check_probability(name, getattr(self, name))
         s = self.jitter_strength
         if not _is_number(s) or not 0.0 <= s <= MAX_JITTER_STRENGTH:
-            raise ConfigError(f"AugmentConfig.jitter_strength = {s!r} is out of range; "
-                              f"allowed: [0, {MAX_JITTER_STRENGTH}]")
-        if (not isinstance(self.blur_min_size, int) or isinstance(self.blur_min_size, bool)
-                or self.blur_min_size < 0):
-            raise ConfigError(f"AugmentConfig.blur_min_size = {self.blur_min_size!r} is not "
-                              "allowed; allowed: an integer >= 0")
+            raise ConfigError(
+                f"AugmentConfig.jitter_strength = {s!r} is out of range; "
+                f"allowed: [0, {MAX_JITTER_STRENGTH}]"
+            )
+        if (
+            not isinstance(self.blur_min_size, int)
+            or isinstance(self.blur_min_size, bool)
+            or self.blur_min_size < 0
+        ):
+            raise ConfigError(
+                f"AugmentConfig.blur_min_size = {self.blur_min_size!r} is not "
+                "allowed; allowed: an integer >= 0"
+            )
         t = self.solarize_threshold
         if not _is_number(t) or not 0.0 <= t <= 1.0:
-            raise ConfigError(f"AugmentConfig.solarize_threshold = {t!r} is out of range; "
-                              "allowed: [0, 1]")
+            raise ConfigError(
+                f"AugmentConfig.solarize_threshold = {t!r} is out of range; allowed: [0, 1]"
+            )
 
     @property
     def brightness(self) -> float:
@@ -213,11 +229,14 @@ def check_normalization(
     mean_t = tuple(float(m) for m in mean)
     std_t = tuple(float(s) for s in std)
     if len(mean_t) != channels:
-        raise ConfigError(f"mean = {tuple(mean)!r} has {len(mean_t)} values; allowed: one per "
-                          f"channel ({channels})")
+        raise ConfigError(
+            f"mean = {tuple(mean)!r} has {len(mean_t)} values; allowed: one per "
+            f"channel ({channels})"
+        )
     if len(std_t) != channels:
-        raise ConfigError(f"std = {tuple(std)!r} has {len(std_t)} values; allowed: one per "
-                          f"channel ({channels})")
+        raise ConfigError(
+            f"std = {tuple(std)!r} has {len(std_t)} values; allowed: one per channel ({channels})"
+        )
     if not all(math.isfinite(m) for m in mean_t):
         raise ConfigError(f"mean = {mean_t!r} is not finite; allowed: finite numbers")
     if not all(math.isfinite(s) and s > 0 for s in std_t):
@@ -262,10 +281,37 @@ class BatchAugment:
         )
         self.blur_enabled = config.blur_p > 0 and output_size >= config.blur_min_size
         self.blur_kernel_size = max(3, int(0.1 * output_size) // 2 * 2 + 1)
+        self._local = threading.local()  # per-thread scratch buffers, see _workspace
+
+    def _workspace(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """Two scratch tensors shaped like ``like``, kept per thread and reused across calls.
+
+        Buffers for at most two batch shapes are kept (2 x the size of one view each).
+        """
+        cache: dict[tuple, tuple[Tensor, Tensor]] | None = getattr(self._local, "cache", None)
+        if cache is None:
+            cache = self._local.cache = {}
+        key = (tuple(like.shape), like.dtype, like.device)
+        if key not in cache:
+            if len(cache) >= 2:  # e.g. full batches and the last, smaller one of an epoch
+                del cache[next(iter(cache))]
+            cache[key] = (torch.empty_like(like), torch.empty_like(like))
+        return cache[key]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
 
     def __repr__(self) -> str:
-        return (f"BatchAugment({self.config!r}, output_size={self.output_size}, "
-                f"channels={self.channels}, mean={self.mean}, std={self.std})")
+        return (
+            f"BatchAugment({self.config!r}, output_size={self.output_size}, "
+            f"channels={self.channels}, mean={self.mean}, std={self.std})"
+        )
 
     def sample_params(
         self, n: int, height: int, width: int, generator: torch.Generator | None = None
@@ -316,15 +362,21 @@ class BatchAugment:
         params = params.to(x.device)
         cfg = self.config
         view = resized_crop_flip(x, params.boxes, params.flip, self.output_size)
-        if params.jitter.num_selected:
-            view = apply_color_jitter(view, params.jitter, self.jitter_enabled)
+        if params.jitter.num_selected and any(self.jitter_enabled):
+            # CPU: reuse scratch buffers (fresh ones page-fault on every call); CUDA's caching
+            # allocator already reuses memory, so no batch-sized buffers are held there.
+            workspace = self._workspace(view) if view.device.type == "cpu" else None
+            apply_color_jitter(
+                view, params.jitter, self.jitter_enabled, out=view, workspace=workspace
+            )
         if params.grey_index.numel():
             idx = params.grey_index
             view.index_copy_(0, idx, grayscale(view.index_select(0, idx)))
         if params.blur_index.numel():
             idx = params.blur_index
-            blurred = gaussian_blur(view.index_select(0, idx), params.blur_sigma,
-                                    self.blur_kernel_size)
+            blurred = gaussian_blur(
+                view.index_select(0, idx), params.blur_sigma, self.blur_kernel_size
+            )
             view.index_copy_(0, idx, blurred)
         if params.solarize_index.numel():
             idx = params.solarize_index

@@ -64,7 +64,7 @@ def to_float(images: Tensor) -> Tensor:
     """Convert uint8 images (values 0..255) to float32 in [0, 1]: ``x / 255``."""
     if images.dtype != torch.uint8:
         raise ValueError(f"expected a uint8 image tensor, got dtype {images.dtype}")
-    return images.to(torch.float32).mul_(1.0 / 255.0)
+    return images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,8 +301,7 @@ def adjust_hue(x: Tensor, shift: Tensor, inplace: bool = False) -> Tensor:
     chroma = hi - lo
     p = (x - lo).div_(chroma.clamp(min=torch.finfo(x.dtype).tiny))
     pr, pg, pb = p.unbind(1)
-    is_max = torch.floor(p)
-    er, eg, _ = is_max.unbind(1)
+    er, eg = torch.floor(pr), torch.floor(pg)  # 1.0 where R (G) is a maximum
     # Hue if B is the max; corrections if R (er = 1) or, R not being a max, G is the max.
     hue = (pr - pg).add_(4.0)
     d_r = (pg - pb).sub_(hue)
@@ -313,10 +312,12 @@ def adjust_hue(x: Tensor, shift: Tensor, inplace: bool = False) -> Tensor:
     hue.sub_(torch.floor(hue * (1.0 / 6.0)), alpha=6.0)  # mod 6, into [0, 6)
     offsets = torch.arange(3, dtype=x.dtype, device=x.device).mul_(-2.0).view(1, 3, 1, 1)
     ramp = torch.add(hue.unsqueeze(1), offsets)
-    ramp.abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)
+    # m + c * clamp(t - 1, 0, 1) == (2m - M) + c * clamp(t, 1, 2), one full-size pass fewer
+    ramp.abs_().sub_(3.0).abs_().clamp_(1.0, 2.0)
+    base = lo.mul_(2.0).sub_(hi)
     if inplace:
-        return torch.addcmul(lo, chroma, ramp, out=x)
-    return torch.addcmul(lo, chroma, ramp)
+        return torch.addcmul(base, chroma, ramp, out=x)
+    return torch.addcmul(base, chroma, ramp)
 
 
 def solarize(x: Tensor, threshold: Tensor | float) -> Tensor:
@@ -342,8 +343,9 @@ def normalize(
         s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return out.sub_(m).div_(s)
     if len(mean) != x.shape[1] or len(std) != x.shape[1]:
-        raise ValueError(f"normalize: {x.shape[1]} channels but {len(mean)} means and "
-                         f"{len(std)} stds")
+        raise ValueError(
+            f"normalize: {x.shape[1]} channels but {len(mean)} means and {len(std)} stds"
+        )
     for c, (m_c, s_c) in enumerate(zip(mean, std, strict=True)):
         out[:, c].mul_(1.0 / s_c).add_(-m_c / s_c)
     return out
@@ -389,10 +391,12 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     k = gaussian_kernels(sigma.to(device=x.device), kernel_size).to(x.dtype)
     k = k.repeat_interleave(c, dim=0)  # (N*C, K): plane n*C + c uses sample n's kernel
     planes = x.reshape(1, n * c, h, w)
-    out = F.conv2d(F.pad(planes, (pad, pad, 0, 0), mode="reflect"), k.view(n * c, 1, 1, -1),
-                   groups=n * c)
-    out = F.conv2d(F.pad(out, (0, 0, pad, pad), mode="reflect"), k.view(n * c, 1, -1, 1),
-                   groups=n * c)
+    out = F.conv2d(
+        F.pad(planes, (pad, pad, 0, 0), mode="reflect"), k.view(n * c, 1, 1, -1), groups=n * c
+    )
+    out = F.conv2d(
+        F.pad(out, (0, 0, pad, pad), mode="reflect"), k.view(n * c, 1, -1, 1), groups=n * c
+    )
     return out.view(n, c, h, w)
 
 
@@ -492,7 +496,11 @@ _JITTER_FUNCS: tuple[Callable[[Tensor, Tensor, bool], Tensor], ...] = (
 
 
 def apply_color_jitter(
-    x: Tensor, plan: JitterPlan, enabled: Sequence[bool] = (True, True, True, True)
+    x: Tensor,
+    plan: JitterPlan,
+    enabled: Sequence[bool] = (True, True, True, True),
+    out: Tensor | None = None,
+    workspace: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Colour jitter: the four ops of ``JITTER_OPS`` in each sample's own order.
 
@@ -501,26 +509,36 @@ def apply_color_jitter(
     Ops whose ``enabled`` flag is False are skipped (1-channel images, zero jitter ranges).
 
     Args:
-        x: float (N, C, H, W) in [0, 1]; not modified.
+        x: float (N, C, H, W) in [0, 1], contiguous.
         plan: a ``JitterPlan`` with its tensors on ``x.device`` (see ``move_tensors``).
         enabled: per op in ``JITTER_OPS`` order, whether it is applied.
+        out: where to write the result (may be ``x`` itself); a new tensor if None.
+        workspace: two contiguous scratch tensors shaped like ``x`` (reusing them across calls
+            avoids allocating, and on the CPU page-faulting, two batch-sized buffers per call).
 
     Returns:
-        A new (N, C, H, W) tensor.
+        The (N, C, H, W) result (``out`` when given).
     """
+    result = out if out is not None else torch.empty_like(x)
     if plan.num_selected == 0 or not any(enabled):
-        return x.clone()
-    work = x.index_select(0, plan.gather)
+        return result if result is x else result.copy_(x)
+    if workspace is None:
+        workspace = (torch.empty_like(x), torch.empty_like(x))
+    work, spare = workspace
+    if work.shape != x.shape or spare.shape != x.shape:
+        raise ValueError(f"workspace tensors must have the shape of x {tuple(x.shape)}")
+    torch.index_select(x, 0, plan.gather, out=work)
     for p in range(4):
         if p > 0:
-            work = work.index_select(0, plan.regather[p - 1])
+            torch.index_select(work, 0, plan.regather[p - 1], out=spare)
+            work, spare = spare, work
         start = 0
         for op, count in enumerate(plan.counts[p]):
             if count and enabled[op]:
                 stop = start + count
                 _JITTER_FUNCS[op](work[start:stop], plan.factors[p, start:stop], True)
             start += count
-    return work.index_select(0, plan.restore)
+    return torch.index_select(work, 0, plan.restore, out=result)
 
 
 # --------------------------------------------------------------------------------------------

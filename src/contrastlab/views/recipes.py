@@ -99,8 +99,10 @@ class EvalTransform:
         self.channels = channels
 
     def __repr__(self) -> str:
-        return (f"EvalTransform(output_size={self.output_size}, channels={self.channels}, "
-                f"mean={self.mean}, std={self.std})")
+        return (
+            f"EvalTransform(output_size={self.output_size}, channels={self.channels}, "
+            f"mean={self.mean}, std={self.std})"
+        )
 
     def __call__(self, images: Tensor) -> Tensor:
         """Float32 (N, C, out, out) normalised images on ``images.device``."""
@@ -130,9 +132,11 @@ def channel_stats(
         ``(mean, std)``, tuples of C floats.
     """
     if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError("channel_stats: expected uint8 images (N, C, H, W), got "
-                         f"{getattr(images, 'dtype', type(images))} "
-                         f"{tuple(getattr(images, 'shape', ()))}")
+        raise ValueError(
+            "channel_stats: expected uint8 images (N, C, H, W), got "
+            f"{getattr(images, 'dtype', type(images))} "
+            f"{tuple(getattr(images, 'shape', ()))}"
+        )
     n, c = images.shape[:2]
     if n == 0 or images.numel() == 0:
         raise ValueError("channel_stats: no images to compute statistics from")
