@@ -23,7 +23,7 @@ from contrastlab.train import train
 
 # The recipe used for the MNIST figure (digits are small and centred: milder crops, no flips).
 RECIPE = {
-    "backbone": "convnet",
+    "backbone": "convnet-small",
     "batch_size": 256,
     "optimizer": "adamw",
     "lr": 2e-3,

@@ -70,16 +70,18 @@ def main() -> None:
     views = build_views(config, 28, 1, mean, std)
     generator = torch.Generator().manual_seed(0)
     method = build_method("simclr", config.backbone, 1, **method_kwargs(config)).to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    method.to(memory_format=memory_format)
     optimizer = build_optimizer(method, config.optimizer, config.lr, config.weight_decay)
-    batch_views = views(images, generator)
-    both = torch.cat(batch_views)
+    batch_views = [v.contiguous(memory_format=memory_format) for v in views(images, generator)]
+    both = torch.cat(batch_views).contiguous(memory_format=memory_format)
 
     def backbone_forward_backward() -> None:
         method.zero_grad(set_to_none=True)
         method.backbone(both).sum().backward()
 
     def full_step() -> None:
-        v = views(images, generator)
+        v = [x.contiguous(memory_format=memory_format) for x in views(images, generator)]
         loss = method.training_step(v, None).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

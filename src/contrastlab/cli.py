@@ -93,6 +93,9 @@ def train(
     precision: Annotated[str | None, Opt(help="auto, fp32, bf16 or fp16.")] = None,
     deterministic: Annotated[bool | None, Opt("--deterministic",
                                               help="Deterministic algorithms only.")] = None,
+    channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last",
+                                              help="NHWC memory format (faster convolutions on "
+                                              "CPU and GPU).")] = None,
 ) -> None:
     """Train an encoder with a self-supervised method, then report kNN and linear-probe accuracy."""
     from contrastlab.config import build_config

@@ -68,6 +68,7 @@ class TrainConfig:
     resume: bool = False
     log_every: int = 10
     deterministic: bool = False
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

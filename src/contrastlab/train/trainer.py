@@ -155,6 +155,8 @@ def train(
     # ------------------------------------------------------------------ model and optimiser
     method = build_method(config.method, config.backbone, train_set.channels,
                           **method_kwargs(config)).to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    method.to(memory_format=memory_format)
     base_lr = config.lr or default_lr(config.optimizer, config.batch_size)
     optimizer = build_optimizer(method, config.optimizer, base_lr, config.weight_decay,
                                 config.momentum)
@@ -236,7 +238,8 @@ def train(
                     labels = train_set.labels[index].to(device, non_blocking=True)
                 lr = base_lr * warmup_cosine(schedule_progress(), config.warmup_fraction)
                 set_lr(optimizer, lr)
-                batch_views = views(images, view_generator)
+                batch_views = [v.contiguous(memory_format=memory_format)
+                               for v in views(images, view_generator)]
                 with autocast:
                     output = method.training_step(batch_views, labels)
                 loss = output.loss
@@ -317,7 +320,12 @@ def evaluate_method(method: Method, splits: DatasetSplits, transform: EvalTransf
 
     assert splits.test is not None
     method.eval()
-    return evaluate_features(method.encode, splits.train, splits.test, transform, device,
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        return transform(images).contiguous(memory_format=memory_format)
+
+    return evaluate_features(method.encode, splits.train, splits.test, prepare, device,
                              protocols=("knn", "linear"), k=config.knn_k,
                              temperature=config.knn_temperature, seed=config.seed)
 
