@@ -31,14 +31,13 @@ class ConvNet(Backbone):
 
     Works for any input of at least 4x4 pixels (pooling is skipped when the map is already 1 pixel).
 
-    By default the last convolution's batch-normalised output is pooled without a final ReLU
-    (``final_relu=False``): the features are then zero-centred instead of all-positive, which suits
-    cosine similarity. Measured on MNIST (90 s of SimCLR, convnet-small): the mean cosine between
-    test features fell from 0.82 to 0.10 and kNN (k=200) top-1 rose from 86.5% to 89.4%, linear
-    probe unchanged (97.3% / 97.2%).
+    ``final_relu=False`` pools the last batch-normalised convolution without the ReLU, giving
+    zero-centred instead of all-positive features. Measured on the MNIST benchmark (300 s of SimCLR,
+    convnet-small): kNN (k=200) 93.0% vs 89.8% with the ReLU, but linear probe 96.2% vs 98.1%;
+    the registry keeps the standard ReLU (``convnet-centred`` is the other variant).
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 32, final_relu: bool = False) -> None:
+    def __init__(self, in_channels: int = 3, width: int = 32, final_relu: bool = True) -> None:
         super().__init__()
         widths = [width, 2 * width, 4 * width]
         layers: list[nn.Module] = []
@@ -88,6 +87,7 @@ class TorchvisionResNet(Backbone):
 BACKBONES: dict[str, Callable[[int], Backbone]] = {
     "convnet": lambda c: ConvNet(c, width=32),
     "convnet-small": lambda c: ConvNet(c, width=16),
+    "convnet-centred": lambda c: ConvNet(c, width=32, final_relu=False),
     "convnet-wide": lambda c: ConvNet(c, width=64),
     "resnet18": lambda c: TorchvisionResNet(18, c),
     "resnet34": lambda c: TorchvisionResNet(34, c),

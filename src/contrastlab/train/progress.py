@@ -30,6 +30,7 @@ class TrainingProgress:
             TimeRemainingColumn(),
             console=console,
             transient=False,
+            auto_refresh=False,  # no render thread competing with the step; refreshed per log
         )
         self.by_time = by_time
         self.task: TaskID = self.progress.add_task(
@@ -50,6 +51,7 @@ class TrainingProgress:
     def set_stats(self, epoch: int, loss: float, lr: float, images_per_s: float) -> None:
         self.progress.update(self.task, epoch=epoch, loss=f"{loss:.4f}", lr=f"{lr:.3g}",
                              speed=f"{images_per_s:,.0f}")
+        self.progress.refresh()
 
     def note(self, message: str) -> None:
         self.progress.console.print(message)
