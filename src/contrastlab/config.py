@@ -38,7 +38,7 @@ class TrainConfig:
     skip_bad_files: bool = False
     image_size: int | None = None
     # schedule
-    epochs: int = 30
+    epochs: int = 100
     batch_size: int = 256
     time_budget: float | None = None
     optimizer: str = "adamw"

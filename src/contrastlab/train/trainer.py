@@ -307,6 +307,15 @@ def train(
         result.metrics = final
         console.print(f"[bold]{train_set.name}[/bold] after {epoch} epochs "
                       f"({elapsed:.0f}s): " + _format_scores(scores))
+        assert train_set.labels is not None
+        counts = torch.bincount(train_set.labels)
+        smallest_class = int(counts[counts > 0].min())
+        if config.knn_k > smallest_class:
+            console.print(
+                f"note: kNN used k={config.knn_k} neighbours but the smallest class has only "
+                f"{smallest_class} training images, which lowers kNN accuracy; compare with "
+                f"`contrastlab eval knn --run {run.root} --k 20`"
+            )
     elif splits.test is None:
         console.print("no labels in the data: skipped kNN / linear evaluation")
     console.print(f"run saved in {run.root}")
