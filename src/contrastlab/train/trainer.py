@@ -139,8 +139,12 @@ def train(
                           split_seed=config.split_seed, skip_bad_files=config.skip_bad_files,
                           image_size=config.image_size)
     train_set = splits.train
+    run.log({"type": "data", "name": train_set.name, "n_train": len(train_set),
+             "n_test": 0 if splits.test is None else len(splits.test),
+             "official_split": splits.official_split, "skipped_files": len(splits.skipped)})
     if splits.skipped:
-        console.print(f"[yellow]skipped {len(splits.skipped)} unreadable file(s)[/yellow]")
+        console.print(f"[yellow]skipped {len(splits.skipped)} unreadable file(s) "
+                      f"(--skip-bad-files), e.g. {splits.skipped[0]}[/yellow]")
     if len(train_set) < config.batch_size:
         raise ConfigError(
             f"batch_size {config.batch_size} is larger than the training set ({len(train_set)} "
