@@ -24,9 +24,9 @@ from contrastlab.train import train
 # The recipe used for the MNIST figure (digits are small and centred: milder crops, no flips).
 RECIPE = {
     "backbone": "convnet-small",
-    "batch_size": 256,
+    "batch_size": 128,
     "optimizer": "adamw",
-    "lr": 2e-3,
+    "lr": 3e-3,
     "weight_decay": 1e-4,
     "temperature": 0.2,
     "projection_dim": 128,
