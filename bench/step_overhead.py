@@ -25,7 +25,7 @@ from contrastlab.data import load_dataset
 from contrastlab.methods import build_method, method_kwargs
 from contrastlab.train import RunDirectory, load_checkpoint, train
 from contrastlab.train.optim import build_optimizer
-from contrastlab.train.trainer import build_views
+from contrastlab.train.trainer import build_views, memory_format_of
 from contrastlab.views import channel_stats
 
 
@@ -75,7 +75,7 @@ def main() -> None:
     views = build_views(config, 28, 1, mean, std)
     generator = torch.Generator().manual_seed(0)
     method = build_method("simclr", config.backbone, 1, **method_kwargs(config)).to(device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    memory_format = memory_format_of(config)
     method.to(memory_format=memory_format)
     optimizer = build_optimizer(method, config.optimizer, config.lr, config.weight_decay)
     batch_views = [v.contiguous(memory_format=memory_format) for v in views(images, generator)]

@@ -8,7 +8,6 @@ the wrong type or out of range are rejected with the key, the value and what is 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from contrastlab.errors import ConfigError
+from contrastlab.errors import ConfigError, did_you_mean, unknown_name
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -128,8 +127,10 @@ class TrainConfig:
         from contrastlab.methods import list_methods
         from contrastlab.models import list_backbones
 
-        _known_name("method", self.method, list_methods())
-        _known_name("backbone", self.backbone, list_backbones())
+        if self.method not in list_methods():
+            raise unknown_name("method", self.method, list_methods())
+        if self.backbone not in list_backbones():
+            raise unknown_name("backbone", self.backbone, list_backbones())
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -156,8 +157,7 @@ def check_keys(values: dict[str, Any], source: str) -> None:
     for key in values:
         if key not in names:
             normalised = str(key).replace("-", "_")
-            close = difflib.get_close_matches(normalised, names, n=1, cutoff=0.5)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
+            hint = did_you_mean(normalised, names, cutoff=0.5)
             raise ConfigError(f"unknown key '{key}' in {source}.{hint}")
 
 
@@ -276,13 +276,6 @@ def _strictly_positive_float(config: TrainConfig, *keys: str) -> None:
         value = getattr(config, key)
         if not value > 0:
             raise ConfigError(f"{key} must be > 0, got {value}")
-
-
-def _known_name(kind: str, name: str, allowed: list[str]) -> None:
-    if name not in allowed:
-        close = difflib.get_close_matches(name, allowed, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown {kind} '{name}'.{hint} Available: {', '.join(allowed)}")
 
 
 __all__ = ["TrainConfig", "build_config", "check_keys", "field_names", "load_yaml"]

@@ -5,6 +5,9 @@ that names the file, key or value and says what to do. The command line prints t
 traceback.
 """
 
+import difflib
+from collections.abc import Iterable
+
 
 class ContrastlabError(Exception):
     """Base class of every error caused by user input."""
@@ -20,3 +23,17 @@ class ConfigError(ContrastlabError, ValueError):
 
 class CheckpointError(ContrastlabError, ValueError):
     """A checkpoint or run directory is missing, incomplete or incompatible."""
+
+
+def did_you_mean(name: str, allowed: Iterable[str], cutoff: float = 0.6) -> str:
+    """`` Did you mean 'x'?`` for the closest allowed name, or an empty string."""
+    close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=cutoff)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def unknown_name(kind: str, name: str, allowed: Iterable[str]) -> ConfigError:
+    """The error for a name that is not registered, with a suggestion and the valid names."""
+    allowed = sorted(allowed)
+    return ConfigError(
+        f"unknown {kind} '{name}'.{did_you_mean(name, allowed)} Available: {', '.join(allowed)}"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contrastlab.errors import unknown_name
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.simclr import SimCLR
 from contrastlab.models import build_backbone
@@ -21,10 +22,8 @@ def build_method(name: str, backbone_name: str, in_channels: int, **kwargs: Any)
 
     ``kwargs`` are the method's hyper-parameters (e.g. ``temperature``, ``projection_dim``).
     """
-    from contrastlab.errors import ConfigError
-
     if name not in METHODS:
-        raise ConfigError(f"unknown method '{name}'. Available: {', '.join(list_methods())}")
+        raise unknown_name("method", name, METHODS)
     backbone = build_backbone(backbone_name, in_channels)
     return METHODS[name](backbone, **kwargs)
 

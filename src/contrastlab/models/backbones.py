@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from contrastlab.errors import ConfigError
+from contrastlab.errors import ConfigError, unknown_name
 
 
 class Backbone(nn.Module):
@@ -106,13 +106,7 @@ def list_backbones() -> list[str]:
 def build_backbone(name: str, in_channels: int = 3) -> Backbone:
     """Build a randomly initialised backbone by name (see :func:`list_backbones`)."""
     if name not in BACKBONES:
-        import difflib
-
-        close = difflib.get_close_matches(name, BACKBONES, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(
-            f"unknown backbone '{name}'.{hint} Available: {', '.join(list_backbones())}"
-        )
+        raise unknown_name("backbone", name, BACKBONES)
     if in_channels not in (1, 3):
         raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
     return BACKBONES[name](in_channels)

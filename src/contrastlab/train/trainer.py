@@ -69,6 +69,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def memory_format_of(config: TrainConfig) -> torch.memory_format:
+    """NHWC (channels_last) when ``config.channels_last``, else the default NCHW layout."""
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The order of the training set in ``epoch``: a function of (seed, epoch) only, so resuming
     mid-run draws the same batches as an uninterrupted run."""
@@ -159,7 +164,7 @@ def train(
     # ------------------------------------------------------------------ model and optimiser
     method = build_method(config.method, config.backbone, train_set.channels,
                           **method_kwargs(config)).to(device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    memory_format = memory_format_of(config)
     method.to(memory_format=memory_format)
     base_lr = config.lr or default_lr(config.optimizer, config.batch_size)
     optimizer = build_optimizer(method, config.optimizer, base_lr, config.weight_decay,
@@ -333,7 +338,7 @@ def evaluate_method(method: Method, splits: DatasetSplits, transform: EvalTransf
 
     assert splits.test is not None
     method.eval()
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    memory_format = memory_format_of(config)
 
     def prepare(images: torch.Tensor) -> torch.Tensor:
         return transform(images).contiguous(memory_format=memory_format)
