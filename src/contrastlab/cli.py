@@ -51,7 +51,10 @@ Opt = typer.Option
 
 @app.command()
 def train(
-    method: Annotated[str | None, Opt(help="Self-supervised method (simclr).")] = None,
+    method: Annotated[str | None, Opt(help="Method: simclr, moco-v2, moco-v3, byol, simsiam, "
+                                      "nnclr, swav, dino, barlow-twins, vicreg, supcon, dcl, "
+                                      "dclw, triplet, npair, rotnet, mae, clip, siglip, "
+                                      "supervised.")] = None,
     data: Annotated[str | None, Opt(help=DATA_HELP + ". Default: digits.")] = None,
     backbone: Annotated[str | None, Opt(help="convnet, resnet18/34/50 or their -cifar variants.")]
     = None,
@@ -71,9 +74,49 @@ def train(
     weight_decay: Annotated[float | None, Opt(help="Weight decay.")] = None,
     warmup_fraction: Annotated[float | None, Opt(help="Share of the schedule spent warming up.")]
     = None,
-    temperature: Annotated[float | None, Opt(help="NT-Xent temperature (> 0).")] = None,
+    temperature: Annotated[float | None, Opt(help="Contrastive / student temperature (> 0; "
+                                             "default: the method's).")] = None,
     projection_dim: Annotated[int | None, Opt(help="Projection head output size.")] = None,
     projection_hidden_dim: Annotated[int | None, Opt(help="Projection head hidden size.")] = None,
+    prediction_hidden_dim: Annotated[int | None, Opt(help="Predictor hidden size (BYOL, SimSiam, "
+                                                     "MoCo v3, NNCLR).")] = None,
+    queue_size: Annotated[int | None, Opt(help="Queue of negatives / support set / SwAV "
+                                          "features (0: none).")] = None,
+    ema_momentum: Annotated[float | None, Opt(help="Momentum of the EMA teacher / key encoder, "
+                                              "in [0, 1).")] = None,
+    ema_cosine: Annotated[bool | None, Opt("--ema-cosine/--no-ema-cosine",
+                                           help="Raise the EMA momentum to 1 on a cosine.")]
+    = None,
+    num_prototypes: Annotated[int | None, Opt(help="Prototypes (SwAV) / output dim (DINO).")]
+    = None,
+    freeze_prototypes_steps: Annotated[int | None, Opt(help="SwAV: steps with frozen "
+                                                       "prototypes.")] = None,
+    sinkhorn_iterations: Annotated[int | None, Opt(help="SwAV Sinkhorn-Knopp iterations.")]
+    = None,
+    sinkhorn_epsilon: Annotated[float | None, Opt(help="SwAV Sinkhorn entropy epsilon.")] = None,
+    teacher_temperature: Annotated[float | None, Opt(help="DINO teacher temperature after "
+                                                     "warm-up.")] = None,
+    warmup_teacher_temperature: Annotated[float | None, Opt(help="DINO teacher temperature at "
+                                                            "the start.")] = None,
+    teacher_temperature_warmup: Annotated[float | None, Opt(help="DINO: share of the schedule "
+                                                            "for the warm-up.")] = None,
+    center_momentum: Annotated[float | None, Opt(help="DINO centre momentum.")] = None,
+    off_diagonal_weight: Annotated[float | None, Opt(help="Barlow Twins lambda.")] = None,
+    invariance_weight: Annotated[float | None, Opt(help="VICReg invariance weight.")] = None,
+    variance_weight: Annotated[float | None, Opt(help="VICReg variance weight.")] = None,
+    covariance_weight: Annotated[float | None, Opt(help="VICReg covariance weight.")] = None,
+    weight_sigma: Annotated[float | None, Opt(help="DCLW weighting sigma.")] = None,
+    margin: Annotated[float | None, Opt(help="Triplet margin.")] = None,
+    mining: Annotated[str | None, Opt(help="Triplet mining: none, batch-hard, semi-hard.")]
+    = None,
+    mask_ratio: Annotated[float | None, Opt(help="MAE share of patches masked.")] = None,
+    patch_size: Annotated[int | None, Opt(help="ViT patch size in pixels.")] = None,
+    num_local_crops: Annotated[int | None, Opt(help="Multi-crop: small views per image "
+                                               "(SwAV, DINO).")] = None,
+    local_crop_size: Annotated[int | None, Opt(help="Multi-crop: side of the small views.")]
+    = None,
+    local_crop_scale: Annotated[str | None, Opt(help="Multi-crop: area range of the small "
+                                                "views, e.g. 0.05,0.4.")] = None,
     image_size: Annotated[int | None, Opt(help="Resize images / crop views to this size.")] = None,
     crop_scale: Annotated[str | None, Opt(help="Random resized crop area range, e.g. 0.08,1.")]
     = None,
@@ -123,21 +166,31 @@ def _given_in_yaml(path: Path | None, key: str) -> bool:
     return key in load_yaml(path)
 
 
-def _evaluate(protocol: str, run: Path, data: str | None, k: int, temperature: float,
-              device: str, as_json: bool) -> None:
-    from contrastlab.eval.runs import evaluate_run
-    from contrastlab.train.trainer import resolve_device
-
-    scores = evaluate_run(run, (protocol,), data=data, k=k, temperature=temperature,
-                          device=resolve_device(device))
-    if protocol == "linear":
-        scores.pop("k", None)
+def _print_scores(scores: dict[str, Any], as_json: bool) -> None:
+    """Exactly one JSON object with ``--json``, else one ``key: value`` line per score."""
     if as_json:
         print(json.dumps(scores))
-    else:
-        for key, value in scores.items():
-            shown = f"{100 * value:.2f}%" if key.endswith("top1") else value
-            print(f"{key}: {shown}")
+        return
+    for key, value in scores.items():
+        percent = key.endswith(("top1", "top5", "ci95")) and isinstance(value, float)
+        print(f"{key}: {100 * value:.2f}%" if percent else f"{key}: {value}")
+
+
+def _evaluate(protocol: str, run: Path, data: str | None, k: int, temperature: float,
+              device: str, as_json: bool, label_fraction: float = 1.0,
+              features: str = "backbone", subset_seed: int = 0) -> None:
+    from contrastlab.eval.runs import check_features, evaluate_run
+    from contrastlab.eval.subsets import check_label_fraction
+    from contrastlab.train.trainer import resolve_device
+
+    check_label_fraction(label_fraction)
+    check_features(features)
+    scores = evaluate_run(run, (protocol,), data=data, k=k, temperature=temperature,
+                          device=resolve_device(device), label_fraction=label_fraction,
+                          features=features, subset_seed=subset_seed)
+    if protocol == "linear":
+        scores.pop("k", None)
+    _print_scores(scores, as_json)
 
 
 RunOpt = Annotated[Path, Opt("--run", help="Run directory written by `contrastlab train`.")]
@@ -145,6 +198,10 @@ DataOpt = Annotated[str | None, Opt(help="Data to evaluate on (default: the run'
                                     "run's held-out split).")]
 JsonOpt = Annotated[bool, Opt("--json", help="Print exactly one JSON object.")]
 DeviceOpt = Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")]
+LabelFractionOpt = Annotated[float, Opt(help="Share of the training labels used, in (0, 1]: a "
+                                        "stratified, seeded subset (>= 1 image per class).")]
+SubsetSeedOpt = Annotated[int, Opt(help="Seed of the --label-fraction subset.")]
+FeaturesOpt = Annotated[str, Opt(help="backbone (method.encode) or projector (method.project).")]
 
 
 @eval_app.command("knn")
@@ -153,22 +210,114 @@ def eval_knn(
     data: DataOpt = None,
     k: Annotated[int, Opt(help="Neighbours.")] = 200,
     temperature: Annotated[float, Opt(help="Vote weight temperature.")] = 0.1,
+    label_fraction: LabelFractionOpt = 1.0,
+    features: FeaturesOpt = "backbone",
+    subset_seed: SubsetSeedOpt = 0,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """Weighted kNN (Wu et al. 2018) on frozen, L2-normalised backbone features."""
-    _evaluate("knn", run, data, k, temperature, device, as_json)
+    """Weighted kNN (Wu et al. 2018) on frozen, L2-normalised features."""
+    _evaluate("knn", run, data, k, temperature, device, as_json, label_fraction, features,
+              subset_seed)
 
 
 @eval_app.command("linear")
 def eval_linear(
     run: RunOpt,
     data: DataOpt = None,
+    label_fraction: LabelFractionOpt = 1.0,
+    features: FeaturesOpt = "backbone",
+    subset_seed: SubsetSeedOpt = 0,
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """Linear probe (logistic regression) on frozen, standardised backbone features."""
-    _evaluate("linear", run, data, 200, 0.1, device, as_json)
+    """Linear probe (logistic regression) on frozen, standardised features."""
+    _evaluate("linear", run, data, 200, 0.1, device, as_json, label_fraction, features,
+              subset_seed)
+
+
+@eval_app.command("finetune")
+def eval_finetune(
+    run: RunOpt,
+    label_fraction: LabelFractionOpt = 1.0,
+    epochs: Annotated[int | None, Opt(help="Epochs over the labelled images (default: enough "
+                                      "for ~300 steps, 10-100 epochs).")] = None,
+    lr: Annotated[float, Opt(help="Peak learning rate (SGD, Nesterov, cosine).")] = 0.05,
+    batch_size: Annotated[int, Opt(help="Labelled images per step.")] = 64,
+    features: FeaturesOpt = "backbone",
+    subset_seed: SubsetSeedOpt = 0,
+    seed: Annotated[int, Opt(help="Seed of batch order and crops.")] = 0,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune a copy of the encoder with a new linear head on the labelled fraction."""
+    from contrastlab.eval.finetune import FinetuneSettings, finetune_run
+    from contrastlab.train.trainer import resolve_device
+
+    settings = FinetuneSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    settings.check()
+    scores = finetune_run(run, label_fraction, settings, features, resolve_device(device),
+                          subset_seed)
+    _print_scores(scores, as_json)
+
+
+def _parse_shots(text: str) -> list[int]:
+    from contrastlab.errors import ConfigError
+
+    try:
+        shots = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        shots = []
+    if not shots or min(shots) < 1:
+        raise ConfigError(f"--shots must be a comma-separated list of integers >= 1 (e.g. 1,5), "
+                          f"got '{text}'")
+    return shots
+
+
+@eval_app.command("fewshot")
+def eval_fewshot(
+    run: RunOpt,
+    ways: Annotated[int, Opt(help="Classes per episode (N).")] = 5,
+    shots: Annotated[str, Opt(help="Support images per class (K), comma-separated.")] = "1,5",
+    episodes: Annotated[int, Opt(help="Episodes per K.")] = 600,
+    queries: Annotated[int, Opt(help="Query images per class.")] = 15,
+    features: FeaturesOpt = "backbone",
+    seed: Annotated[int, Opt(help="Seed of the episodes.")] = 0,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """N-way K-shot episodes on the test split: nearest cosine prototype, mean and 95% CI."""
+    from contrastlab.eval.fewshot import check_fewshot_args, fewshot_run
+    from contrastlab.train.trainer import resolve_device
+
+    shot_list = _parse_shots(shots)
+    check_fewshot_args(ways, shot_list, episodes, queries)
+    scores = fewshot_run(run, ways, shot_list, episodes, queries, features, seed,
+                         resolve_device(device))
+    _print_scores(scores, as_json)
+
+
+@eval_app.command("transfer")
+def eval_transfer(
+    run: RunOpt,
+    data: Annotated[str, Opt(help="Second dataset D2: kNN and linear probe on its train/test.")],
+    probe_data: Annotated[str | None, Opt(help="Dataset D1 with D2's classes: fit on D1's "
+                                          "training images, test on D2's test images.")] = None,
+    k: Annotated[int, Opt(help="Neighbours of the kNN.")] = 200,
+    temperature: Annotated[float, Opt(help="kNN vote weight temperature.")] = 0.1,
+    features: FeaturesOpt = "backbone",
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Frozen encoder on another dataset (and a probe carried over from --probe-data)."""
+    from contrastlab.eval.runs import check_features
+    from contrastlab.eval.transfer import transfer_run
+    from contrastlab.train.trainer import resolve_device
+
+    check_features(features)
+    scores = transfer_run(run, data, probe_data, k=k, temperature=temperature,
+                          features=features, device=resolve_device(device))
+    _print_scores(scores, as_json)
 
 
 def main() -> None:

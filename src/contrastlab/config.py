@@ -20,6 +20,19 @@ from contrastlab.errors import ConfigError, did_you_mean, unknown_name
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MINING = ("none", "batch-hard", "semi-hard")
+
+#: Keys that are hyper-parameters of a method: passed to the method's constructor when set (the
+#: constructor's argument of the same name), refused when the chosen method has no such argument.
+METHOD_FIELDS = (
+    "temperature", "projection_dim", "projection_hidden_dim", "prediction_hidden_dim",
+    "queue_size", "ema_momentum", "ema_cosine", "num_prototypes", "freeze_prototypes_steps",
+    "sinkhorn_iterations", "sinkhorn_epsilon", "teacher_temperature",
+    "warmup_teacher_temperature", "teacher_temperature_warmup", "center_momentum",
+    "off_diagonal_weight", "invariance_weight", "variance_weight", "covariance_weight",
+    "weight_sigma", "margin", "mining", "mask_ratio", "loss_chunk_size",
+)
+
 
 
 @dataclass
@@ -45,12 +58,37 @@ class TrainConfig:
     weight_decay: float | None = None
     momentum: float = 0.9
     warmup_fraction: float = 0.1
-    # method (SimCLR)
-    temperature: float = 0.5
-    projection_dim: int = 128
-    projection_hidden_dim: int = 512
-    # views
+    # method hyper-parameters: None means the method's own (paper) default; a value given for a
+    # method that does not use it is refused (see METHOD_FIELDS)
+    temperature: float | None = None
+    projection_dim: int | None = None
+    projection_hidden_dim: int | None = None
+    prediction_hidden_dim: int | None = None
+    queue_size: int | None = None
+    ema_momentum: float | None = None
+    ema_cosine: bool | None = None
+    num_prototypes: int | None = None
+    freeze_prototypes_steps: int | None = None
+    sinkhorn_iterations: int | None = None
+    sinkhorn_epsilon: float | None = None
+    teacher_temperature: float | None = None
+    warmup_teacher_temperature: float | None = None
+    teacher_temperature_warmup: float | None = None
+    center_momentum: float | None = None
+    off_diagonal_weight: float | None = None
+    invariance_weight: float | None = None
+    variance_weight: float | None = None
+    covariance_weight: float | None = None
+    weight_sigma: float | None = None
+    margin: float | None = None
+    mining: str | None = None
+    mask_ratio: float | None = None
+    patch_size: int | None = None
+    # views (num_local_crops None: the method's default, e.g. 6 for SwAV/DINO, 0 otherwise)
     crop_scale: tuple[float, float] = (0.08, 1.0)
+    num_local_crops: int | None = None
+    local_crop_size: int | None = None
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)
     jitter_strength: float = 0.5
     jitter_p: float = 0.8
     grey_p: float = 0.2
@@ -76,14 +114,59 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid key."""
         _check_types(self)
-        _positive(self, "epochs", "batch_size", "projection_dim", "projection_hidden_dim",
-                  "knn_k", "log_every")
+        _positive(self, "epochs", "batch_size", "knn_k", "log_every")
+        _positive_if_set(self, "projection_dim", "projection_hidden_dim", "prediction_hidden_dim",
+                         "num_prototypes", "sinkhorn_iterations", "patch_size", "local_crop_size")
         if self.batch_size < 2:
             raise ConfigError(
                 f"batch_size must be >= 2 (a contrastive batch needs negatives), got "
                 f"{self.batch_size}"
             )
-        _strictly_positive_float(self, "temperature", "knn_temperature")
+        _strictly_positive_float(self, "knn_temperature")
+        _strictly_positive_if_set(self, "temperature", "teacher_temperature",
+                                  "warmup_teacher_temperature", "sinkhorn_epsilon", "margin",
+                                  "weight_sigma")
+        for key in ("ema_momentum", "center_momentum"):
+            value = getattr(self, key)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ConfigError(f"{key} must be in [0, 1), got {value}")
+        for key in ("off_diagonal_weight", "invariance_weight", "variance_weight",
+                    "covariance_weight"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"{key} must be >= 0, got {value}")
+        if self.teacher_temperature_warmup is not None and not (
+            0.0 <= self.teacher_temperature_warmup <= 1.0
+        ):
+            raise ConfigError(
+                "teacher_temperature_warmup is a share of the schedule and must be in [0, 1], got "
+                f"{self.teacher_temperature_warmup}"
+            )
+        if self.mask_ratio is not None and not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.mining is not None and self.mining not in MINING:
+            raise ConfigError(f"unknown mining '{self.mining}'; choose one of {', '.join(MINING)}")
+        if self.freeze_prototypes_steps is not None and self.freeze_prototypes_steps < 0:
+            raise ConfigError(
+                f"freeze_prototypes_steps must be >= 0, got {self.freeze_prototypes_steps}"
+            )
+        if self.queue_size is not None:
+            if self.queue_size < 0:
+                raise ConfigError(f"queue_size must be >= 0 (0: no queue), got {self.queue_size}")
+            if 0 < self.queue_size < self.batch_size:
+                raise ConfigError(
+                    f"queue_size {self.queue_size} is smaller than the batch ({self.batch_size}): "
+                    f"the queue must hold at least one batch of keys; use --queue-size "
+                    f"{self.batch_size} or more (or 0 for no queue where the method allows it)"
+                )
+        if self.num_local_crops is not None and self.num_local_crops < 0:
+            raise ConfigError(f"num_local_crops must be >= 0, got {self.num_local_crops}")
+        lo, hi = self.local_crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ConfigError(
+                "local_crop_scale must be two numbers with 0 < min <= max <= 1, got "
+                f"{self.local_crop_scale}"
+            )
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.time_budget is not None and self.time_budget <= 0:
@@ -131,11 +214,13 @@ class TrainConfig:
             raise unknown_name("method", self.method, list_methods())
         if self.backbone not in list_backbones():
             raise unknown_name("backbone", self.backbone, list_backbones())
+        check_method_fields(self)
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["crop_scale"] = list(self.crop_scale)
+        out["local_crop_scale"] = list(self.local_crop_scale)
         return out
 
     @classmethod
@@ -145,6 +230,49 @@ class TrainConfig:
 
     def save_yaml(self, path: Path) -> None:
         path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def method_parameters(method: str) -> set[str]:
+    """Names of the hyper-parameters the method's constructor accepts."""
+    import inspect
+
+    from contrastlab.methods import METHODS
+
+    return set(inspect.signature(METHODS[method].__init__).parameters) - {"self", "backbone"}
+
+
+def method_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """The method hyper-parameters of ``config`` that are set (not None), as constructor kwargs."""
+    accepted = method_parameters(config.method)
+    return {key: getattr(config, key) for key in METHOD_FIELDS
+            if hasattr(config, key) and getattr(config, key) is not None and key in accepted}
+
+
+def check_method_fields(config: TrainConfig) -> None:
+    """Refuse a method hyper-parameter the chosen method does not use, naming those that do."""
+    from contrastlab.methods import METHODS
+
+    accepted = method_parameters(config.method)
+    for key in METHOD_FIELDS:
+        if getattr(config, key, None) is not None and key not in accepted:
+            users = sorted(name for name in METHODS if key in method_parameters(name))
+            used_by = (f"; it is used by {', '.join(users)}: remove it or choose one of those "
+                       "methods" if users else "; remove it")
+            raise ConfigError(f"{key} is not a setting of method '{config.method}'{used_by}")
+    from contrastlab.models.backbones import GEOMETRY_BACKBONES
+
+    if config.patch_size is not None and config.backbone not in GEOMETRY_BACKBONES:
+        raise ConfigError(
+            f"patch_size is a setting of ViT backbones ({', '.join(sorted(GEOMETRY_BACKBONES))}),"
+            f" not of '{config.backbone}'"
+        )
+    num_local = config.num_local_crops
+    if num_local and not METHODS[config.method].supports_multi_crop:
+        multi = sorted(name for name, cls in METHODS.items() if cls.supports_multi_crop)
+        raise ConfigError(
+            f"method '{config.method}' cannot use multi-crop views (num_local_crops="
+            f"{num_local}); methods that can: {', '.join(multi) or 'none'}"
+        )
 
 
 def field_names() -> list[str]:
@@ -271,6 +399,20 @@ def _positive(config: TrainConfig, *keys: str) -> None:
             raise ConfigError(f"{key} must be >= 1, got {value}")
 
 
+def _positive_if_set(config: TrainConfig, *keys: str) -> None:
+    for key in keys:
+        value = getattr(config, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+
+
+def _strictly_positive_if_set(config: TrainConfig, *keys: str) -> None:
+    for key in keys:
+        value = getattr(config, key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+
+
 def _strictly_positive_float(config: TrainConfig, *keys: str) -> None:
     for key in keys:
         value = getattr(config, key)
@@ -278,4 +420,5 @@ def _strictly_positive_float(config: TrainConfig, *keys: str) -> None:
             raise ConfigError(f"{key} must be > 0, got {value}")
 
 
-__all__ = ["TrainConfig", "build_config", "check_keys", "field_names", "load_yaml"]
+__all__ = ["METHOD_FIELDS", "TrainConfig", "build_config", "check_keys", "field_names", "load_yaml",
+           "method_kwargs", "method_parameters"]

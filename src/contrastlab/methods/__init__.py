@@ -1,7 +1,14 @@
-"""Self-supervised methods: one file per method, each a subclass of :class:`Method`."""
+"""Self-supervised methods: one file per method, each a subclass of :class:`Method`.
+
+Every module in this package is imported here and every :class:`Method` subclass that sets its
+own ``name`` is registered under that name (the ``--method`` value), so adding a method is adding
+one file.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from contrastlab.errors import unknown_name
@@ -9,7 +16,23 @@ from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.simclr import SimCLR
 from contrastlab.models import build_backbone
 
-METHODS: dict[str, type[Method]] = {"simclr": SimCLR}
+
+def _discover() -> dict[str, type[Method]]:
+    found: dict[str, type[Method]] = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        if module_info.name.startswith("_") or module_info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, Method) and value is not Method
+                    and "name" in vars(value) and value.__module__ == module.__name__):
+                if value.name in found and found[value.name] is not value:
+                    raise RuntimeError(f"two methods are named '{value.name}'")
+                found[value.name] = value
+    return found
+
+
+METHODS: dict[str, type[Method]] = _discover()
 
 
 def list_methods() -> list[str]:
@@ -17,27 +40,22 @@ def list_methods() -> list[str]:
     return sorted(METHODS)
 
 
-def build_method(name: str, backbone_name: str, in_channels: int, **kwargs: Any) -> Method:
+def build_method(
+    name: str,
+    backbone_name: str,
+    in_channels: int,
+    backbone_options: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Method:
     """Build a method around a freshly initialised backbone.
 
-    ``kwargs`` are the method's hyper-parameters (e.g. ``temperature``, ``projection_dim``).
+    ``backbone_options`` go to :func:`build_backbone` (e.g. ``image_size``/``patch_size`` for a
+    ViT); ``kwargs`` are the method's hyper-parameters (e.g. ``temperature``, ``projection_dim``).
     """
     if name not in METHODS:
         raise unknown_name("method", name, METHODS)
-    backbone = build_backbone(backbone_name, in_channels)
+    backbone = build_backbone(backbone_name, in_channels, **(backbone_options or {}))
     return METHODS[name](backbone, **kwargs)
 
 
-def method_kwargs(config: Any) -> dict[str, Any]:
-    """The hyper-parameters of ``config.method`` taken from a :class:`TrainConfig`."""
-    if config.method == "simclr":
-        return {
-            "temperature": config.temperature,
-            "projection_dim": config.projection_dim,
-            "projection_hidden_dim": config.projection_hidden_dim,
-        }
-    return {}
-
-
-__all__ = ["METHODS", "Method", "SimCLR", "StepOutput", "build_method", "list_methods",
-           "method_kwargs"]
+__all__ = ["METHODS", "Method", "SimCLR", "StepOutput", "build_method", "list_methods"]

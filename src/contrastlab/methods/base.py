@@ -1,9 +1,18 @@
 """The one abstraction the trainer knows: a :class:`Method`.
 
 A method is an ``nn.Module`` that owns its encoder, heads, loss and any training state (queues, EMA
-teachers, centres) as submodules or registered buffers, so checkpoints and DDP see all of it. The
-trainer asks it for a loss on a batch of views and tells it when a step has ended; it knows nothing
-about SimCLR or any other method.
+teachers, centres, prototypes) as submodules or registered buffers, so checkpoints and DDP see all
+of it. The trainer asks it for a loss on a batch of views and tells it when a step starts and ends;
+it knows nothing about SimCLR or any other method.
+
+Class attributes tell the trainer what a method needs:
+
+* ``num_views``: augmented global views per image (2 for the two-view methods, 1 for RotNet/MAE).
+* ``default_local_crops``: small multi-crop views per image by default (SwAV/DINO: 6).
+* ``supports_multi_crop``: whether extra small views (``--num-local-crops``) may be given.
+* ``needs_labels``: the method trains on labels (supervised baseline); SupCon uses them when
+  present.
+* ``uses_labels``: labels change the loss when present (SupCon); others ignore them.
 """
 
 from __future__ import annotations
@@ -26,26 +35,50 @@ class StepOutput:
 class Method(nn.Module):
     """Base class of every self-supervised method.
 
-    Subclasses implement :meth:`training_step` and, if they keep state that changes between steps
-    (EMA teacher, queue, schedules), :meth:`on_step_end`.
+    Subclasses implement :meth:`training_step`, and :meth:`project` when they have a projection
+    head; if they keep state that changes between steps (EMA teacher, queue, schedules) they
+    update it in :meth:`on_step_end`. ``self.step`` and ``self.progress`` (the share of the
+    schedule done, in [0, 1]; over wall time under ``--time-budget``) are set by the trainer
+    before every step, for schedules such as teacher temperature warm-up or frozen prototypes.
     """
 
     name: str = "method"
+    num_views: int = 2
+    default_local_crops: int = 0
+    supports_multi_crop: bool = False
+    needs_labels: bool = False
+    uses_labels: bool = False
 
     def __init__(self, backbone: Backbone) -> None:
         super().__init__()
         self.backbone = backbone
+        self.step = 0
+        self.progress = 0.0
 
     def training_step(self, views: list[Tensor], labels: Tensor | None) -> StepOutput:
-        """Compute the loss on a batch of augmented views (one tensor per view, same images)."""
+        """Compute the loss on a batch of augmented views (one tensor per view, same images).
+
+        With multi-crop, ``views`` holds the ``num_views`` global views first, then the local
+        (smaller) views.
+        """
         raise NotImplementedError
 
-    def on_step_end(self, step: int, total_steps: int) -> None:
+    def on_step_start(self, step: int, progress: float) -> None:
+        """Called before :meth:`training_step`; records the position in the schedule."""
+        self.step = step
+        self.progress = progress
+
+    def on_step_end(self, step: int, progress: float) -> None:
         """Update non-gradient state after the optimiser step (EMA, queue, schedules)."""
 
     def encode(self, images: Tensor) -> Tensor:
         """The representation used for evaluation and serving: backbone features."""
         return self.backbone(images)
+
+    def project(self, images: Tensor) -> Tensor:
+        """The embedding the loss acts on (projector output); the backbone features when the
+        method has no projector."""
+        return self.encode(images)
 
     @property
     def feature_dim(self) -> int:

@@ -100,13 +100,29 @@ BACKBONES: dict[str, Callable[[int], Backbone]] = {
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`build_backbone`."""
-    return sorted(BACKBONES)
+    return sorted({*BACKBONES, *GEOMETRY_BACKBONES})
 
 
-def build_backbone(name: str, in_channels: int = 3) -> Backbone:
-    """Build a randomly initialised backbone by name (see :func:`list_backbones`)."""
-    if name not in BACKBONES:
-        raise unknown_name("backbone", name, BACKBONES)
+#: Builders of backbones that need the image geometry (ViTs): name -> f(in_channels, image_size,
+#: patch_size). Other modules (e.g. models/vit.py) add theirs here.
+GEOMETRY_BACKBONES: dict[str, Callable[[int, int, int | None], Backbone]] = {}
+
+
+def build_backbone(name: str, in_channels: int = 3, image_size: int | None = None,
+                   patch_size: int | None = None) -> Backbone:
+    """Build a randomly initialised backbone by name (see :func:`list_backbones`).
+
+    ``image_size`` and ``patch_size`` matter only to backbones that need the image geometry (ViTs);
+    convolutional backbones accept any size.
+    """
     if in_channels not in (1, 3):
         raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
+    if name in GEOMETRY_BACKBONES:
+        if image_size is None:
+            raise ConfigError(f"backbone '{name}' needs the image size (image_size)")
+        return GEOMETRY_BACKBONES[name](in_channels, image_size, patch_size)
+    if name not in BACKBONES:
+        raise unknown_name("backbone", name, list_backbones())
+    if patch_size is not None:
+        raise ConfigError(f"patch_size is a setting of ViT backbones, not of '{name}'")
     return BACKBONES[name](in_channels)

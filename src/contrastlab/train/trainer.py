@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from contrastlab.config import TrainConfig
+from contrastlab.config import TrainConfig, method_kwargs
 from contrastlab.data import DatasetSplits, load_dataset
 from contrastlab.errors import CheckpointError, ConfigError
-from contrastlab.methods import Method, build_method, method_kwargs
+from contrastlab.methods import METHODS, Method, build_method
 from contrastlab.train.checkpoint import (
     capture_rng_state,
     load_checkpoint,
@@ -33,7 +33,13 @@ from contrastlab.train.checkpoint import (
 from contrastlab.train.optim import build_optimizer, default_lr, set_lr, warmup_cosine
 from contrastlab.train.progress import TrainingProgress
 from contrastlab.train.run_dir import RunDirectory
-from contrastlab.views import AugmentConfig, EvalTransform, SimCLRViews, channel_stats
+from contrastlab.views import (
+    AugmentConfig,
+    EvalTransform,
+    MultiCropViews,
+    SimCLRViews,
+    channel_stats,
+)
 
 CHECKPOINT_FORMAT = "contrastlab-checkpoint-v1"
 MAX_NONFINITE_STEPS_IN_A_ROW = 20
@@ -92,17 +98,48 @@ def model_meta(config: TrainConfig, splits: DatasetSplits, image_size: int,
     return {
         "method": config.method,
         "backbone": config.backbone,
+        "backbone_options": backbone_options(config, image_size),
         "in_channels": splits.train.channels,
         "image_size": image_size,
         "mean": list(mean),
         "std": list(std),
-        "method_kwargs": method_kwargs(config),
+        "method_kwargs": full_method_kwargs(config, splits),
         "classes": splits.train.classes,
     }
 
 
+def backbone_options(config: TrainConfig, image_size: int) -> dict[str, Any]:
+    """Geometry for backbones that need it (ViTs); empty for convolutional ones."""
+    from contrastlab.models.backbones import GEOMETRY_BACKBONES
+
+    if config.backbone not in GEOMETRY_BACKBONES:
+        return {}
+    return {"image_size": image_size, "patch_size": config.patch_size}
+
+
+def full_method_kwargs(config: TrainConfig, splits: DatasetSplits) -> dict[str, Any]:
+    """The configured hyper-parameters plus what the data decides (``num_classes``)."""
+    import inspect
+
+    kwargs = method_kwargs(config)
+    parameters = inspect.signature(METHODS[config.method].__init__).parameters
+    if "num_classes" in parameters:
+        kwargs["num_classes"] = len(splits.train.classes) if splits.train.classes else (
+            int(splits.train.labels.max()) + 1 if splits.train.labels is not None else 0)
+    return kwargs
+
+
+def num_local_crops(config: TrainConfig) -> int:
+    """Local (small) multi-crop views per image: the configured number or the method's default."""
+    if config.num_local_crops is not None:
+        return config.num_local_crops
+    return METHODS[config.method].default_local_crops
+
+
 def build_views(config: TrainConfig, image_size: int, channels: int,
-                mean: tuple[float, ...], std: tuple[float, ...]) -> SimCLRViews:
+                mean: tuple[float, ...], std: tuple[float, ...]) -> SimCLRViews | MultiCropViews:
+    """The views the method trains on: ``num_views`` global views, plus local multi-crop views
+    when the method uses them."""
     augment = AugmentConfig(
         crop_scale=config.crop_scale,
         flip_p=config.flip_p,
@@ -111,7 +148,19 @@ def build_views(config: TrainConfig, image_size: int, channels: int,
         grey_p=config.grey_p,
         blur_p=config.blur_p,
     )
-    return SimCLRViews(image_size, channels, mean, std, augment)
+    num_global = METHODS[config.method].num_views
+    num_local = num_local_crops(config)
+    if num_local == 0:
+        return SimCLRViews(image_size, channels, mean, std, augment, num_views=num_global)
+    local_size = config.local_crop_size or max(4, round(image_size * 3 / 7))
+    if local_size > image_size:
+        raise ConfigError(
+            f"local_crop_size {local_size} is larger than the image size {image_size}; local "
+            "crops must be smaller than the global views"
+        )
+    return MultiCropViews(image_size, local_size, channels, mean, std, augment,
+                          num_global=num_global, num_local=num_local,
+                          local_crop_scale=config.local_crop_scale)
 
 
 def train(
@@ -162,8 +211,19 @@ def train(
     meta = model_meta(config, splits, image_size, mean, std)
 
     # ------------------------------------------------------------------ model and optimiser
+    if METHODS[config.method].needs_labels and train_set.labels is None:
+        raise ConfigError(
+            f"method '{config.method}' needs labels but {train_set.name} has none (a flat folder "
+            "of images is unlabelled); use class sub-folders or a self-supervised method"
+        )
+    if METHODS[config.method].uses_labels and train_set.labels is None:
+        raise ConfigError(
+            f"method '{config.method}' uses labels but {train_set.name} has none; without "
+            "labels it reduces to SimCLR: use --method simclr"
+        )
     method = build_method(config.method, config.backbone, train_set.channels,
-                          **method_kwargs(config)).to(device)
+                          backbone_options=meta["backbone_options"],
+                          **meta["method_kwargs"]).to(device)
     memory_format = memory_format_of(config)
     method.to(memory_format=memory_format)
     base_lr = config.lr or default_lr(config.optimizer, config.batch_size)
@@ -249,6 +309,8 @@ def train(
                 set_lr(optimizer, lr)
                 batch_views = [v.contiguous(memory_format=memory_format)
                                for v in views(images, view_generator)]
+                progress_now = schedule_progress()
+                method.on_step_start(global_step, progress_now)
                 with autocast:
                     output = method.training_step(batch_views, labels)
                 loss = output.loss
@@ -269,7 +331,7 @@ def train(
                             "--precision fp32."
                         )
                 scaler.update()
-                method.on_step_end(global_step, total_steps)
+                method.on_step_end(global_step, progress_now)
                 global_step += 1
                 batch_in_epoch += 1
                 window_images += len(index)
@@ -281,7 +343,7 @@ def train(
                     window_start, window_images = now, 0
                     run.log({"type": "step", "epoch": epoch, "step": global_step,
                              "loss": loss_value, "lr": lr, "images_per_s": images_per_s,
-                             "elapsed": elapsed})
+                             "elapsed": elapsed, **output.metrics})
                     progress.set_stats(epoch, loss_value, lr, images_per_s)
                 progress.update(elapsed if config.time_budget else global_step)
                 if stop_after_step is not None and global_step >= stop_after_step:

@@ -1,6 +1,7 @@
 """View recipes: the augmented views each method family trains on, and the evaluation transform.
 
 * ``SimCLRViews``: ``num_views`` independent ``BatchAugment`` views per image (SimCLR defaults).
+* ``MultiCropViews``: global views plus smaller local views (SwAV, DINO multi-crop).
 * ``EvalTransform``: deterministic resize + normalisation for evaluation and feature extraction.
 * ``channel_stats``: per-channel mean/std of a uint8 dataset, for the normalisation constants.
 """
@@ -8,6 +9,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +25,7 @@ from contrastlab.views.augment import (
 )
 from contrastlab.views.functional import normalize, to_float
 
-__all__ = ["EvalTransform", "SimCLRViews", "channel_stats"]
+__all__ = ["EvalTransform", "MultiCropViews", "SimCLRViews", "channel_stats"]
 
 
 class SimCLRViews:
@@ -76,6 +79,68 @@ class SimCLRViews:
             self.augment.apply(x, self.augment.sample_params(n, h, w, generator))
             for _ in range(self.num_views)
         ]
+
+
+class MultiCropViews:
+    """Multi-crop (Caron et al. 2020, SwAV Sec. 3.2; also DINO): ``num_global`` views at
+    ``global_size`` px with the configured crop scale, then ``num_local`` views at ``local_size``
+    px cropped from a smaller area (``local_crop_scale``), same photometric augmentations.
+
+    The returned list holds the global views first, then the local ones; every view of a group has
+    the same size, so a method can encode each group as one batch.
+
+    Args:
+        global_size, local_size: sides of the global and local views in pixels.
+        channels, mean, std: as for :class:`SimCLRViews`.
+        config: augmentation settings of the global views (``None``: defaults).
+        num_global: global views per image (>= 1).
+        num_local: local views per image (>= 0).
+        local_crop_scale: (min, max) area fraction of the local crops.
+    """
+
+    def __init__(
+        self,
+        global_size: int,
+        local_size: int,
+        channels: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        config: AugmentConfig | None = None,
+        num_global: int = 2,
+        num_local: int = 6,
+        local_crop_scale: tuple[float, float] = (0.05, 0.4),
+    ) -> None:
+        if num_global < 1 or num_local < 0:
+            raise ConfigError(
+                f"multi-crop needs num_global >= 1 and num_local >= 0, got {num_global} and "
+                f"{num_local}"
+            )
+        self.config = config if config is not None else AugmentConfig()
+        local_config = dataclasses.replace(self.config, crop_scale=tuple(local_crop_scale))
+        self.global_augment = BatchAugment(self.config, global_size, channels, mean, std)
+        self.local_augment = BatchAugment(local_config, local_size, channels, mean, std)
+        self.num_global = num_global
+        self.num_local = num_local
+        self.num_views = num_global + num_local
+
+    def __repr__(self) -> str:
+        return (f"MultiCropViews({self.num_global} x {self.global_augment!r}, "
+                f"{self.num_local} x {self.local_augment!r})")
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """Global views then local views, float32, normalised, on ``images.device``."""
+        check_images(images, self.global_augment.channels, "MultiCropViews")
+        x = to_float(images)
+        n, _, h, w = x.shape
+        views = [
+            self.global_augment.apply(x, self.global_augment.sample_params(n, h, w, generator))
+            for _ in range(self.num_global)
+        ]
+        views += [
+            self.local_augment.apply(x, self.local_augment.sample_params(n, h, w, generator))
+            for _ in range(self.num_local)
+        ]
+        return views
 
 
 class EvalTransform:
