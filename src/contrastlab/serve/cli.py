@@ -1,0 +1,351 @@
+"""The ``embed``, ``export``, ``index build``, ``search`` and ``serve`` commands.
+
+Registered on the main typer application by :func:`register`. Everything heavy (FAISS, ONNX,
+FastAPI, uvicorn, the model) is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from contrastlab.errors import ConfigError, DataError, unknown_name
+
+Opt = typer.Option
+err_console = Console(stderr=True)
+
+RunOpt = Annotated[Path | None, Opt("--run", help="Run directory written by `contrastlab "
+                                    "train`.")]
+ArtefactOpt = Annotated[Path | None, Opt("--artefact", help="Encoder exported by `contrastlab "
+                                         "export` (.onnx, .torchscript.pt or .safetensors).")]
+FeaturesOpt = Annotated[str | None, Opt(help="backbone (the representation; default) or "
+                                        "projector (the projection-head output).")]
+DeviceOpt = Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")]
+JsonOpt = Annotated[bool, Opt("--json", help="Print exactly one JSON object.")]
+
+
+def _device(name: str) -> Any:
+    from contrastlab.train.trainer import resolve_device
+
+    return resolve_device(name)
+
+
+def _run_config(encoder: Any) -> dict[str, Any]:
+    """The training configuration of an encoder loaded from a run ({} for artefacts)."""
+    return dict(getattr(encoder, "run_config", None) or {})
+
+
+def _load_splits(spec: str, config: dict[str, Any], image_size: int) -> Any:
+    from contrastlab.data import load_dataset
+
+    return load_dataset(spec, test_fraction=config.get("test_fraction", 0.2),
+                        split_seed=config.get("split_seed", 0),
+                        skip_bad_files=config.get("skip_bad_files", False),
+                        image_size=image_size)
+
+
+def _check_channels(dataset: Any, channels: int, spec: str) -> None:
+    if dataset.channels != channels:
+        raise DataError(f"'{spec}' has {dataset.channels}-channel images but the encoder takes "
+                        f"{channels}-channel images")
+
+
+# ---------------------------------------------------------------------- embed
+
+def embed(
+    out: Annotated[Path, Opt("--out", help="Output file: NAME.npy (ids/labels in NAME.json) or "
+                             "NAME.parquet (needs pyarrow).")],
+    run: RunOpt = None,
+    artefact: ArtefactOpt = None,
+    data: Annotated[str | None, Opt(help="Images to embed (default: the run's own data).")]
+    = None,
+    split: Annotated[str, Opt(help="all, train or test (the run's held-out split).")] = "all",
+    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 256,
+    features: FeaturesOpt = None,
+    normalize: Annotated[bool, Opt("--normalize/--no-normalize",
+                                   help="L2-normalise the embeddings.")] = True,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Embed every image of a dataset; write float32 vectors with their ids and labels."""
+    import torch
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from contrastlab.serve.embed import EmbeddingTable, embed_images, save_embeddings
+    from contrastlab.serve.encoders import open_encoder
+
+    if split not in ("all", "train", "test"):
+        raise ConfigError(f"--split must be all, train or test, got '{split}'")
+    if out.suffix.lower() not in (".npy", ".parquet"):
+        raise ConfigError(f"--out '{out}' must end in .npy or .parquet")
+    encoder = open_encoder(run, artefact, features, _device(device))
+    card = encoder.card
+    config = _run_config(encoder)
+    spec = data or config.get("data")
+    if spec is None:
+        raise ConfigError("--data is required with --artefact (an artefact does not know its "
+                          "training data)")
+    splits = _load_splits(spec, config, card.image_size)
+    parts = {"train": [splits.train], "test": [splits.test] if splits.test else [],
+             "all": [splits.train] + ([splits.test] if splits.test else [])}[split]
+    if not parts:
+        raise DataError(f"'{spec}' has no held-out test split to embed")
+    for part in parts:
+        _check_channels(part, card.channels, spec)
+    images = torch.cat([part.images for part in parts])
+    ids = [i for part in parts for i in part.ids]
+    labelled = all(part.labels is not None for part in parts)
+    labels = torch.cat([part.labels for part in parts]).numpy() if labelled else None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task("embedding", total=len(images))
+        vectors = embed_images(encoder, images, batch_size, normalize,
+                               lambda n: progress.advance(task, n))
+    meta = {**{k: v for k, v in card.to_json().items() if k not in ("model_meta", "input",
+                                                                      "output")},
+            "normalized": normalize, "data": spec, "split": split,
+            "source": str(run if run is not None else artefact)}
+    table = EmbeddingTable(vectors, ids, labels, parts[0].classes, meta)
+    written = save_embeddings(table, out)
+    print(json.dumps({"out": str(out), "files": [str(p) for p in written], "count": len(table),
+                      "dim": int(vectors.shape[1]), "labels": labels is not None,
+                      "normalized": normalize}))
+
+
+# ---------------------------------------------------------------------- export
+
+def export(
+    run: Annotated[Path, Opt("--run", help="Run directory written by `contrastlab train`.")],
+    format: Annotated[str, Opt("--format", help="onnx, torchscript or safetensors.")],
+    out: Annotated[Path | None, Opt(help="Artefact path (default RUN/export/encoder.<ext>).")]
+    = None,
+    int8: Annotated[bool, Opt("--int8", help="Quantise to int8 with ONNX Runtime (onnx).")]
+    = False,
+    int8_mode: Annotated[str, Opt(help="static (QDQ, calibrated; default) or dynamic.")]
+    = "static",
+    features: FeaturesOpt = None,
+    parity: Annotated[bool, Opt("--parity/--no-parity", help="Compare the artefact with the "
+                                "PyTorch model on the run's data.")] = True,
+    calibration_size: Annotated[int, Opt(help="Training images used to calibrate static int8.")]
+    = 512,
+    parity_samples: Annotated[int, Opt(help="Held-out images of the cosine check.")] = 512,
+    knn_train_limit: Annotated[int, Opt(help="Most training images used as kNN neighbours in "
+                                        "the parity check.")] = 10_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a run's encoder as a self-describing artefact and check it against PyTorch."""
+    import torch
+
+    from contrastlab.serve.encoders import encoder_from_artefact, encoder_from_run
+    from contrastlab.serve.export import (
+        EXPORT_FORMATS,
+        card_summary,
+        default_artefact_path,
+        export_encoder,
+    )
+    from contrastlab.serve.parity import parity_check
+
+    if format not in EXPORT_FORMATS:
+        raise unknown_name("export format", format, EXPORT_FORMATS)
+    if calibration_size < 1 or parity_samples < 1 or knn_train_limit < 1:
+        raise ConfigError("--calibration-size, --parity-samples and --knn-train-limit must be "
+                          ">= 1")
+    encoder = encoder_from_run(run, features or "backbone", "cpu")
+    card = encoder.card
+    out = out or default_artefact_path(run, format, int8, card.features)
+    splits = None
+    if parity or (int8 and int8_mode == "static"):
+        config = _run_config(encoder)
+        splits = _load_splits(config["data"], config, card.image_size)
+        _check_channels(splits.train, card.channels, config["data"])
+    calibration = None
+    if int8 and int8_mode == "static":
+        generator = torch.Generator().manual_seed(0)
+        n = splits.train.images.shape[0]
+        chosen = torch.randperm(n, generator=generator)[:calibration_size].sort().values
+        with torch.inference_mode():
+            calibration = card.transform(splits.train.images[chosen]).numpy()
+    exported_card = export_encoder(encoder, format, out, int8, int8_mode, calibration)
+    result: dict[str, Any] = {"artefact": str(out), "bytes": out.stat().st_size,
+                              "card": json.loads(card_summary(exported_card))}
+    report = None
+    if parity:
+        exported = encoder_from_artefact(out, "cpu")
+        report = parity_check(encoder, exported, splits, "int8" if int8 else "fp32",
+                              sample_size=parity_samples, knn_train_limit=knn_train_limit,
+                              k=int(_run_config(encoder).get("knn_k", 200)))
+        result["parity"] = report.to_json()
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(f"wrote {out} ({result['bytes']:,} bytes): {exported_card.format}"
+              f"{' ' + exported_card.quantization if exported_card.quantization else ''}, "
+              f"{card.backbone} {card.features} features, {card.embedding_dim}-d, input "
+              f"{card.channels}x{card.image_size}x{card.image_size}")
+        if report is not None:
+            print(f"parity: mean cosine {report.mean_cosine:.6f} (min {report.min_cosine:.6f}, "
+                  f"{report.samples} held-out images; needs >= {report.cosine_threshold})")
+            if report.knn_reference is not None:
+                limit = ("" if report.knn_drop_threshold is None
+                         else f"; may drop by <= {report.knn_drop_threshold} points")
+                print(f"parity: kNN top-1 {100 * report.knn_reference:.2f}% (PyTorch) vs "
+                      f"{100 * report.knn_exported:.2f}% (exported), drop "
+                      f"{report.knn_drop_points:+.2f} points on {report.knn_test} test images"
+                      f"{limit}")
+            print(f"parity: {'passed' if report.passed else 'FAILED'}")
+    if report is not None and not report.passed:
+        err_console.print("[bold red]error:[/bold red] the exported encoder does not match the "
+                          "PyTorch model within the thresholds (the artefact was written; see "
+                          "the parity figures above)", highlight=False)
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------- index and search
+
+def index_build(
+    embeddings: Annotated[Path, Opt("--embeddings", help="File written by `contrastlab embed` "
+                                    "(.npy or .parquet).")],
+    out: Annotated[Path, Opt("--out", help="Index folder to write.")],
+    kind: Annotated[str, Opt(help="flat (exact), ivf or hnsw.")] = "flat",
+    nlist: Annotated[int | None, Opt(help="IVF cells (default about 4 sqrt(N)).")] = None,
+    nprobe: Annotated[int | None, Opt(help="IVF cells visited per query.")] = None,
+    hnsw_m: Annotated[int, Opt(help="HNSW links per node.")] = 32,
+    ef_construction: Annotated[int, Opt(help="HNSW construction beam.")] = 40,
+    ef_search: Annotated[int, Opt(help="HNSW search beam.")] = 64,
+) -> None:
+    """Build a FAISS nearest-neighbour index (cosine similarity) of saved embeddings."""
+    from contrastlab.serve.embed import load_embeddings
+    from contrastlab.serve.index import IndexParams, build_index
+
+    table = load_embeddings(embeddings)
+    params = IndexParams(nlist, nprobe, hnsw_m, ef_construction, ef_search)
+    index = build_index(table.vectors, table.ids, kind, table.labels, params, table.meta)
+    index.save(out)
+    print(json.dumps({"index": str(out), "kind": kind, "count": len(index), "dim": index.dim,
+                      "build_seconds": round(index.build_seconds, 3),
+                      "params": index.params.__dict__}))
+
+
+def search(
+    index: Annotated[Path, Opt("--index", help="Index folder from `contrastlab index build`.")],
+    image: Annotated[Path, Opt("--image", help="Query image file.")],
+    run: RunOpt = None,
+    artefact: ArtefactOpt = None,
+    k: Annotated[int, Opt("-k", "--k", help="Neighbours to return.")] = 10,
+    features: FeaturesOpt = None,
+    nprobe: Annotated[int | None, Opt(help="IVF cells visited (default: the index's).")] = None,
+    ef_search: Annotated[int | None, Opt(help="HNSW search beam (default: the index's).")]
+    = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the indexed items most similar to an image: ids and cosine scores."""
+    from contrastlab.serve.encoders import open_encoder
+    from contrastlab.serve.images import read_image_file
+    from contrastlab.serve.index import check_compatible, load_index
+
+    if k < 1:
+        raise ConfigError(f"-k must be >= 1, got {k}")
+    vector_index = load_index(index)
+    if features is None and vector_index.meta.get("features") in ("backbone", "projector") \
+            and run is not None:
+        features = vector_index.meta["features"]
+    encoder = open_encoder(run, artefact, features, _device(device))
+    check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
+    vector_index.set_search_params(nprobe, ef_search)
+    card = encoder.card
+    query = read_image_file(str(image), card.channels, card.image_size)
+    hits = vector_index.search(encoder.embed(query[None]), k)[0]
+    if as_json:
+        print(json.dumps({"query": str(image), "k": k, "hits": [h.to_json() for h in hits]}))
+        return
+    for hit in hits:
+        label = "" if hit.label is None else f"  label {hit.label}"
+        print(f"{hit.rank:>3}  {hit.score:.4f}  {hit.id}{label}")
+
+
+# ---------------------------------------------------------------------- serve
+
+def serve(
+    run: RunOpt = None,
+    artefact: ArtefactOpt = None,
+    index: Annotated[Path | None, Opt("--index", help="Index folder for /v1/search.")] = None,
+    host: Annotated[str, Opt(help="Address to bind (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, Opt(help="Port.")] = 8000,
+    api_key: Annotated[str | None, Opt("--api-key", envvar="CONTRASTLAB_API_KEY",
+                                       show_envvar=True,
+                                       help="Require this key on every route but /healthz.")]
+    = None,
+    features: FeaturesOpt = None,
+    max_batch: Annotated[int, Opt(help="Most images per batched forward pass (1: no "
+                                  "batching).")] = 32,
+    max_wait_ms: Annotated[float, Opt(help="How long a batch waits to fill.")] = 2.0,
+    max_body_mb: Annotated[float, Opt(help="Largest request body, in MiB.")] = 16.0,
+    max_pixels: Annotated[int | None, Opt(help="Largest image, width x height (default "
+                                          "4096 x 4096).")] = None,
+    max_images: Annotated[int, Opt(help="Most images per request.")] = 64,
+    device: DeviceOpt = "auto",
+    threads: Annotated[int | None, Opt(help="CPU threads of the model (PyTorch intra-op / ONNX "
+                                       "Runtime; default: the library's choice).")] = None,
+    log_level: Annotated[str, Opt(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the encoder over HTTP: /v1/embed, /v1/similarity, /v1/search, /v1/info, /healthz."""
+    from contrastlab.serve.app import BatchSettings, Service, ServiceLimits, create_app
+    from contrastlab.serve.deps import require
+    from contrastlab.serve.encoders import open_encoder
+    from contrastlab.serve.images import DEFAULT_MAX_PIXELS
+    from contrastlab.serve.index import check_compatible, load_index
+
+    uvicorn = require("uvicorn", "contrastlab serve")
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be 1-65535, got {port}")
+    if max_batch < 1 or max_wait_ms < 0 or max_body_mb <= 0 or max_images < 1:
+        raise ConfigError("--max-batch and --max-images must be >= 1, --max-wait-ms >= 0 and "
+                          "--max-body-mb > 0")
+    if max_pixels is not None and max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be >= 1, got {max_pixels}")
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    encoder = open_encoder(run, artefact, features, _device(device), threads)
+    vector_index = None
+    if index is not None:
+        vector_index = load_index(index)
+        check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
+    limits = ServiceLimits(int(max_body_mb * 1024 * 1024), max_pixels or DEFAULT_MAX_PIXELS,
+                           max_images)
+    service = Service(encoder, vector_index, limits, BatchSettings(max_batch, max_wait_ms))
+    app = create_app(service, api_key or None)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        err_console.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: "
+                          "anyone who can reach this address can use the service "
+                          "(set --api-key or CONTRASTLAB_API_KEY)", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
+                access_log=log_level in ("debug", "trace"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands of this module to the main ``contrastlab`` application."""
+    app.command("embed")(embed)
+    app.command("export")(export)
+    app.command("search")(search)
+    app.command("serve")(serve)
+    index_app = typer.Typer(help="Nearest-neighbour indexes of embeddings.",
+                            no_args_is_help=True)
+    index_app.command("build")(index_build)
+    app.add_typer(index_app, name="index")
+
+
+__all__ = ["register"]

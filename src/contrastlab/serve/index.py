@@ -1,0 +1,266 @@
+r"""Nearest-neighbour indexes over embeddings (FAISS), ranked by cosine similarity.
+
+Vectors are L2-normalised before they are added and queries before they are searched, and the
+index ranks by inner product, so the score of a hit is the cosine similarity
+:math:`\cos(q, x) = q^\top x / (\lVert q\rVert \lVert x\rVert)`.
+
+Kinds:
+
+* ``flat``: exact search, every query compared with every vector (``IndexFlatIP``).
+* ``ivf``: inverted file (Jegou, Douze & Schmid, TPAMI 2011): k-means splits the space into
+  ``nlist`` cells (default about 4 sqrt(N)); a query visits the ``nprobe`` nearest cells only.
+* ``hnsw``: hierarchical navigable small-world graph (Malkov & Yashunin, TPAMI 2018) with ``M``
+  links per node, built with beam ``ef_construction`` and searched with beam ``ef_search``.
+
+An index is a folder holding ``index.faiss`` (the FAISS index) and ``index.json`` (ids, labels,
+kind, parameters and the metadata of the embeddings, used to check a query encoder against it).
+Only load index folders you made or trust: FAISS reads them with native code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contrastlab.errors import ConfigError, DataError, unknown_name
+from contrastlab.serve.deps import require
+
+INDEX_KINDS = ("flat", "ivf", "hnsw")
+INDEX_FILE = "index.faiss"
+META_FILE = "index.json"
+
+
+def _faiss() -> Any:
+    return require("faiss", "building or searching an index")
+
+
+def normalized(vectors: np.ndarray) -> np.ndarray:
+    """A float32 C-contiguous copy of ``vectors`` with every row scaled to unit L2 norm."""
+    out = np.array(vectors, dtype=np.float32, order="C", copy=True)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    out /= np.maximum(norms, 1e-12)
+    return out
+
+
+def default_nlist(n: int) -> int:
+    """IVF cells: about 4 sqrt(n), with at least 39 training vectors per cell (FAISS's minimum
+    for a stable k-means)."""
+    return max(1, min(int(round(4 * math.sqrt(n))), n // 39))
+
+
+@dataclass
+class IndexParams:
+    """Construction and search settings (None: the default for the kind and size)."""
+
+    nlist: int | None = None
+    nprobe: int | None = None
+    hnsw_m: int = 32
+    ef_construction: int = 40
+    ef_search: int = 64
+
+    def check(self) -> None:
+        for name in ("nlist", "nprobe"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        for name in ("hnsw_m", "ef_construction", "ef_search"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class SearchHit:
+    """One neighbour: its id, cosine similarity and label (when known)."""
+
+    id: str
+    score: float
+    label: int | None = None
+    rank: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rank": self.rank, "id": self.id, "score": self.score}
+        if self.label is not None:
+            out["label"] = self.label
+        return out
+
+
+@dataclass
+class VectorIndex:
+    """A FAISS index with the ids (and labels) of its rows."""
+
+    index: Any
+    kind: str
+    ids: list[str]
+    labels: list[int] | None = None
+    params: IndexParams = field(default_factory=IndexParams)
+    meta: dict[str, Any] = field(default_factory=dict)
+    build_seconds: float = 0.0
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """Change the IVF ``nprobe`` / HNSW ``ef_search`` used by later searches."""
+        if nprobe is not None:
+            self.params.nprobe = nprobe
+        if ef_search is not None:
+            self.params.ef_search = ef_search
+        self.params.check()
+        if self.kind == "ivf" and self.params.nprobe is not None:
+            self.index.nprobe = min(self.params.nprobe, self.index.nlist)
+        if self.kind == "hnsw":
+            self.index.hnsw.efSearch = self.params.ef_search
+
+    def search_arrays(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw FAISS search of (Q, D) queries: scores and row numbers (Q, k), -1 where fewer
+        than k vectors were found."""
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        queries = np.atleast_2d(queries)
+        if queries.shape[1] != self.dim:
+            raise DataError(f"queries have dimension {queries.shape[1]} but the index holds "
+                            f"{self.dim}-dimensional vectors")
+        return self.index.search(normalized(queries), min(k, max(len(self), 1)))
+
+    def search(self, queries: np.ndarray, k: int = 10) -> list[list[SearchHit]]:
+        """The ``k`` most cosine-similar vectors of each query, best first."""
+        scores, rows = self.search_arrays(queries, k)
+        results = []
+        for query_scores, query_rows in zip(scores, rows, strict=True):
+            hits = []
+            for score, row in zip(query_scores, query_rows, strict=True):
+                if row < 0:
+                    continue
+                label = None if self.labels is None else int(self.labels[row])
+                hits.append(SearchHit(self.ids[row], float(score), label, len(hits) + 1))
+            results.append(hits)
+        return results
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/index.faiss`` and ``folder/index.json``."""
+        faiss = _faiss()
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"index output '{folder}' exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{INDEX_FILE}.tmp"
+        faiss.write_index(self.index, str(tmp))
+        os.replace(tmp, folder / INDEX_FILE)
+        info = {"kind": self.kind, "dim": self.dim, "count": len(self), "ids": self.ids,
+                "labels": self.labels, "params": self.params.__dict__, "meta": self.meta,
+                "build_seconds": self.build_seconds}
+        tmp_meta = folder / f".{META_FILE}.tmp"
+        tmp_meta.write_text(json.dumps(info))
+        os.replace(tmp_meta, folder / META_FILE)
+        return folder
+
+
+def build_index(
+    vectors: np.ndarray,
+    ids: list[str] | None = None,
+    kind: str = "flat",
+    labels: np.ndarray | list[int] | None = None,
+    params: IndexParams | None = None,
+    meta: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> VectorIndex:
+    """Build a cosine-similarity index of ``vectors`` (N, D).
+
+    Args:
+        vectors: embeddings; normalised here (a copy), so any scale is fine.
+        ids: one id per row (default: the row numbers).
+        kind: ``flat``, ``ivf`` or ``hnsw``.
+        labels: optional labels returned with hits.
+        params: construction/search settings.
+        meta: metadata of the embeddings (encoder, features), kept with the index.
+        seed: seed of the IVF k-means and of its training sample.
+    """
+    faiss = _faiss()
+    if kind not in INDEX_KINDS:
+        raise unknown_name("index kind", kind, INDEX_KINDS)
+    params = params or IndexParams()
+    params.check()
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        raise DataError(f"cannot index embeddings of shape {vectors.shape}; need (N, D), N >= 1")
+    if not np.all(np.isfinite(vectors)):
+        raise DataError("the embeddings contain NaN or infinite values")
+    n, dim = vectors.shape
+    ids = [str(i) for i in range(n)] if ids is None else [str(v) for v in ids]
+    if len(ids) != n:
+        raise DataError(f"{n} vectors but {len(ids)} ids")
+    data = normalized(vectors)
+    start = time.perf_counter()
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.ef_construction
+    else:
+        nlist = params.nlist or default_nlist(n)
+        if nlist > n:
+            raise ConfigError(f"nlist {nlist} is larger than the number of vectors ({n})")
+        params.nlist = nlist
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        sample_size = min(n, max(64 * nlist, 10_000))
+        rng = np.random.default_rng(seed)
+        sample = data[np.sort(rng.choice(n, sample_size, replace=False))] \
+            if sample_size < n else data
+        index.train(sample)
+        if params.nprobe is None:
+            params.nprobe = min(nlist, max(8, nlist // 32))
+    index.add(data)
+    elapsed = time.perf_counter() - start
+    labels_list = None if labels is None else [int(v) for v in labels]
+    built = VectorIndex(index, kind, ids, labels_list, params, dict(meta or {}), elapsed)
+    built.set_search_params()
+    return built
+
+
+def load_index(folder: str | Path) -> VectorIndex:
+    """Read an index folder written by :meth:`VectorIndex.save`."""
+    faiss = _faiss()
+    folder = Path(folder)
+    index_path, meta_path = folder / INDEX_FILE, folder / META_FILE
+    if not folder.is_dir() or not index_path.is_file() or not meta_path.is_file():
+        raise DataError(f"'{folder}' is not an index folder (expected {INDEX_FILE} and "
+                        f"{META_FILE} in it; build one with `contrastlab index build`)")
+    try:
+        info = json.loads(meta_path.read_text())
+        index = faiss.read_index(str(index_path))
+        params = IndexParams(**info.get("params", {}))
+        loaded = VectorIndex(index, info["kind"], [str(v) for v in info["ids"]],
+                             info.get("labels"), params, dict(info.get("meta") or {}),
+                             float(info.get("build_seconds", 0.0)))
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise DataError(f"cannot read index '{folder}': {error!r}") from error
+    if len(loaded.ids) != len(loaded):
+        raise DataError(f"index '{folder}' holds {len(loaded)} vectors but {len(loaded.ids)} ids")
+    loaded.set_search_params()
+    return loaded
+
+
+def check_compatible(index: VectorIndex, card_json: dict[str, Any], where: str) -> None:
+    """Raise ConfigError when the query encoder (its card) cannot search ``index``."""
+    dim = int(card_json["embedding_dim"])
+    if dim != index.dim:
+        raise ConfigError(f"{where}: the encoder gives {dim}-dimensional embeddings but the "
+                          f"index holds {index.dim}-dimensional vectors; use the run or "
+                          "artefact the embeddings were made with")
+    for key in ("features", "backbone", "method"):
+        ours, theirs = card_json.get(key), index.meta.get(key)
+        if theirs is not None and ours is not None and ours != theirs:
+            raise ConfigError(f"{where}: the index was built from {key} '{theirs}' but the "
+                              f"encoder has {key} '{ours}'; use the same encoder for both")

@@ -1,0 +1,122 @@
+"""ASGI middleware of the service: API-key check and request-body size limit.
+
+Both are plain ASGI wrappers, so they run before any routing or body parsing:
+
+* :class:`ApiKeyMiddleware`: when a key is set, every HTTP request except ``GET /healthz`` must
+  carry it as ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``, else 401. Keys are compared
+  in constant time (:func:`hmac.compare_digest`).
+* :class:`BodySizeLimitMiddleware`: a declared ``Content-Length`` over the limit is refused with
+  413 before anything is read; otherwise the body is read (chunked bodies included) and refused
+  with 413 as soon as it passes the limit, then handed to the application from memory.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Routes that never need the API key.
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+
+async def send_json_error(send: Send, status: int, error: str, detail: str,
+                          headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send a complete JSON error response ``{"error": ..., "detail": ...}``."""
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+class ApiKeyMiddleware:
+    """401 for requests without the right key (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self._key = api_key.encode()
+
+    def _authorised(self, scope: Scope) -> bool:
+        given = _header(scope, b"x-api-key")
+        if given is None:
+            authorization = _header(scope, b"authorization") or ""
+            scheme, _, token = authorization.partition(" ")
+            given = token.strip() if scheme.lower() == "bearer" else None
+        return given is not None and hmac.compare_digest(given.encode(), self._key)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS \
+                or self._authorised(scope):
+            await self.app(scope, receive, send)
+            return
+        await send_json_error(send, 401, "unauthorized",
+                              "a valid API key is required: send it as 'X-API-Key: KEY' or "
+                              "'Authorization: Bearer KEY'",
+                              [(b"www-authenticate", b'Bearer realm="contrastlab"')])
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over ``max_bytes`` (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> str:
+        return f"the request body is larger than the limit of {self.max_bytes} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            try:
+                length = int(declared)
+            except ValueError:
+                await send_json_error(send, 400, "bad_request", "invalid Content-Length header")
+                return
+            if length > self.max_bytes:
+                await send_json_error(send, 413, "body_too_large", self._too_large())
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await send_json_error(send, 413, "body_too_large", self._too_large())
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
