@@ -90,7 +90,8 @@ def train(
     num_prototypes: Annotated[int | None, Opt(help="Prototypes (SwAV) / output dim (DINO).")]
     = None,
     freeze_prototypes_steps: Annotated[int | None, Opt(help="SwAV: steps with frozen "
-                                                       "prototypes.")] = None,
+                                                       "prototypes (DINO: head's last "
+                                                       "layer).")] = None,
     sinkhorn_iterations: Annotated[int | None, Opt(help="SwAV Sinkhorn-Knopp iterations.")]
     = None,
     sinkhorn_epsilon: Annotated[float | None, Opt(help="SwAV Sinkhorn entropy epsilon.")] = None,
@@ -110,7 +111,13 @@ def train(
     mining: Annotated[str | None, Opt(help="Triplet mining: none, batch-hard, semi-hard.")]
     = None,
     mask_ratio: Annotated[float | None, Opt(help="MAE share of patches masked.")] = None,
+    bn_groups: Annotated[int | None, Opt(help="MoCo v2 shuffling BN: ghost groups of the global "
+                                         "batch (under torchrun a multiple of the process "
+                                         "count).")] = None,
     patch_size: Annotated[int | None, Opt(help="ViT patch size in pixels.")] = None,
+    loss_chunk_size: Annotated[int | None, Opt(help="Rows per tile of the memory-efficient exact "
+                                               "contrastive loss (default: tiled only when the "
+                                               "N x N logits would exceed 256 MiB).")] = None,
     num_local_crops: Annotated[int | None, Opt(help="Multi-crop: small views per image "
                                                "(SwAV, DINO).")] = None,
     local_crop_size: Annotated[int | None, Opt(help="Multi-crop: side of the small views.")]
@@ -132,13 +139,26 @@ def train(
                                                help="Skip unreadable images (counted).")] = None,
     eval_every: Annotated[int | None, Opt(help="Evaluate every N epochs (0: only at the end).")]
     = None,
+    diagnose_every: Annotated[int | None, Opt(help="Embedding diagnostics and collapse alarm "
+                                              "every N epochs and at the end (0: off).")] = None,
     knn_k: Annotated[int | None, Opt(help="k of the kNN evaluation.")] = None,
-    precision: Annotated[str | None, Opt(help="auto, fp32, bf16 or fp16.")] = None,
+    precision: Annotated[str | None, Opt(help="auto, fp32, bf16, fp16 or fp64 (float64, for "
+                                         "exactness checks).")] = None,
     deterministic: Annotated[bool | None, Opt("--deterministic",
                                               help="Deterministic algorithms only.")] = None,
+    sync_batchnorm: Annotated[bool | None, Opt("--sync-batchnorm/--no-sync-batchnorm",
+                                               help="Under torchrun: batch norm statistics over "
+                                               "the global batch (default on).")] = None,
     channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last",
                                               help="NHWC memory format (faster convolutions on "
                                               "CPU and GPU).")] = None,
+    keep: Annotated[int | None, Opt(help="Also keep a checkpoint every N epochs "
+                                    "(checkpoints/epoch-N.pt); last.pt and best.pt always.")]
+    = None,
+    max_nonfinite_steps: Annotated[int | None, Opt(help="Stop after this many non-finite steps "
+                                                   "in a row (each is skipped).")] = None,
+    clip_grad_norm: Annotated[float | None, Opt(help="Clip the gradients' total L2 norm.")]
+    = None,
 ) -> None:
     """Train an encoder with a self-supervised method, then report kNN and linear-probe accuracy."""
     from contrastlab.config import build_config
@@ -153,6 +173,8 @@ def train(
     if out is None and not _given_in_yaml(config, "out"):
         resolved.out = default_run_name(resolved)
     result = run_training(resolved, console=err_console)
+    if result.stop_reason in ("SIGINT", "SIGTERM"):
+        raise typer.Exit(130 if result.stop_reason == "SIGINT" else 143)
     if result.metrics:
         summary = {k: result.metrics[k] for k in ("knn_top1", "linear_top1") if k in result.metrics}
         print(json.dumps({"run": str(result.run_dir), **summary}))
@@ -318,6 +340,17 @@ def eval_transfer(
     scores = transfer_run(run, data, probe_data, k=k, temperature=temperature,
                           features=features, device=resolve_device(device))
     _print_scores(scores, as_json)
+
+
+# embed, export, index build, search, serve (issue 6); their heavy imports are lazy.
+from contrastlab.serve.cli import register as _register_serving  # noqa: E402
+
+_register_serving(app)
+
+# diagnose, report, compare (issue 4); matplotlib and the model are imported inside the commands.
+from contrastlab.report.cli import register as _register_reports  # noqa: E402
+
+_register_reports(app)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ the wrong type or out of range are rejected with the key, the value and what is 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import yaml
 from contrastlab.errors import ConfigError, did_you_mean, unknown_name
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp64")
 MINING = ("none", "batch-hard", "semi-hard")
 
 #: Keys that are hyper-parameters of a method: passed to the method's constructor when set (the
@@ -30,7 +31,7 @@ METHOD_FIELDS = (
     "sinkhorn_iterations", "sinkhorn_epsilon", "teacher_temperature",
     "warmup_teacher_temperature", "teacher_temperature_warmup", "center_momentum",
     "off_diagonal_weight", "invariance_weight", "variance_weight", "covariance_weight",
-    "weight_sigma", "margin", "mining", "mask_ratio", "loss_chunk_size",
+    "weight_sigma", "margin", "mining", "mask_ratio", "loss_chunk_size", "bn_groups",
 )
 
 
@@ -83,7 +84,11 @@ class TrainConfig:
     margin: float | None = None
     mining: str | None = None
     mask_ratio: float | None = None
+    # MoCo v2 shuffling BN: ghost groups of the global batch (a multiple of the process count)
+    bn_groups: int | None = None
     patch_size: int | None = None
+    # rows per tile of the memory-efficient (tiled) contrastive loss; None: automatic
+    loss_chunk_size: int | None = None
     # views (num_local_crops None: the method's default, e.g. 6 for SwAV/DINO, 0 otherwise)
     crop_scale: tuple[float, float] = (0.08, 1.0)
     num_local_crops: int | None = None
@@ -96,6 +101,7 @@ class TrainConfig:
     flip_p: float = 0.5
     # evaluation
     eval_every: int = 0
+    diagnose_every: int = 10
     knn_k: int = 200
     knn_temperature: float = 0.1
     # machinery
@@ -106,6 +112,12 @@ class TrainConfig:
     log_every: int = 10
     deterministic: bool = False
     channels_last: bool = True
+    # multi-process (torchrun): batch norm over the global batch (methods that allow it)
+    sync_batchnorm: bool = True
+    # fault tolerance
+    keep: int = 0
+    max_nonfinite_steps: int = 20
+    clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -114,9 +126,15 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid key."""
         _check_types(self)
-        _positive(self, "epochs", "batch_size", "knn_k", "log_every")
+        _check_finite(self)
+        _positive(self, "epochs", "batch_size", "knn_k", "log_every", "max_nonfinite_steps")
+        if self.keep < 0:
+            raise ConfigError(f"keep must be >= 0 (0: only last.pt and best.pt), got {self.keep}")
+        _strictly_positive_if_set(self, "clip_grad_norm")
         _positive_if_set(self, "projection_dim", "projection_hidden_dim", "prediction_hidden_dim",
-                         "num_prototypes", "sinkhorn_iterations", "patch_size", "local_crop_size")
+                         "num_prototypes", "sinkhorn_iterations", "patch_size", "local_crop_size",
+                         "bn_groups")
+        _positive_if_set(self, "loss_chunk_size")
         if self.batch_size < 2:
             raise ConfigError(
                 f"batch_size must be >= 2 (a contrastive batch needs negatives), got "
@@ -181,6 +199,13 @@ class TrainConfig:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.image_size is not None and self.image_size < 4:
             raise ConfigError(f"image_size must be >= 4 pixels, got {self.image_size}")
+        if (self.local_crop_size is not None and self.image_size is not None
+                and self.local_crop_size > self.image_size):
+            raise ConfigError(
+                f"local_crop_size {self.local_crop_size} is larger than image_size "
+                f"{self.image_size}; it must be in 1..{self.image_size} (local crops are smaller "
+                "than the global views)"
+            )
         lo, hi = self.crop_scale
         if not 0.0 < lo <= hi <= 1.0:
             raise ConfigError(
@@ -195,6 +220,10 @@ class TrainConfig:
         if self.eval_every < 0:
             raise ConfigError(
                 f"eval_every must be >= 0 (0 = only at the end), got {self.eval_every}"
+            )
+        if self.diagnose_every < 0:
+            raise ConfigError(
+                f"diagnose_every must be >= 0 (0 = no diagnostics), got {self.diagnose_every}"
             )
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
@@ -312,8 +341,8 @@ def build_config(
 ) -> TrainConfig:
     """Defaults < YAML file < overrides (flags). ``None`` overrides mean 'not given'."""
     values: dict[str, Any] = {}
-    if yaml_path is not None:
-        values.update(load_yaml(yaml_path))
+    if yaml_path is not None:  # typed here, so that a wrong type names the file
+        values.update(_coerce_all(load_yaml(yaml_path), f"config file '{yaml_path}'"))
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
@@ -390,6 +419,15 @@ def _check_types(config: TrainConfig) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         setattr(config, f.name, _coerce(f.name, value, hints[f.name], "configuration"))
+
+
+def _check_finite(config: TrainConfig) -> None:
+    """Refuse NaN and infinity in any number (they pass ``<``/``>`` range checks unnoticed)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{f.name} must be a finite number, got {value}")
 
 
 def _positive(config: TrainConfig, *keys: str) -> None:

@@ -84,7 +84,8 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
 
 
 def test_time_budget_ends_training_and_lays_schedule_over_it(tmp_path: Path) -> None:
-    result = train(tiny_config(tmp_path / "run", epochs=1000, time_budget=3.0), console=QUIET,
+    result = train(tiny_config(tmp_path / "run", epochs=1000, time_budget=3.0, log_every=1),
+                   console=QUIET,
                    evaluate_at_end=False)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert 3.0 <= state["elapsed"] < 60

@@ -3,6 +3,8 @@
 Shared by the folder and the archive readers: both plan the tree with
 :func:`contrastlab.data.layout.plan_layout`, decode :func:`all_paths` in one go (so size and
 channel checks span training and test images) and hand the result to :func:`build_datasets`.
+With ``skip_bad_files``, a class whose training images were all unreadable raises DataError, as
+an empty class folder does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contrastlab.data.dataset import DatasetSplits, ImageDataset
 from contrastlab.data.decode import DecodeResult
 from contrastlab.data.layout import Part, Plan
 from contrastlab.data.split import make_dataset, official_splits, split_dataset
+from contrastlab.errors import DataError
 
 
 def build_datasets(
@@ -50,6 +53,8 @@ def build_datasets(
         )
 
     n_kept_train = int(np.searchsorted(kept, n_train))
+    if label_array is not None and plan.classes is not None and decoded.skipped:
+        _check_no_class_lost(plan, label_array[kept[:n_kept_train]], ids)
     if plan.test is None:
         everything = subset(slice(0, len(kept)), "")
         return split_dataset(
@@ -60,6 +65,22 @@ def build_datasets(
         subset(slice(n_kept_train, len(kept)), " (test)"),
         skipped=decoded.skipped,
     )
+
+
+def _check_no_class_lost(plan: Plan, kept_labels: np.ndarray, ids: Sequence[str]) -> None:
+    """Refuse a class whose training images were all unreadable and skipped: like an empty class
+    folder, it would be a class without a single training image."""
+    assert plan.classes is not None and plan.train.labels is not None
+    present = set(np.unique(kept_labels).tolist())
+    for label, name in enumerate(plan.classes):
+        if label in present:
+            continue
+        rows = [i for i, value in enumerate(plan.train.labels) if value == label]
+        raise DataError(
+            f"every training image of class '{name}' ({len(rows)} file(s), e.g. {ids[rows[0]]}) "
+            "is unreadable and was skipped (--skip-bad-files), which would leave the class "
+            "without images; fix the files or remove the class folder"
+        )
 
 
 def all_paths(plan: Plan) -> list[str]:

@@ -127,6 +127,11 @@ def _read_pair(images_path: Path, labels_path: Path, classes: list[str], name: s
         )
     if len(images) == 0:
         raise DataError(f"IDX file {images_path} holds no images")
+    if 0 in images.shape[1:]:
+        raise DataError(
+            f"IDX file {images_path} holds images of {images.shape[1]}x{images.shape[2]} pixels; "
+            "an image needs at least 1x1"
+        )
     if int(labels.max()) >= len(classes):
         raise DataError(
             f"IDX file {labels_path} has label {int(labels.max())}, outside 0..{len(classes) - 1}"

@@ -3,8 +3,8 @@
 Accepted fields (loaded with ``allow_pickle=False``, so the file can hold no code):
 
 * ``x``: uint8 images (N, H, W) or (N, H, W, C) with C in {1, 3}; optional ``y``: N integer labels
-  (>= 0). Labelled data is split with ``test_fraction`` / ``split_seed``; without ``y`` it is
-  unlabeled.
+  (class indices, 0 <= y < 2**20). Labelled data is split with ``test_fraction`` /
+  ``split_seed``; without ``y`` it is unlabeled.
 * ``x_train``, ``y_train``, ``x_test``, ``y_test``: an official split (both label fields needed).
   ``x_train`` alone (optionally with ``y_train``) is read like ``x``.
 * optional ``classes``: class names (strings) indexed by label; otherwise "0".."K-1".
@@ -20,6 +20,10 @@ import numpy as np
 from contrastlab.data.dataset import DatasetSplits, ImageDataset
 from contrastlab.data.split import make_dataset, official_splits, split_dataset
 from contrastlab.errors import DataError
+
+#: the largest number of classes (labels 0..MAX_CLASSES-1): a label is a class index, and a
+#: class name is made for every index up to the largest label
+MAX_CLASSES = 2**20
 
 
 def _images(path: Path, field: str, array: np.ndarray) -> np.ndarray:
@@ -56,6 +60,12 @@ def _labels(path: Path, field: str, array: np.ndarray, count: int, x_field: str)
         )
     if array.size and int(array.min()) < 0:
         raise DataError(f"{path}: field {field!r} holds negative label {int(array.min())}")
+    if array.size and int(array.max()) >= MAX_CLASSES:
+        raise DataError(
+            f"{path}: field {field!r} holds label {int(array.max())}; labels are class indices "
+            f"0..K-1 with at most {MAX_CLASSES:,} classes. Renumber them, e.g. "
+            "y = numpy.unique(y, return_inverse=True)[1]"
+        )
     return array.astype(np.int64)
 
 

@@ -119,10 +119,14 @@ def official_splits(
     train: ImageDataset, test: ImageDataset, *, skipped: Sequence[str] = ()
 ) -> DatasetSplits:
     """Wrap a training and a test set that came with the data as :class:`DatasetSplits`."""
+    because = ""
+    if skipped:
+        because = (f" that could be read ({len(skipped)} unreadable file(s) were skipped, e.g. "
+                   f"{skipped[0]})")
     if len(train) == 0:
-        raise DataError(f"{train.name}: the training set holds no images")
+        raise DataError(f"{train.name}: the training set holds no images{because}")
     if len(test) == 0:
-        raise DataError(f"{test.name}: the test set holds no images")
+        raise DataError(f"{test.name}: the test set holds no images{because}")
     return DatasetSplits(train=train, test=test, skipped=list(skipped), official_split=True)
 
 
@@ -133,7 +137,13 @@ def make_dataset(
     ids: list[str],
     name: str,
 ) -> ImageDataset:
-    """Build an :class:`ImageDataset` from numpy arrays (images uint8 (N, C, H, W))."""
+    """Build an :class:`ImageDataset` from numpy arrays (images uint8 (N, C, H, W)).
+
+    Raises:
+        DataError: for images with no pixels (a reader's last line of defence).
+    """
+    if images.ndim != 4 or 0 in images.shape[2:]:
+        raise DataError(f"{name}: images of shape {images.shape[1:]} (C, H, W) hold no pixels")
     tensor = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
     label_tensor = None
     if labels is not None:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastlab.errors import ConfigError
+from contrastlab.losses.tiled import auto_chunk_size, check_chunk_size, tiled_nt_xent
 
 
 def _check_temperature(temperature: float) -> None:
@@ -34,13 +35,19 @@ def _check_temperature(temperature: float) -> None:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
+def nt_xent(
+    z1: Tensor, z2: Tensor, temperature: float = 0.5, chunk_size: int | None = None
+) -> Tensor:
     """SimCLR's NT-Xent loss for two batches of projections (row i of ``z1`` and ``z2`` are a pair).
 
     Args:
         z1: (N, D) projections of the first views (need not be normalised).
         z2: (N, D) projections of the second views.
         temperature: tau > 0.
+        chunk_size: anchors (and columns) per tile of the memory-efficient tiled form
+            (:func:`contrastlab.losses.tiled.tiled_nt_xent`, same value and gradients, memory
+            O(N D) instead of O(N^2)); None picks it automatically: the direct form while the
+            2N x 2N float32 logit matrix fits in 256 MiB, tiles above.
 
     Returns:
         The scalar loss, the mean of l(i, j) over all 2N anchors. Half-precision inputs have their
@@ -55,6 +62,11 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     n = z1.shape[0]
     if n < 2:
         raise ValueError(f"NT-Xent needs at least 2 pairs (a negative to contrast), got N={n}")
+    check_chunk_size(chunk_size)
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(2 * n, 2 * n, z1.device)
+    if chunk_size is not None:  # local negatives, as the direct form below
+        return tiled_nt_xent(z1, z2, temperature, chunk_size=chunk_size, gather=False)
     z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
     similarity = z @ z.t()
     if similarity.dtype in (torch.float16, torch.bfloat16):
@@ -72,13 +84,15 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 class NTXentLoss(nn.Module):
     """Module wrapper of :func:`nt_xent` with a fixed temperature."""
 
-    def __init__(self, temperature: float = 0.5) -> None:
+    def __init__(self, temperature: float = 0.5, chunk_size: int | None = None) -> None:
         super().__init__()
         _check_temperature(temperature)
+        check_chunk_size(chunk_size)
         self.temperature = temperature
+        self.chunk_size = chunk_size
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
-        return nt_xent(z1, z2, self.temperature)
+        return nt_xent(z1, z2, self.temperature, self.chunk_size)
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}"
+        return f"temperature={self.temperature}, chunk_size={self.chunk_size}"

@@ -13,6 +13,16 @@ Class attributes tell the trainer what a method needs:
 * ``needs_labels``: the method trains on labels (supervised baseline); SupCon uses them when
   present.
 * ``uses_labels``: labels change the loss when present (SupCon); others ignore them.
+* ``sync_batch_norm``: under multi-process training (with the ``sync_batchnorm`` setting) the
+  trainer replaces the method's batch norms by
+  :class:`contrastlab.models.global_batch_norm.GlobalBatchNorm` (statistics of the global batch);
+  False for a method that defines its own batch-norm groups (MoCo v2's shuffling BN).
+* ``unused_parameters``: some parameters get no gradient on some steps (frozen prototypes,
+  DINO's frozen last layer); DistributedDataParallel then searches the graph for them every
+  step (``find_unused_parameters``), and leaves their gradients unset as one process would.
+
+The trainer calls the module itself, ``method(views, labels)``, which runs :meth:`training_step`
+(so that DistributedDataParallel sees the forward pass).
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ class Method(nn.Module):
     supports_multi_crop: bool = False
     needs_labels: bool = False
     uses_labels: bool = False
+    sync_batch_norm: bool = True
+    unused_parameters: bool = False
 
     def __init__(self, backbone: Backbone) -> None:
         super().__init__()
@@ -62,6 +74,10 @@ class Method(nn.Module):
         (smaller) views.
         """
         raise NotImplementedError
+
+    def forward(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        """``training_step(views, labels)``: the module call the trainer (and DDP) makes."""
+        return self.training_step(views, labels)
 
     def on_step_start(self, step: int, progress: float) -> None:
         """Called before :meth:`training_step`; records the position in the schedule."""

@@ -11,7 +11,9 @@ Chen, Kornblith, Norouzi & Hinton, ICML 2020, Algorithm 1::
         update f and g to minimise L
 
 Both views pass through the encoder as one batch of 2N images (one forward, batch-norm statistics
-over all 2N views, as in the paper's implementation).
+over all 2N views, as in the paper's implementation). Under multi-process training the negatives
+are the views of the global batch (gathered with gradient) and batch norm is global (the
+trainer's GlobalBatchNorm), as with the paper's cross-core batch norm and global negatives.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from contrastlab.distributed import is_distributed
 from contrastlab.losses import nt_xent
+from contrastlab.losses.tiled import check_chunk_size, tiled_nt_xent
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.models import Backbone, ProjectionHead
 
@@ -32,6 +36,8 @@ class SimCLR(Method):
         temperature: tau of NT-Xent (0.5 in the paper's CIFAR-10 experiments).
         projection_dim: output dimension of g (128 in the paper).
         projection_hidden_dim: hidden width of g.
+        loss_chunk_size: rows per tile of the memory-efficient NT-Xent (same loss, memory
+            O(N D)); None: tiled only when the 2N x 2N logits would exceed 256 MiB.
     """
 
     name = "simclr"
@@ -42,9 +48,12 @@ class SimCLR(Method):
         temperature: float = 0.5,
         projection_dim: int = 128,
         projection_hidden_dim: int = 512,
+        loss_chunk_size: int | None = None,
     ) -> None:
         super().__init__(backbone)
+        check_chunk_size(loss_chunk_size)
         self.temperature = temperature
+        self.loss_chunk_size = loss_chunk_size
         self.projection_head = ProjectionHead(
             backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
         )
@@ -54,7 +63,13 @@ class SimCLR(Method):
             raise ValueError(f"SimCLR expects exactly 2 views per image, got {len(views)}")
         n = views[0].shape[0]
         z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
-        loss = nt_xent(z[:n], z[n:], self.temperature)
+        if is_distributed():
+            # global negatives: this rank's anchors against every rank's views (gathered with
+            # gradient); the mean over ranks is the loss of the whole batch
+            loss = tiled_nt_xent(z[:n], z[n:], self.temperature,
+                                 chunk_size=self.loss_chunk_size, gather=True)
+        else:
+            loss = nt_xent(z[:n], z[n:], self.temperature, chunk_size=self.loss_chunk_size)
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:

@@ -21,7 +21,8 @@ from torch import nn
 
 
 def cosine_momentum(base: float, progress: float) -> float:
-    """Momentum at ``progress`` in [0, 1] of training: ``base`` at 0, 1 at the end (BYOL Sec. 3.2)."""
+    """Momentum at ``progress`` in [0, 1] of training: ``base`` at 0, 1 at the end (BYOL
+    Sec. 3.2)."""
     progress = min(max(progress, 0.0), 1.0)
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
 
@@ -36,7 +37,8 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    r"""In place :math:`\xi \leftarrow m \xi + (1 - m) \theta` for every parameter; buffers copied."""
+    r"""In place :math:`\xi \leftarrow m \xi + (1 - m) \theta` for every parameter; buffers
+    copied."""
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"EMA momentum must be in [0, 1], got {momentum}")
     teacher_params = list(teacher.parameters())

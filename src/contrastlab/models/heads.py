@@ -19,6 +19,8 @@ class ProjectionHead(nn.Module):
         output_dim: dimension of the projection z.
         num_layers: number of linear layers (>= 1); SimCLR uses 2.
         last_batch_norm: batch-normalise the output (SimCLR v1 code does, without affine).
+        hidden_batch_norm: batch-normalise the hidden layers; ``False`` gives the plain
+            ``Linear -> ReLU -> Linear`` head of MoCo v2 (Chen et al. 2020, "Improved Baselines").
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class ProjectionHead(nn.Module):
         output_dim: int = 128,
         num_layers: int = 2,
         last_batch_norm: bool = True,
+        hidden_batch_norm: bool = True,
     ) -> None:
         super().__init__()
         if num_layers < 1:
@@ -35,11 +38,11 @@ class ProjectionHead(nn.Module):
         layers: list[nn.Module] = []
         dim = input_dim
         for _ in range(num_layers - 1):
-            layers += [
-                nn.Linear(dim, hidden_dim, bias=False),
-                nn.BatchNorm1d(hidden_dim),
-                nn.ReLU(inplace=True),
-            ]
+            if hidden_batch_norm:
+                layers += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim)]
+            else:
+                layers.append(nn.Linear(dim, hidden_dim))
+            layers.append(nn.ReLU(inplace=True))
             dim = hidden_dim
         layers.append(nn.Linear(dim, output_dim, bias=not last_batch_norm))
         if last_batch_norm:

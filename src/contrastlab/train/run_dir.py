@@ -5,6 +5,8 @@
       metrics.jsonl          one JSON object per line, "type": step | epoch | eval | final
       final_metrics.json     the last evaluation, also printed at the end of training
       checkpoints/last.pt    model, optimiser, position in the schedule, RNG states (atomic)
+      checkpoints/best.pt    the checkpoint with the best kNN accuracy (with --eval-every)
+      checkpoints/epoch-N.pt every --keep N epochs
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from contrastlab.errors import CheckpointError, ConfigError
+from contrastlab.train.checkpoint import remove_stale_temporaries
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -42,6 +45,13 @@ class RunDirectory:
     def checkpoint_path(self) -> Path:
         return self.root / "checkpoints" / CHECKPOINT_NAME
 
+    @property
+    def best_checkpoint_path(self) -> Path:
+        return self.root / "checkpoints" / "best.pt"
+
+    def epoch_checkpoint_path(self, epoch: int) -> Path:
+        return self.root / "checkpoints" / f"epoch-{epoch}.pt"
+
     def prepare(self, resume: bool) -> None:
         """Create the folder and check it is writable, before any data is read."""
         try:
@@ -64,6 +74,19 @@ class RunDirectory:
                 f"'{self.root}' already holds a run; pass --resume to continue it, or choose "
                 "another --out (or delete the folder) to start afresh"
             )
+        if resume:  # leftovers of a process killed mid-write
+            remove_stale_temporaries(self.checkpoint_path.parent)
+            self._end_last_line()
+
+    def _end_last_line(self) -> None:
+        """Give metrics.jsonl a final newline if a kill cut its last record short, so that the
+        records appended on resume start on a line of their own (readers skip the cut line)."""
+        if not self.metrics_path.is_file() or self.metrics_path.stat().st_size == 0:
+            return
+        with self.metrics_path.open("rb+") as handle:
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
 
     def log(self, record: dict[str, Any]) -> None:
         record = {"time": round(time.time(), 3), **record}

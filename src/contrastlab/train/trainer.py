@@ -10,6 +10,8 @@ time when ``time_budget`` is set.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,15 +26,18 @@ from contrastlab.config import TrainConfig, method_kwargs
 from contrastlab.data import DatasetSplits, load_dataset
 from contrastlab.errors import CheckpointError, ConfigError
 from contrastlab.methods import METHODS, Method, build_method
+from contrastlab.models.global_batch_norm import convert_to_global_batch_norm
 from contrastlab.train.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
     save_atomic,
 )
+from contrastlab.train.ddp import setup_distributed
+from contrastlab.train.diagnose_hook import EpochDiagnostics
 from contrastlab.train.optim import build_optimizer, default_lr, set_lr, warmup_cosine
 from contrastlab.train.progress import TrainingProgress
-from contrastlab.train.run_dir import RunDirectory
+from contrastlab.train.signals import StopRequest
 from contrastlab.views import (
     AugmentConfig,
     EvalTransform,
@@ -42,7 +47,6 @@ from contrastlab.views import (
 )
 
 CHECKPOINT_FORMAT = "contrastlab-checkpoint-v1"
-MAX_NONFINITE_STEPS_IN_A_ROW = 20
 
 
 @dataclass
@@ -54,6 +58,9 @@ class TrainResult:
     global_step: int = 0
     epoch: int = 0
     finished: bool = True
+    #: why training stopped early: "stop_after_step", "SIGINT" or "SIGTERM"; None when finished
+    stop_reason: str | None = None
+    skipped_steps: int = 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,8 +72,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype (None: float32); 'auto' is bf16 on CUDA (if supported), fp32 on CPU."""
-    if name == "fp32" or (name == "auto" and device.type != "cuda"):
+    """Autocast dtype (None: float32, or float64 with 'fp64'); 'auto' is bf16 on CUDA (if
+    supported), fp32 on CPU."""
+    if name in ("fp32", "fp64") or (name == "auto" and device.type != "cuda"):
         return None
     if name == "fp16":
         return torch.float16
@@ -172,6 +180,10 @@ def train(
 ) -> TrainResult:
     """Train ``config.method`` and evaluate it; everything lands in ``config.out``.
 
+    Under ``torchrun`` (or in a process group the caller initialised) every process runs this
+    with the same configuration and they train as one process on the whole (global) batch;
+    rank 0 logs, writes and evaluates (see :mod:`contrastlab.train.ddp`, docs/distributed.md).
+
     Args:
         config: a validated configuration.
         console: where progress and summaries go (a quiet one is fine for tests).
@@ -180,9 +192,15 @@ def train(
         evaluate_at_end: run kNN and linear evaluation on the test split at the end.
     """
     console = console or Console(stderr=True)
-    run = RunDirectory(config.out)
-    run.prepare(config.resume)
     device = resolve_device(config.device)
+    # torchrun: join the process group; rank 0 alone logs, prints and writes (docs/distributed.md)
+    ddp = setup_distributed(device)
+    device = ddp.device
+    if ddp.enabled:
+        config = dataclasses.replace(config, out=ddp.from_main(config.out))
+        if not ddp.is_main:
+            console = Console(quiet=True)
+    run = ddp.run_directory(config.out, config.resume)
     autocast_dtype = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     if config.deterministic:
@@ -204,6 +222,13 @@ def train(
             f"batch_size {config.batch_size} is larger than the training set ({len(train_set)} "
             f"images in {train_set.name}); pass --batch-size {max(2, len(train_set))} or less"
         )
+    if config.batch_size % ddp.world_size:
+        raise ConfigError(
+            f"batch_size {config.batch_size} is the global batch and must divide evenly over the "
+            f"{ddp.world_size} processes; use a multiple of {ddp.world_size}, e.g. --batch-size "
+            f"{config.batch_size // ddp.world_size * ddp.world_size or ddp.world_size}"
+        )
+    local_batch = config.batch_size // ddp.world_size
     image_size = config.image_size or min(train_set.image_size)
     mean, std = channel_stats(train_set.images)
     views = build_views(config, image_size, train_set.channels, mean, std)
@@ -224,6 +249,11 @@ def train(
     method = build_method(config.method, config.backbone, train_set.channels,
                           backbone_options=meta["backbone_options"],
                           **meta["method_kwargs"]).to(device)
+    # fp64: parameters and views in float64 (exactness checks, e.g. multi-process == one process)
+    compute_dtype = torch.float64 if config.precision == "fp64" else torch.float32
+    method.to(dtype=compute_dtype)
+    if ddp.enabled and config.sync_batchnorm and method.sync_batch_norm:
+        convert_to_global_batch_norm(method)
     memory_format = memory_format_of(config)
     method.to(memory_format=memory_format)
     base_lr = config.lr or default_lr(config.optimizer, config.batch_size)
@@ -235,6 +265,7 @@ def train(
     view_generator = torch.Generator().manual_seed(config.seed)
 
     epoch, batch_in_epoch, global_step, elapsed = 0, 0, 0, 0.0
+    skipped_steps, best_score = 0, -math.inf
     if config.resume:
         state = load_checkpoint(run.checkpoint_path)
         _check_resumable(state, config, meta, run.checkpoint_path)
@@ -245,12 +276,16 @@ def train(
         restore_rng_state(state["rng"])
         epoch, batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         global_step, elapsed = state["global_step"], state["elapsed"]
+        skipped_steps = state.get("skipped_steps", 0)
+        best_score = state.get("best_score", -math.inf)
+        ddp.share_random_state()  # the CUDA states were captured per device on rank 0
         console.print(f"resumed from {run.checkpoint_path} at epoch {epoch}, step {global_step}")
     else:
-        config.save_yaml(run.config_path)
+        ddp.on_main(lambda: config.save_yaml(run.config_path))
+    model = ddp.wrap(method)  # DistributedDataParallel under torchrun, else the method
 
-    def save_checkpoint() -> None:
-        save_atomic({
+    def checkpoint_state() -> dict[str, Any]:
+        return {
             "format": CHECKPOINT_FORMAT,
             "model_meta": meta,
             "config": config.to_dict(),
@@ -263,7 +298,27 @@ def train(
             "elapsed": elapsed,
             "view_generator": view_generator.get_state(),
             "rng": capture_rng_state(),
-        }, run.checkpoint_path)
+            "skipped_steps": skipped_steps,
+            "best_score": best_score,
+        }
+
+    def save_checkpoint(*extra: Path) -> None:
+        """last.pt (and copies such as best.pt / epoch-N.pt); a failed write leaves the previous
+        file intact and stops training with the reason. Rank 0 writes; the others wait."""
+
+        def write() -> None:
+            state = checkpoint_state()
+            for path in (run.checkpoint_path, *extra):
+                try:
+                    save_atomic(state, path)
+                except OSError as error:
+                    raise CheckpointError(
+                        f"could not write checkpoint '{path}' ({error.strerror or error}); the "
+                        "previous checkpoint there is intact. Free disk space or fix the "
+                        f"folder's permissions, then continue with --resume --out {run.root}"
+                    ) from error
+
+        ddp.on_main(write)
 
     def schedule_progress() -> float:
         if config.time_budget is not None:
@@ -288,10 +343,17 @@ def train(
     )
     progress = TrainingProgress(console, config.time_budget or total_steps,
                                 by_time=config.time_budget is not None)
+    diagnose_views = SimCLRViews(image_size, train_set.channels, mean, std, views.config)
+    diagnose = EpochDiagnostics(
+        train_set.images,
+        lambda images, generator: [v.to(compute_dtype) for v in diagnose_views(images, generator)],
+        device, memory_format, config.method, config.seed)
     nonfinite_in_a_row = 0
     interrupted = False
+    stop_reason: str | None = None
+    trainable = [p for p in method.parameters() if p.requires_grad]
     method.train()
-    with progress:
+    with progress, StopRequest() as stop_request:
         progress.update(elapsed if config.time_budget else global_step)
         while not finished() and not interrupted:
             order = epoch_permutation(len(train_set), config.seed, epoch)
@@ -301,78 +363,125 @@ def train(
                 step_start = time.perf_counter()
                 index = order[batch_in_epoch * config.batch_size:
                               (batch_in_epoch + 1) * config.batch_size]
-                images = train_set.images[index].to(device, non_blocking=True)
+                local = index[ddp.rank * local_batch:(ddp.rank + 1) * local_batch]  # this rank's
+                images = train_set.images[local].to(device, non_blocking=True)
                 labels = None
                 if train_set.labels is not None:
-                    labels = train_set.labels[index].to(device, non_blocking=True)
+                    labels = train_set.labels[local].to(device, non_blocking=True)
                 lr = base_lr * warmup_cosine(schedule_progress(), config.warmup_fraction)
                 set_lr(optimizer, lr)
-                batch_views = [v.contiguous(memory_format=memory_format)
-                               for v in views(images, view_generator)]
+                batch_views = [v.to(compute_dtype).contiguous(memory_format=memory_format)
+                               for v in views(images, view_generator,
+                                              global_batch=config.batch_size,
+                                              offset=ddp.rank * local_batch)]
                 progress_now = schedule_progress()
                 method.on_step_start(global_step, progress_now)
                 with autocast:
-                    output = method.training_step(batch_views, labels)
+                    output = model(batch_views, labels)  # DDP: gradients averaged over ranks
                 loss = output.loss
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                if torch.isfinite(loss.detach()):
+                if scaler.is_enabled():
+                    scaler.unscale_(optimizer)
+                grad_norm = gradient_norm(trainable, config.clip_grad_norm)
+                # the global batch's loss and metrics (`loss` and output.metrics in one process)
+                step_loss, step_metrics = ddp.mean_step(loss.detach(), output.metrics)
+                # one host sync: NaN/inf in the loss or any gradient makes the sum non-finite
+                if bool(torch.isfinite(step_loss.float() + grad_norm)):
                     scaler.step(optimizer)
+                    scaler.update()
+                    method.on_step_end(global_step, progress_now)
                     nonfinite_in_a_row = 0
-                    epoch_loss_sum += loss.detach()
+                    epoch_loss_sum += step_loss
                     epoch_steps += 1
                 else:
+                    if scaler.is_enabled():
+                        scaler.update()  # lowers the fp16 loss scale
+                    optimizer.zero_grad(set_to_none=True)
+                    skipped_steps += 1
                     nonfinite_in_a_row += 1
-                    if nonfinite_in_a_row >= MAX_NONFINITE_STEPS_IN_A_ROW:
+                    run.log({"type": "skipped_step", "epoch": epoch, "step": global_step,
+                             "loss": float(step_loss), "grad_norm": float(grad_norm)})
+                    if nonfinite_in_a_row >= config.max_nonfinite_steps:
                         raise FloatingPointError(
-                            f"loss was not finite for {nonfinite_in_a_row} steps in a row (last at "
-                            f"step {global_step}); the last good checkpoint is "
-                            f"{run.checkpoint_path}. Try a lower --lr, a higher --temperature or "
-                            "--precision fp32."
+                            f"the loss or gradients were not finite for {nonfinite_in_a_row} steps "
+                            f"in a row (the last at step {global_step}; {skipped_steps} skipped "
+                            f"in all); stopped without saving these steps. The last good "
+                            f"checkpoint is {run.checkpoint_path}. Likely causes: a learning rate "
+                            f"too high (--lr, now {lr:.3g}), a temperature too low "
+                            "(--temperature), or reduced precision (try --precision fp32). "
+                            f"Continue from the checkpoint with --resume --out {run.root} after "
+                            "changing them."
                         )
-                scaler.update()
-                method.on_step_end(global_step, progress_now)
                 global_step += 1
                 batch_in_epoch += 1
                 window_images += len(index)
                 elapsed += time.perf_counter() - step_start
+                stop_now = ("stop_after_step" if stop_after_step is not None
+                            and global_step >= stop_after_step else stop_request.received)
+                stop_now, elapsed = ddp.agree(stop_now, elapsed)  # the same on every rank
                 if global_step % config.log_every == 0 or batch_in_epoch == steps_per_epoch:
-                    loss_value = float(loss.detach())
+                    loss_value = float(step_loss)
                     now = time.perf_counter()
                     images_per_s = window_images / max(now - window_start, 1e-9)
                     window_start, window_images = now, 0
                     run.log({"type": "step", "epoch": epoch, "step": global_step,
                              "loss": loss_value, "lr": lr, "images_per_s": images_per_s,
-                             "elapsed": elapsed, **output.metrics})
+                             "grad_norm": float(grad_norm), "elapsed": elapsed,
+                             **step_metrics})
                     progress.set_stats(epoch, loss_value, lr, images_per_s)
                 progress.update(elapsed if config.time_budget else global_step)
-                if stop_after_step is not None and global_step >= stop_after_step:
-                    interrupted = True
+                if stop_now is not None:
+                    interrupted, stop_reason = True, stop_now
                     break
                 if config.time_budget is not None and elapsed >= config.time_budget:
                     break
+            extra_copies: list[Path] = []
             if batch_in_epoch >= steps_per_epoch:
                 epoch, batch_in_epoch = epoch + 1, 0
                 mean_loss = float(epoch_loss_sum) / max(epoch_steps, 1)
                 run.log({"type": "epoch", "epoch": epoch, "step": global_step, "loss": mean_loss,
-                         "lr": lr, "elapsed": elapsed})
+                         "lr": lr, "elapsed": elapsed, "skipped_steps": skipped_steps})
                 if config.eval_every and epoch % config.eval_every == 0 and splits.test is not None:
-                    scores = evaluate_method(method, splits, eval_transform, device, config)
+                    scores = ddp.on_main(lambda: evaluate_method(
+                        method, splits, eval_transform, device, config)) or {}
+                    ddp.share_random_state()
                     method.train()
                     run.log({"type": "eval", "epoch": epoch, "step": global_step, **scores})
                     progress.note(f"epoch {epoch}: " + _format_scores(scores))
+                    if scores.get("knn_top1", -math.inf) > best_score:
+                        best_score = scores["knn_top1"]
+                        extra_copies.append(run.best_checkpoint_path)
+                if config.keep and epoch % config.keep == 0:
+                    extra_copies.append(run.epoch_checkpoint_path(epoch))
+                if config.diagnose_every and (epoch % config.diagnose_every == 0 or finished()):
+                    ddp.on_main(functools.partial(diagnose, method, epoch, global_step,
+                                                  schedule_progress(), run, progress))
+                    ddp.share_random_state()
             checkpoint_start = time.perf_counter()
-            save_checkpoint()
+            save_checkpoint(*extra_copies)
             elapsed += time.perf_counter() - checkpoint_start
+            _, elapsed = ddp.agree(None, elapsed)
 
-    result = TrainResult(run.root, global_step=global_step, epoch=epoch, finished=not interrupted)
+    if stop_reason in ("SIGINT", "SIGTERM"):
+        console.print(
+            f"{stop_reason} received: finished step {global_step} and wrote the checkpoint "
+            f"{run.checkpoint_path}. Continue with: contrastlab train --resume --out {run.root}"
+        )
+
+    result = TrainResult(run.root, global_step=global_step, epoch=epoch, finished=not interrupted,
+                         stop_reason=stop_reason, skipped_steps=skipped_steps)
     if interrupted:
-        console.print(f"stopped at step {global_step}; continue with --resume --out {run.root}")
+        if stop_reason == "stop_after_step":
+            console.print(f"stopped at step {global_step}; continue with --resume --out {run.root}")
+        ddp.close()
         return result
-    if evaluate_at_end and splits.test is not None:
+    ddp.close()  # the other ranks are done; rank 0 evaluates alone
+    if evaluate_at_end and splits.test is not None and ddp.is_main:
         scores = evaluate_method(method, splits, eval_transform, device, config)
         final = {"epoch": epoch, "step": global_step, "train_seconds": round(elapsed, 2),
-                 "n_train": len(train_set), "n_test": len(splits.test), **scores}
+                 "n_train": len(train_set), "n_test": len(splits.test),
+                 "skipped_steps": skipped_steps, **scores}
         run.log({"type": "final", **final})
         run.write_final(final)
         result.metrics = final
@@ -393,6 +502,17 @@ def train(
     return result
 
 
+def gradient_norm(parameters: list[torch.Tensor], clip: float | None) -> torch.Tensor:
+    """Total L2 norm of the gradients (clipped to ``clip`` when given), as a 0-d tensor; NaN/inf
+    when any gradient is not finite."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    if clip is not None:
+        return torch.nn.utils.clip_grad_norm_(parameters, clip).float()
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+
+
 def evaluate_method(method: Method, splits: DatasetSplits, transform: EvalTransform,
                     device: torch.device, config: TrainConfig) -> dict[str, float]:
     """kNN and linear-probe accuracy of the method's encoder on the test split."""
@@ -402,8 +522,10 @@ def evaluate_method(method: Method, splits: DatasetSplits, transform: EvalTransf
     method.eval()
     memory_format = memory_format_of(config)
 
+    dtype = next(method.parameters()).dtype  # float64 under --precision fp64
+
     def prepare(images: torch.Tensor) -> torch.Tensor:
-        return transform(images).contiguous(memory_format=memory_format)
+        return transform(images).to(dtype).contiguous(memory_format=memory_format)
 
     return evaluate_features(method.encode, splits.train, splits.test, prepare, device,
                              protocols=("knn", "linear"), k=config.knn_k,

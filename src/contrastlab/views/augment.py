@@ -199,6 +199,34 @@ class ViewParams:
         assert isinstance(moved, ViewParams)
         return moved
 
+    def select(self, start: int, stop: int) -> ViewParams:
+        """The parameters of samples ``start .. stop - 1`` of the batch, re-based to 0.
+
+        Applied to those images alone they give, bit for bit, the same rows as the full
+        parameters applied to the whole batch (distributed training: every rank draws the
+        global batch's parameters from the shared generator and augments its own slice).
+        """
+        n = self.flip.shape[0]
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"cannot select samples {start}..{stop} of a batch of {n}")
+
+        def rebase(index: Tensor) -> tuple[Tensor, Tensor]:
+            inside = (index >= start) & (index < stop)
+            return index[inside] - start, inside
+
+        grey, _ = rebase(self.grey_index)
+        blur, blur_inside = rebase(self.blur_index)
+        solarize, _ = rebase(self.solarize_index)
+        return ViewParams(
+            boxes=self.boxes[start:stop],
+            flip=self.flip[start:stop],
+            jitter=self.jitter.select(start, stop),
+            grey_index=grey,
+            blur_index=blur,
+            blur_sigma=self.blur_sigma[blur_inside],
+            solarize_index=solarize,
+        )
+
 
 def check_images(images: Tensor, channels: int, who: str) -> None:
     """Raise ValueError unless ``images`` is a uint8 (N, channels, H, W) tensor."""

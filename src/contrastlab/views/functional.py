@@ -387,6 +387,11 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     kernel_size = min(kernel_size, 2 * (min(h, w) - 1) + 1)
     if kernel_size <= 1 or n == 0:
         return x.clone()
+    if n * c == 1:
+        # one plane makes conv2d an ungrouped convolution, whose kernel rounds differently: blur
+        # it as one of two planes, so a sample's result never depends on the batch around it
+        # (distributed ranks augment slices of the global batch and must match it bit for bit)
+        return gaussian_blur(x.expand(2, -1, -1, -1), sigma.expand(2), kernel_size)[:1]
     pad = kernel_size // 2
     k = gaussian_kernels(sigma.to(device=x.device), kernel_size).to(x.dtype)
     k = k.repeat_interleave(c, dim=0)  # (N*C, K): plane n*C + c uses sample n's kernel
@@ -437,6 +442,32 @@ class JitterPlan:
     def num_selected(self) -> int:
         """Number of samples the jitter is applied to (M)."""
         return int(self.factors.shape[1])
+
+    def per_sample(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The per-sample parameters this plan was made from: ``(factors, order, apply)`` as
+        :func:`make_jitter_plan` takes them ((N, 4), (N, 4), (N,)). Unselected samples get the
+        identity order and zero factors (they are never used)."""
+        n, m = self.gather.numel(), self.num_selected
+        device = self.gather.device
+        order = torch.arange(4, device=device).repeat(n, 1)
+        factors = torch.zeros(n, 4, dtype=self.factors.dtype, device=device)
+        rows = self.gather  # the batch row held by each work row at position p
+        for p in range(4):
+            if p > 0:
+                rows = rows[self.regather[p - 1]]
+            counts = torch.tensor(self.counts[p], device=device)
+            ops = torch.repeat_interleave(torch.arange(4, device=device), counts)
+            order[rows[:m], p] = ops
+            factors[rows[:m], ops] = self.factors[p]
+        apply = torch.zeros(n, dtype=torch.bool, device=device)
+        apply[self.gather[:m]] = True
+        return factors, order, apply
+
+    def select(self, start: int, stop: int) -> JitterPlan:
+        """The plan of batch rows ``start .. stop - 1`` alone (rows re-based to 0): every sample
+        keeps its op order and factors, so its jittered pixels are those of the full plan."""
+        factors, order, apply = self.per_sample()
+        return make_jitter_plan(factors[start:stop], order[start:stop], apply[start:stop])
 
 
 def make_jitter_plan(factors: Tensor, order: Tensor, apply: Tensor) -> JitterPlan:

@@ -8,9 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from contrastlab.errors import ConfigError
 from contrastlab.views.augment import (
     AugmentConfig,
     BatchAugment,
+    ViewParams,
     check_images,
     check_normalization,
 )
@@ -66,17 +66,26 @@ class SimCLRViews:
     def __repr__(self) -> str:
         return f"SimCLRViews({self.augment!r}, num_views={self.num_views})"
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None, *,
+                 global_batch: int | None = None, offset: int = 0) -> list[Tensor]:
         """Return ``num_views`` float32 views (N, C, out, out), each normalised.
 
         Views are computed on ``images.device``; their random parameters are drawn in turn (view
         0 first) from the CPU ``generator``, so a seed gives the same views on any device.
+
+        Distributed training: with ``global_batch`` set, ``images`` are rows ``offset ..
+        offset + N - 1`` of a global batch of that size; the parameters of the whole global batch
+        are drawn (the generator advances as in one process) and only this slice is augmented,
+        so the result equals those rows of the full batch's views bit for bit.
         """
         check_images(images, self.augment.channels, "SimCLRViews")
         x = to_float(images)  # converted once, shared by every view
         n, _, h, w = x.shape
+        total = _check_slice(n, global_batch, offset)
         return [
-            self.augment.apply(x, self.augment.sample_params(n, h, w, generator))
+            self.augment.apply(
+                x, _slice_params(self.augment.sample_params(total, h, w, generator), n, total,
+                                 offset))
             for _ in range(self.num_views)
         ]
 
@@ -127,20 +136,41 @@ class MultiCropViews:
         return (f"MultiCropViews({self.num_global} x {self.global_augment!r}, "
                 f"{self.num_local} x {self.local_augment!r})")
 
-    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
-        """Global views then local views, float32, normalised, on ``images.device``."""
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None, *,
+                 global_batch: int | None = None, offset: int = 0) -> list[Tensor]:
+        """Global views then local views, float32, normalised, on ``images.device``.
+
+        ``global_batch`` and ``offset``: this process's slice of a global batch, as for
+        :class:`SimCLRViews`.
+        """
         check_images(images, self.global_augment.channels, "MultiCropViews")
         x = to_float(images)
         n, _, h, w = x.shape
-        views = [
-            self.global_augment.apply(x, self.global_augment.sample_params(n, h, w, generator))
-            for _ in range(self.num_global)
-        ]
-        views += [
-            self.local_augment.apply(x, self.local_augment.sample_params(n, h, w, generator))
-            for _ in range(self.num_local)
-        ]
+        total = _check_slice(n, global_batch, offset)
+        views = []
+        for augment, count in ((self.global_augment, self.num_global),
+                               (self.local_augment, self.num_local)):
+            for _ in range(count):
+                params = augment.sample_params(total, h, w, generator)
+                views.append(augment.apply(x, _slice_params(params, n, total, offset)))
         return views
+
+
+def _check_slice(n: int, global_batch: int | None, offset: int) -> int:
+    """The number of samples whose parameters are drawn: ``global_batch`` (or ``n``)."""
+    if global_batch is None:
+        if offset != 0:
+            raise ValueError(f"offset {offset} given without global_batch")
+        return n
+    if not 0 <= offset <= offset + n <= global_batch:
+        raise ValueError(
+            f"rows {offset}..{offset + n - 1} are not inside a global batch of {global_batch}"
+        )
+    return global_batch
+
+
+def _slice_params(params: ViewParams, n: int, total: int, offset: int) -> ViewParams:
+    return params if n == total else params.select(offset, offset + n)
 
 
 class EvalTransform:

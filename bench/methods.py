@@ -1,0 +1,141 @@
+"""Every method on one benchmark at an equal wall-time budget: linear probe and kNN accuracy,
+images/s and peak resident memory, one fresh process per method.
+
+    python bench/methods.py --data mnist --budget 300 [--methods simclr,byol,...] [--markdown]
+    python bench/methods.py --data fashion-mnist --budget 900 --markdown
+
+``mnist`` is the seeded stratified 8,000 / 2,000 split of ../shared/data/mnist-test;
+``fashion-mnist`` is the official 60,000 / 10,000 split of the Debian package. Every method trains
+with the same backbone (the small ConvNet; ``vit-tiny`` for MAE), batch, optimiser and views (the
+MNIST recipe of bench/mnist_simclr.py); only the method's own hyper-parameters differ, listed in
+``METHOD_SETTINGS``.
+Raw-pixel baselines are printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import emit, machine, shared_path
+
+COMMON = {
+    "backbone": "convnet-small", "batch-size": "128", "optimizer": "adamw", "lr": "3e-3",
+    "weight-decay": "1e-4", "crop-scale": "0.3,1", "flip-p": "0", "warmup-fraction": "0.05",
+}
+
+#: Per-method settings on top of COMMON (small projectors: the 28x28 benchmark and a CPU budget).
+METHOD_SETTINGS: dict[str, dict[str, str]] = {
+    "simclr": {"temperature": "0.2", "projection-dim": "128", "projection-hidden-dim": "512"},
+    "moco-v2": {"queue-size": "4096", "ema-momentum": "0.99"},
+    "moco-v3": {"ema-momentum": "0.99"},
+    "byol": {"ema-momentum": "0.99"},
+    "simsiam": {},
+    "nnclr": {"queue-size": "4096"},
+    "swav": {"num-local-crops": "2", "num-prototypes": "100"},
+    "dino": {"num-local-crops": "2", "num-prototypes": "1024", "ema-momentum": "0.99"},
+    "barlow-twins": {},
+    "vicreg": {},
+    "supcon": {"temperature": "0.1"},
+    "dcl": {"temperature": "0.2"},
+    "dclw": {"temperature": "0.2"},
+    "triplet": {"mining": "semi-hard"},
+    "npair": {},
+    "rotnet": {},
+    "mae": {"backbone": "vit-tiny", "patch-size": "4", "jitter-p": "0", "grey-p": "0",
+            "blur-p": "0"},
+    "clip": {},
+    "siglip": {},
+    "supervised": {},
+}
+
+RAW_PIXELS = {"mnist": {"knn": 0.964, "linear": 0.903},
+              "fashion-mnist": {"knn": 0.841, "linear": 0.833}}
+
+
+def data_spec(name: str) -> str:
+    if name == "mnist":
+        return str(shared_path("mnist-test"))
+    if name == "fashion-mnist":
+        return "fashion-mnist"
+    return name
+
+
+def run_method(method: str, spec: str, budget: float, device: str, seed: int) -> dict[str, Any]:
+    """Train one method in a fresh process; return its final metrics, throughput and peak RSS."""
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{method}-")) / "run"
+    settings = {**COMMON, **METHOD_SETTINGS.get(method, {})}
+    command = [sys.executable, "-m", "contrastlab", "train", "--method", method, "--data", spec,
+               "--time-budget", str(budget), "--device", device, "--seed", str(seed),
+               "--out", str(out), "--log-every", "50"]
+    for key, value in settings.items():
+        command += [f"--{key}", value]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
+    row: dict[str, Any] = {"method": method, "wall_seconds": round(wall, 1),
+                           "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+    if os.waitstatus_to_exitcode(status) != 0:
+        row["error"] = (stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        return row
+    final = json.loads((out / "final_metrics.json").read_text())
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["images_per_s"] for r in records if r["type"] == "step"][1:]
+    row.update({
+        "linear_top1": final.get("linear_top1"), "knn_top1": final.get("knn_top1"),
+        "epochs": final.get("epoch"), "steps": final.get("step"),
+        "images_per_s": round(sorted(rates)[len(rates) // 2], 1) if rates else None,
+        "skipped_steps": final.get("skipped_steps", 0),
+    })
+    del stdout
+    return row
+
+
+def markdown(rows: list[dict[str, Any]], data: str, budget: float) -> str:
+    lines = [f"| method | linear top-1 | kNN top-1 (k=200) | images/s | peak RSS (MiB) | "
+             f"steps in {budget:.0f} s |", "|---|---|---|---|---|---|"]
+    raw = RAW_PIXELS.get(data)
+    if raw:
+        lines.append(f"| raw pixels | {100 * raw['linear']:.1f}% | {100 * raw['knn']:.1f}% | - | - "
+                     "| - |")
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['method']} | failed: {r['error']} | | | {r['peak_rss_mib']} | |")
+            continue
+        lines.append(f"| {r['method']} | {100 * r['linear_top1']:.2f}% | "
+                     f"{100 * r['knn_top1']:.2f}% | {r['images_per_s']} | {r['peak_rss_mib']} | "
+                     f"{r['steps']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default="mnist", help="mnist, fashion-mnist or any --data spec")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds per method")
+    parser.add_argument("--methods", default=",".join(METHOD_SETTINGS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    spec = data_spec(args.data)
+    rows = []
+    for method in [m for m in args.methods.split(",") if m]:
+        row = run_method(method, spec, args.budget, args.device, args.seed)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        rows.append(row)
+    emit({"benchmark": "methods", "data": args.data, "budget_s": args.budget, "rows": rows,
+          "raw_pixels": RAW_PIXELS.get(args.data), "machine": machine()},
+         markdown(rows, args.data, args.budget) if args.markdown else None)
+
+
+if __name__ == "__main__":
+    main()

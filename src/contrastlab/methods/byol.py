@@ -1,0 +1,98 @@
+"""BYOL: an online network predicts a slowly moving target network's projection of another view.
+
+Grill et al., "Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning",
+NeurIPS 2020, Sec. 3.1 and Algorithm 1::
+
+    for x in loader:
+        v, v' = t(x), t'(x)
+        z  = g_theta(f_theta(v)),  p  = q_theta(z)        # online: encoder, projector, predictor
+        z' = g_xi(f_xi(v')),       p' = q_theta(g_theta(f_theta(v')))
+        t  = g_xi(f_xi(v)),        t' = z'                 # target projections (no gradient)
+        loss = (2 - 2 cos(p, t')) + (2 - 2 cos(p', t))     # symmetrised, mean over the batch
+        update(theta)
+        xi = tau * xi + (1 - tau) * theta                  # EMA target
+
+tau rises from 0.996 to 1 on a cosine over training, tau_k = 1 - (1 - tau_base)(cos(pi k/K) + 1)/2.
+Projector and predictor are ``Linear -> BN -> ReLU -> Linear`` MLPs, 4096 hidden and 256 out in
+the paper (for a ResNet-50's 2048 features); the defaults here are 1024 hidden and 256 out, for
+the small backbones this library trains on CPU (``--projection-hidden-dim 4096
+--prediction-hidden-dim 4096`` gives the paper's). Both views pass through the online network as
+one batch of 2N images (one forward); the target network sees the same 2N.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from contrastlab.errors import ConfigError
+from contrastlab.losses.byol import byol_loss
+from contrastlab.methods.base import Method, StepOutput
+from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
+
+
+class BYOL(Method):
+    """BYOL with an EMA target network and a symmetrised normalised-MSE loss.
+
+    Args:
+        backbone: online encoder f_theta.
+        projection_dim: output of the projector and predictor (256 in the paper).
+        projection_hidden_dim: projector hidden width (4096 in the paper).
+        prediction_hidden_dim: predictor hidden width (4096 in the paper).
+        ema_momentum: base target decay rate tau_base (0.996 in the paper).
+        ema_cosine: raise tau to 1 on a cosine over training (on in the paper).
+    """
+
+    name = "byol"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        projection_dim: int = 256,
+        projection_hidden_dim: int = 1024,
+        prediction_hidden_dim: int = 1024,
+        ema_momentum: float = 0.996,
+        ema_cosine: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        if not 0.0 <= ema_momentum <= 1.0:
+            raise ConfigError(f"ema_momentum must be in [0, 1], got {ema_momentum}")
+        self.ema_momentum = ema_momentum
+        self.ema_cosine = ema_cosine
+        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
+                                              projection_dim, num_layers=2, last_batch_norm=False)
+        self.prediction_head = ProjectionHead(projection_dim, prediction_hidden_dim,
+                                              projection_dim, num_layers=2, last_batch_norm=False)
+        self.target_backbone = make_teacher(backbone)
+        self.target_projection_head = make_teacher(self.projection_head)
+
+    def current_ema_momentum(self) -> float:
+        if self.ema_cosine:
+            return cosine_momentum(self.ema_momentum, self.progress)
+        return self.ema_momentum
+
+    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        if len(views) != 2:
+            raise ValueError(f"BYOL expects exactly 2 views per image, got {len(views)}")
+        n = views[0].shape[0]
+        images = torch.cat(views, dim=0)
+        p = self.prediction_head(self.projection_head(self.backbone(images)))
+        with torch.no_grad():
+            targets = self.target_projection_head(self.target_backbone(images))
+        loss = byol_loss(p[:n], p[n:], targets[:n], targets[n:])
+        return StepOutput(loss=loss, metrics={"ema_momentum": self.current_ema_momentum()})
+
+    def on_step_end(self, step: int, progress: float) -> None:
+        """EMA update of the target network (encoder and projector)."""
+        self.progress = progress
+        momentum = self.current_ema_momentum()
+        ema_update(self.target_backbone, self.backbone, momentum)
+        ema_update(self.target_projection_head, self.projection_head, momentum)
+
+    def project(self, images: Tensor) -> Tensor:
+        """The online projection z = g_theta(f_theta(x))."""
+        return self.projection_head(self.backbone(images))
+
+
+__all__ = ["BYOL"]

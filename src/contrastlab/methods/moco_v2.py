@@ -1,0 +1,188 @@
+"""MoCo v2: contrast a query against its momentum-encoded key and a queue of past keys.
+
+He, Fan, Wu, Xie & Girshick, "Momentum Contrast for Unsupervised Visual Representation Learning",
+CVPR 2020, Algorithm 1; Chen, Fan, Girshick & He, "Improved Baselines with Momentum Contrastive
+Learning", 2020 (v2: MLP head, tau 0.2, stronger augmentation, cosine learning rate)::
+
+    f_k.params = f_q.params                     # initialise the key encoder
+    for x in loader:
+        x_q, x_k = aug(x), aug(x)
+        q = normalize(f_q(x_q))                 # queries, N x C
+        k = normalize(f_k(x_k)).detach()        # keys (shuffled BN), no gradient
+        l_pos = bmm(q, k)                       # N x 1
+        l_neg = mm(q, queue)                    # N x K
+        loss = CrossEntropy(cat([l_pos, l_neg]) / tau, labels=0)
+        update(f_q)                             # SGD on the query encoder
+        f_k.params = m * f_k.params + (1 - m) * f_q.params
+        enqueue(queue, k); dequeue(queue)       # newest K keys
+
+Choices made here (see docs/methods.md):
+
+* BatchNorm cannot leak the positive: shuffling BN with ghost groups
+  (:mod:`contrastlab.models.shuffle_bn`). Queries run in ``bn_groups`` contiguous groups of the
+  batch, keys in groups of a shuffled order in which every key group mixes several query groups;
+  under DDP the shuffle spans all ranks (the reference implementation's form with ``bn_groups``
+  equal to the number of processes), each rank running its share of the ``bn_groups`` groups of
+  the global batch, and the running BN estimates are combined over ranks
+  (:mod:`contrastlab.models.ghost_running_stats`), so with ``bn_groups`` a multiple of the number
+  of processes training equals one process's. These batch norms stay per group under DDP
+  (``sync_batch_norm = False``).
+* ``symmetric=False`` is the paper's asymmetric loss. ``symmetric=True`` averages
+  ``l(q1, k2)`` and ``l(q2, k1)``, as many reimplementations do, and enqueues the keys of both
+  views.
+* The queue starts as random unit vectors, as in the reference code, so the number of negatives is
+  K from the first step; keys are enqueued in :meth:`on_step_end`, after the loss and the optimiser
+  step, so the loss always sees the queue from before this batch.
+* The key encoder follows the query encoder with momentum ``ema_momentum`` (0.999), optionally
+  raised to 1 on a cosine over training (``ema_cosine``).
+* Head: ``Linear -> BN -> ReLU -> Linear -> BN`` (SimCLR's head) by default; the paper's head is
+  ``Linear -> ReLU -> Linear`` (``head_batch_norm=False``). On the small ConvNets trained briefly
+  here the BN-free head drifted towards one common direction (a shortcut: all current keys move
+  away from the older queued ones together) and the loss stayed at log(K + 1); with BN, whose
+  groups are shuffled like the backbone's, it learned (measurements in docs/methods.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from contrastlab.distributed import world_size
+from contrastlab.errors import ConfigError
+from contrastlab.losses.moco import moco_info_nce
+from contrastlab.methods.base import Method, StepOutput
+from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
+from contrastlab.models.ghost_running_stats import running_statistics_over_ranks
+from contrastlab.models.queue import FeatureQueue
+from contrastlab.models.shuffle_bn import effective_groups, forward_in_groups, shuffled_forward
+
+
+class MoCoV2(Method):
+    """MoCo v2 with a momentum key encoder, a queue of negatives and shuffling BN.
+
+    Args:
+        backbone: query encoder f_q (the key encoder is a frozen copy updated by momentum).
+        temperature: tau of InfoNCE (0.2 in MoCo v2).
+        projection_dim: output dimension of the MLP head (128 in the paper).
+        projection_hidden_dim: hidden width of the head (2048 in the paper).
+        queue_size: number K of queued negative keys (65,536 in the paper); any K >= 1.
+        ema_momentum: key-encoder momentum m (0.999 in the paper).
+        ema_cosine: raise m to 1 on a cosine over training (off in the paper).
+        symmetric: symmetrised loss (off in the paper).
+        bn_groups: ghost BN groups of the global batch for shuffling BN (>= 2 in one
+            process); under W processes each runs bn_groups / W of them (rounded up), so a
+            multiple of W trains exactly as one process.
+        head_batch_norm: BN in the head (on by default; off is the paper's head).
+    """
+
+    name = "moco-v2"
+    sync_batch_norm = False  # its ghost groups are the point: see the module docstring
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        temperature: float = 0.2,
+        projection_dim: int = 128,
+        projection_hidden_dim: int = 2048,
+        queue_size: int = 65536,
+        ema_momentum: float = 0.999,
+        ema_cosine: bool = False,
+        symmetric: bool = False,
+        bn_groups: int = 4,
+        head_batch_norm: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        if queue_size < 1:
+            raise ConfigError(
+                f"moco-v2 needs a queue of negatives: queue_size must be >= 1, got {queue_size}; "
+                "use --queue-size 4096 or so on small data (65536 in the paper)"
+            )
+        if not 0.0 <= ema_momentum <= 1.0:
+            raise ConfigError(f"ema_momentum must be in [0, 1], got {ema_momentum}")
+        if bn_groups < 1:
+            raise ValueError(f"bn_groups must be >= 1, got {bn_groups}")
+        self.temperature = temperature
+        self.ema_momentum = ema_momentum
+        self.ema_cosine = ema_cosine
+        self.symmetric = symmetric
+        self.bn_groups = bn_groups
+        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
+                                              projection_dim, num_layers=2,
+                                              last_batch_norm=head_batch_norm,
+                                              hidden_batch_norm=head_batch_norm)
+        self.key_backbone = make_teacher(backbone)
+        self.key_projection_head = make_teacher(self.projection_head)
+        self.queue = FeatureQueue(queue_size, projection_dim, normalize_init=True)
+        # seeds the key shuffle together with the step; a buffer, so every DDP rank agrees
+        self.register_buffer("shuffle_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.long))
+        self._pending_keys: Tensor | None = None
+
+    def current_ema_momentum(self) -> float:
+        if self.ema_cosine:
+            return cosine_momentum(self.ema_momentum, self.progress)
+        return self.ema_momentum
+
+    def _query_encoder(self, images: Tensor) -> Tensor:
+        return self.projection_head(self.backbone(images))
+
+    def _key_encoder(self, images: Tensor) -> Tensor:
+        return self.key_projection_head(self.key_backbone(images))
+
+    def queries(self, images: Tensor) -> Tensor:
+        """L2-normalised queries, the batch split into ghost BN groups."""
+        groups = self.groups_per_rank(images.shape[0])
+        # under DDP the running BN estimates become those of all ranks' groups in turn
+        with running_statistics_over_ranks((self.backbone, self.projection_head), groups):
+            queries = forward_in_groups(self._query_encoder, images, groups)
+        return F.normalize(queries, dim=1)
+
+    def groups_per_rank(self, batch: int) -> int:
+        """Ghost BN groups of this rank's ``batch`` samples: its share of ``bn_groups``."""
+        return effective_groups(batch, -(-self.bn_groups // world_size()))
+
+    @torch.no_grad()
+    def keys(self, images: Tensor, salt: int = 0) -> tuple[Tensor, Tensor]:
+        """L2-normalised keys with shuffling BN: (this rank's keys, the global batch's keys)."""
+        generator = torch.Generator().manual_seed(
+            int(self.shuffle_seed) + 2 * self.step + salt)
+        local, everything = shuffled_forward(self._key_encoder, images,
+                                             self.groups_per_rank(images.shape[0]), generator)
+        return F.normalize(local, dim=1), F.normalize(everything, dim=1)
+
+    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        if len(views) != 2:
+            raise ValueError(f"MoCo v2 expects exactly 2 views per image, got {len(views)}")
+        negatives = self.queue.features  # the queue before this batch's keys
+        q1 = self.queries(views[0])
+        k2, k2_all = self.keys(views[1], salt=1)
+        if not self.symmetric:
+            loss = moco_info_nce(q1, k2, negatives, self.temperature)
+            self._pending_keys = k2_all
+        else:
+            q2 = self.queries(views[1])
+            k1, k1_all = self.keys(views[0], salt=0)
+            loss = 0.5 * (moco_info_nce(q1, k2, negatives, self.temperature)
+                          + moco_info_nce(q2, k1, negatives, self.temperature))
+            self._pending_keys = torch.cat([k1_all, k2_all])
+        return StepOutput(loss=loss, metrics={"ema_momentum": self.current_ema_momentum()})
+
+    def on_step_end(self, step: int, progress: float) -> None:
+        """Momentum update of the key encoder, then the keys of this step enter the queue."""
+        self.progress = progress
+        momentum = self.current_ema_momentum()
+        ema_update(self.key_backbone, self.backbone, momentum)
+        ema_update(self.key_projection_head, self.projection_head, momentum)
+        pending, self._pending_keys = self._pending_keys, None
+        if pending is not None:
+            self.queue.enqueue(pending)
+
+    def project(self, images: Tensor) -> Tensor:
+        """The query head's output q = g(f_q(x)) (before normalisation)."""
+        return self._query_encoder(images)
+
+
+__all__ = ["MoCoV2"]

@@ -1,0 +1,116 @@
+"""MoCo v3: symmetrised InfoNCE between predicted queries and momentum keys of the same batch.
+
+Chen, Xie & He, "An Empirical Study of Training Self-Supervised Vision Transformers", ICCV 2021,
+Algorithm 1::
+
+    f_k.params = f_q.params                    # f_q: backbone + projection + prediction head
+    for x in loader:                           # f_k: backbone + projection head (momentum)
+        x1, x2 = aug(x), aug(x)
+        q1, q2 = f_q(x1), f_q(x2)              # queries, N x C
+        k1, k2 = f_k(x1), f_k(x2)              # keys, N x C (no gradient)
+        loss = ctr(q1, k2) + ctr(q2, k1)
+        update(f_q)
+        f_k = m * f_k + (1 - m) * f_q
+
+    def ctr(q, k):
+        logits = mm(q, k.t())                  # N x N (keys gathered from all ranks under DDP)
+        return CrossEntropyLoss(logits / tau, labels=range(N)) * (2 * tau)
+
+No queue: the other keys of the (global) batch are the negatives. Heads as in the paper: a 3-layer
+projection MLP (BN on every layer, the last one without affine) and a 2-layer prediction MLP,
+hidden width 4096 and output 256 in the paper; the defaults here are 1024 and 256 for the small
+backbones this library trains on CPU (``--projection-hidden-dim 4096 --prediction-hidden-dim
+4096`` gives the paper's). tau = 0.2 (the paper's ViT value; its ResNet-50 recipe uses 1.0);
+m = 0.99 raised to 1 on a cosine over training, as in the paper. Each view is one forward pass,
+so batch statistics are per view, as in the reference code (there, synchronised across GPUs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from contrastlab.distributed import gather_no_grad, rank
+from contrastlab.errors import ConfigError
+from contrastlab.losses.moco import moco_v3_info_nce
+from contrastlab.methods.base import Method, StepOutput
+from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
+
+
+class MoCoV3(Method):
+    """MoCo v3 (ResNet/ConvNet form) with in-batch keys and a prediction head.
+
+    Args:
+        backbone: encoder of the query network.
+        temperature: tau (0.2 here; the paper's ResNet recipe uses 1.0).
+        projection_dim: output of the projection and prediction heads (256 in the paper).
+        projection_hidden_dim: hidden width of the 3-layer projector (4096 in the paper).
+        prediction_hidden_dim: hidden width of the 2-layer predictor (4096 in the paper).
+        ema_momentum: base momentum m of the key encoder (0.99 in the paper).
+        ema_cosine: raise m to 1 on a half cosine over training (on in the paper).
+    """
+
+    name = "moco-v3"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        temperature: float = 0.2,
+        projection_dim: int = 256,
+        projection_hidden_dim: int = 1024,
+        prediction_hidden_dim: int = 1024,
+        ema_momentum: float = 0.99,
+        ema_cosine: bool = True,
+    ) -> None:
+        super().__init__(backbone)
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        if not 0.0 <= ema_momentum <= 1.0:
+            raise ConfigError(f"ema_momentum must be in [0, 1], got {ema_momentum}")
+        self.temperature = temperature
+        self.ema_momentum = ema_momentum
+        self.ema_cosine = ema_cosine
+        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
+                                              projection_dim, num_layers=3, last_batch_norm=True)
+        self.prediction_head = ProjectionHead(projection_dim, prediction_hidden_dim,
+                                              projection_dim, num_layers=2, last_batch_norm=False)
+        self.momentum_backbone = make_teacher(backbone)
+        self.momentum_projection_head = make_teacher(self.projection_head)
+
+    def current_ema_momentum(self) -> float:
+        if self.ema_cosine:
+            return cosine_momentum(self.ema_momentum, self.progress)
+        return self.ema_momentum
+
+    def _query(self, images: Tensor) -> Tensor:
+        return self.prediction_head(self.projection_head(self.backbone(images)))
+
+    @torch.no_grad()
+    def _key(self, images: Tensor) -> Tensor:
+        return gather_no_grad(self.momentum_projection_head(self.momentum_backbone(images)))
+
+    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        if len(views) != 2:
+            raise ValueError(f"MoCo v3 expects exactly 2 views per image, got {len(views)}")
+        x1, x2 = views
+        q1, q2 = self._query(x1), self._query(x2)
+        k1, k2 = self._key(x1), self._key(x2)
+        offset = rank() * x1.shape[0]
+        loss = (moco_v3_info_nce(q1, k2, self.temperature, offset)
+                + moco_v3_info_nce(q2, k1, self.temperature, offset))
+        return StepOutput(loss=loss, metrics={"ema_momentum": self.current_ema_momentum()})
+
+    def on_step_end(self, step: int, progress: float) -> None:
+        """Momentum update of the key encoder (backbone and projector)."""
+        self.progress = progress
+        momentum = self.current_ema_momentum()
+        ema_update(self.momentum_backbone, self.backbone, momentum)
+        ema_update(self.momentum_projection_head, self.projection_head, momentum)
+
+    def project(self, images: Tensor) -> Tensor:
+        """The projector's output (the space the momentum keys live in)."""
+        return self.projection_head(self.backbone(images))
+
+
+__all__ = ["MoCoV3"]

@@ -1,0 +1,113 @@
+"""NNCLR: contrastive learning whose positive is the nearest neighbour of a view in a support set.
+
+Dwibedi, Aytar, Tompson, Sermanet & Zisserman, "With a Little Help from My Friends:
+Nearest-Neighbor Contrastive Learning of Visual Representations", ICCV 2021, Eq. 2-3::
+
+    for x in loader:
+        z1, z2 = g(f(aug(x))), g(f(aug(x)))        # projections, N x d
+        p1, p2 = h(z1), h(z2)                      # predictions, N x d
+        nn1 = NN(z1, Q), nn2 = NN(z2, Q)           # cosine nearest neighbours in the support set
+        L = InfoNCE(rows=nn1, cols=p2) / 2 + InfoNCE(rows=nn2, cols=p1) / 2
+        update(f, g, h)
+        enqueue(Q, normalize(z1))                  # after the loss; FIFO
+
+    InfoNCE(rows=a, cols=b)_i = -log exp(a_i . b_i / tau) / sum_k exp(a_i . b_k / tau)
+
+tau = 0.1. The neighbour is a stored vector, so no gradient flows through it; the projector learns
+through the predictor. Heads: projection MLP 3 layers with BN (2048 hidden, 256 out in the paper),
+prediction MLP 2 layers (4096 hidden); defaults here 1024 hidden and 256 out for small CPU
+backbones. Support set: 98,304 in the paper for ImageNet's 1.28M images (about 8% of an epoch);
+the default here is 4096, about half an epoch of the 8,000-image MNIST benchmark, because a queue
+spanning several epochs is dominated by stale copies of the same images (on tiny data such as
+digits use ``--queue-size 512``). Before the first enqueue the support set is empty and each view
+is its own neighbour (SimCLR-like with a predictor), for that one step only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from contrastlab.distributed import gather_no_grad, gather_with_grad, rank
+from contrastlab.errors import ConfigError
+from contrastlab.losses.moco import in_batch_info_nce
+from contrastlab.methods.base import Method, StepOutput
+from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.models.nearest_neighbour import nearest_neighbours
+from contrastlab.models.queue import FeatureQueue
+
+
+class NNCLR(Method):
+    """NNCLR with a FIFO support set of L2-normalised projections.
+
+    Args:
+        backbone: encoder f.
+        temperature: tau of InfoNCE (0.1 in the paper).
+        projection_dim: output of projector and predictor (256 in the paper).
+        projection_hidden_dim: projector hidden width (2048 in the paper).
+        prediction_hidden_dim: predictor hidden width (4096 in the paper).
+        queue_size: support set size (98,304 in the paper; see the module docstring).
+    """
+
+    name = "nnclr"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        temperature: float = 0.1,
+        projection_dim: int = 256,
+        projection_hidden_dim: int = 1024,
+        prediction_hidden_dim: int = 1024,
+        queue_size: int = 4096,
+    ) -> None:
+        super().__init__(backbone)
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        if queue_size < 1:
+            raise ConfigError(
+                f"nnclr takes its positives from a support set: queue_size must be >= 1, got "
+                f"{queue_size}; use --queue-size 4096 or so"
+            )
+        self.temperature = temperature
+        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
+                                              projection_dim, num_layers=3, last_batch_norm=True)
+        self.prediction_head = ProjectionHead(projection_dim, prediction_hidden_dim,
+                                              projection_dim, num_layers=2, last_batch_norm=False)
+        self.support = FeatureQueue(queue_size, projection_dim, normalize_init=True)
+        self._pending: Tensor | None = None
+
+    def neighbours(self, z: Tensor) -> Tensor:
+        """NN(z, Q): the support vector nearest (cosine) to each row; z itself while Q is empty."""
+        support = self.support.valid()
+        if support.shape[0] == 0:
+            return F.normalize(z.detach().float(), dim=1)
+        return nearest_neighbours(z, support)[0]
+
+    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        if len(views) != 2:
+            raise ValueError(f"NNCLR expects exactly 2 views per image, got {len(views)}")
+        n = views[0].shape[0]
+        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
+        p = self.prediction_head(z)
+        z1, z2 = z[:n], z[n:]
+        nn1, nn2 = self.neighbours(z1), self.neighbours(z2)
+        p1_all, p2_all = gather_with_grad(p[:n]), gather_with_grad(p[n:])
+        offset = rank() * n
+        loss = 0.5 * (in_batch_info_nce(nn1, p2_all, self.temperature, offset)
+                      + in_batch_info_nce(nn2, p1_all, self.temperature, offset))
+        self._pending = gather_no_grad(F.normalize(z1.detach().float(), dim=1))
+        return StepOutput(loss=loss)
+
+    def on_step_end(self, step: int, progress: float) -> None:
+        """The first view's normalised projections enter the support set."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.support.enqueue(pending)
+
+    def project(self, images: Tensor) -> Tensor:
+        """The projection z = g(f(x)) (the space of the support set)."""
+        return self.projection_head(self.backbone(images))
+
+
+__all__ = ["NNCLR"]

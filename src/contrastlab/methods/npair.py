@@ -1,0 +1,66 @@
+"""Multi-class N-pair loss, the classical baseline between triplets and InfoNCE.
+
+Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016::
+
+    for N pairs {(x_i, x_i+)}:                       # here: two views of N images
+        f_i, f_i+ = g(f(x_i)), g(f(x_i+))            # unnormalised embeddings
+        L = mean_i log(1 + sum_{j != i} exp(f_i.f_j+ - f_i.f_i+)) + lambda * mean |f|^2
+
+Each anchor is pulled to its own positive and pushed from the other N - 1 pairs' positives in one
+softmax. The embeddings are not normalised (no temperature); the L2 penalty keeps their norms
+small (lambda = 0.002, see :func:`contrastlab.losses.npair_loss`). The paper's loss is
+asymmetric (anchors vs positives); with two views it is averaged over both directions here. The
+projection head has no final batch norm, so the penalty acts on the norm the loss sees.
+Embeddings are gathered across ranks with gradient; every rank computes the global loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from contrastlab.distributed import gather_with_grad
+from contrastlab.losses.triplet import _check_l2_weight, npair_loss
+from contrastlab.methods.base import Method, StepOutput
+from contrastlab.models import Backbone, ProjectionHead
+
+
+class NPair(Method):
+    """Self-supervised multi-class N-pair loss, symmetrised over the two views.
+
+    Args:
+        backbone: encoder f.
+        projection_dim: output dimension of g.
+        projection_hidden_dim: hidden width of g.
+        l2_weight: lambda of the embedding-norm penalty.
+    """
+
+    name = "npair"
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        projection_dim: int = 128,
+        projection_hidden_dim: int = 512,
+        l2_weight: float = 0.002,
+    ) -> None:
+        super().__init__(backbone)
+        _check_l2_weight(l2_weight)
+        self.l2_weight = l2_weight
+        self.projection_head = ProjectionHead(
+            backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2,
+            last_batch_norm=False,
+        )
+
+    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        if len(views) != 2:
+            raise ValueError(f"N-pair expects exactly 2 views per image, got {len(views)}")
+        n = views[0].shape[0]
+        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
+        z1, z2 = gather_with_grad(z[:n]), gather_with_grad(z[n:])
+        loss = 0.5 * (npair_loss(z1, z2, self.l2_weight) + npair_loss(z2, z1, self.l2_weight))
+        return StepOutput(loss=loss)
+
+    def project(self, images: Tensor) -> Tensor:
+        """Projection-head output f (unnormalised; the space the loss acts on)."""
+        return self.projection_head(self.backbone(images))

@@ -1,0 +1,71 @@
+"""SupCon: supervised contrastive learning.
+
+Khosla, Teterwak, Wang, Sarna, Tian, Isola, Maschinot, Liu & Krishnan, NeurIPS 2020, Sec. 3::
+
+    for minibatch {x_k, y_k}, k = 1..N:
+        two augmentations per image -> 2N views, labels repeated
+        z = normalise(Proj(Enc(views)))             # 2N x D on the unit sphere
+        for every anchor i: positives P(i) = other views with label y_i (including its own
+            other view), all others A(i) = every view but i
+        L = mean_i -1/|P(i)| sum_{p in P(i)}
+                       log( exp(z_i.z_p / T) / sum_{a in A(i)} exp(z_i.z_a / T) )
+
+Same encoder, 2-layer projection head and two-view batch as SimCLR; the labels turn every view
+of the same class into a positive. T = 0.1 (the paper's). With no labels the loss reduces to
+SimCLR's NT-Xent, so the trainer refuses unlabelled data and points to ``--method simclr``.
+
+Distributed: the embeddings are gathered across ranks with gradient and the labels without, so
+every view of the global batch is an anchor and a contrast view; every rank computes the loss of
+the global batch (DDP's gradient average then gives its exact gradient).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from contrastlab.distributed import gather_no_grad, gather_with_grad
+from contrastlab.losses.supcon import supcon_loss
+from contrastlab.methods.base import Method, StepOutput
+from contrastlab.models import Backbone, ProjectionHead
+
+
+class SupCon(Method):
+    """Supervised contrastive learning (L_out) with SimCLR's projection head.
+
+    Args:
+        backbone: encoder.
+        temperature: T (0.1 in the paper).
+        projection_dim: output dimension of the head (128 in the paper).
+        projection_hidden_dim: hidden width of the head.
+    """
+
+    name = "supcon"
+    uses_labels = True
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        temperature: float = 0.1,
+        projection_dim: int = 128,
+        projection_hidden_dim: int = 512,
+    ) -> None:
+        super().__init__(backbone)
+        self.temperature = temperature
+        self.projection_head = ProjectionHead(
+            backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
+        )
+
+    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        if len(views) != 2:
+            raise ValueError(f"SupCon expects exactly 2 views per image, got {len(views)}")
+        n = views[0].shape[0]
+        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
+        z1, z2 = gather_with_grad(z[:n]), gather_with_grad(z[n:])
+        global_labels = None if labels is None else gather_no_grad(labels)
+        loss = supcon_loss(z1, z2, global_labels, self.temperature)
+        return StepOutput(loss=loss)
+
+    def project(self, images: Tensor) -> Tensor:
+        """Projection-head output (the space the loss acts on)."""
+        return self.projection_head(self.backbone(images))

@@ -1,0 +1,130 @@
+"""SwAV: swapping assignments between multiple views of the same image.
+
+Caron, Misra, Mairal, Goyal, Bojanowski & Joulin, NeurIPS 2020, Algorithm 1::
+
+    C.weight = normalize(C.weight)                        # prototypes on the unit sphere
+    z = normalize(g(f(x_1..x_V)))                         # 2 global + V - 2 local crops
+    scores = z @ C.T
+    with no_grad: q_s = sinkhorn(scores_s) for the global views s   # (queue + batch)
+    loss = mean_{s, t != s} CE(q_s, softmax(scores_t / tau))
+    (no gradient into C during the first iterations)
+
+Instead of contrasting features directly, each global view's cluster assignment (an equipartition
+of the batch over K prototypes, found by Sinkhorn-Knopp) is predicted from every other view.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastlab.distributed import gather_no_grad, rank, world_size
+from contrastlab.losses.swav import sinkhorn_knopp, swapped_prediction_loss
+from contrastlab.methods._multi_crop import forward_multi_crop
+from contrastlab.methods.base import Method, StepOutput
+from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.models.prototypes import Prototypes
+from contrastlab.models.queue import FeatureQueue
+
+
+class SwAV(Method):
+    """SwAV with multi-crop, frozen-at-first prototypes and an optional feature queue.
+
+    Args:
+        backbone: encoder f.
+        temperature: tau of the softmax over prototype scores (0.1 in the paper).
+        projection_dim: dimension of z (128 in the paper).
+        projection_hidden_dim: hidden width of the 2-layer projection head (the paper: 2048 on
+            ResNet-50's 2048-d features; 512 here, SimCLR's width in this project, sized for the
+            64-256-d features of the small ConvNets).
+        num_prototypes: K (3000 in the paper).
+        freeze_prototypes_steps: steps during which the prototypes get no gradient (the paper:
+            the first epoch, 313 iterations at batch 4096; 50 here, about the first epoch of a
+            small run, e.g. MNIST 8,000 images at batch 128).
+        sinkhorn_iterations: Sinkhorn-Knopp iterations (3).
+        sinkhorn_epsilon: entropy regularisation eps (0.05).
+        queue_size: projections of past batches kept per global view for computing the codes
+            (0: none; the paper uses 3840 for batches of 256). Used once full. Under
+            multi-process training every rank holds the same queue of the global batch's
+            projections (gathered) and scores a 1/W share of its rows; the Sinkhorn sums,
+            all-reduced, then cover the queue once, exactly as one process on the whole batch
+            (the reference implementation keeps a per-GPU queue instead).
+    """
+
+    name = "swav"
+    num_views = 2
+    default_local_crops = 6
+    supports_multi_crop = True
+    unused_parameters = True  # frozen at first: no gradient under DDP either
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        temperature: float = 0.1,
+        projection_dim: int = 128,
+        projection_hidden_dim: int = 512,
+        num_prototypes: int = 3000,
+        freeze_prototypes_steps: int = 50,
+        sinkhorn_iterations: int = 3,
+        sinkhorn_epsilon: float = 0.05,
+        queue_size: int = 0,
+    ) -> None:
+        super().__init__(backbone)
+        self.temperature = temperature
+        self.freeze_prototypes_steps = freeze_prototypes_steps
+        self.sinkhorn_iterations = sinkhorn_iterations
+        self.sinkhorn_epsilon = sinkhorn_epsilon
+        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
+                                              projection_dim, num_layers=2, last_batch_norm=False)
+        self.prototypes = Prototypes(projection_dim, num_prototypes)
+        self.queues = nn.ModuleList(
+            [FeatureQueue(queue_size, projection_dim) for _ in range(self.num_views)]
+            if queue_size > 0 else []
+        )
+        self._pending: Tensor | None = None
+
+    def prototypes_frozen(self) -> bool:
+        """True while the prototypes get no gradient (the first ``freeze_prototypes_steps``)."""
+        return self.step < self.freeze_prototypes_steps
+
+    def codes(self, scores: Tensor, view: int) -> Tensor:
+        """Sinkhorn codes (B, K) of global view ``view`` from its scores, with the queue's
+        projections scored by the current prototypes as extra columns once the queue is full."""
+        batch = scores.shape[0]
+        with torch.no_grad():
+            if self.queues and int(self.queues[view].filled) >= self.queues[view].size:
+                share = self.queues[view].features.tensor_split(world_size())[rank()]
+                queued = self.prototypes(share.to(scores.dtype))
+                scores = torch.cat([queued, scores])
+            return sinkhorn_knopp(scores, self.sinkhorn_epsilon, self.sinkhorn_iterations)[-batch:]
+
+    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        if len(views) < self.num_views:
+            raise ValueError(f"SwAV expects {self.num_views} global views (then local views), "
+                             f"got {len(views)}")
+        self.prototypes.normalize_()
+        batch = views[0].shape[0]
+        z = forward_multi_crop(self._embed, views, self.backbone, self.projection_head)
+        scores = self.prototypes(z, frozen=self.prototypes_frozen())
+        scores = scores.view(len(views), batch, -1)
+        codes = torch.stack([self.codes(scores[s].detach(), s) for s in range(self.num_views)])
+        loss = swapped_prediction_loss(scores, codes, self.temperature)
+        if self.queues:
+            pending = z[: self.num_views * batch].detach().view(self.num_views, batch, -1)
+            self._pending = torch.stack([gather_no_grad(view) for view in pending])
+        return StepOutput(loss=loss, metrics={"prototypes_frozen": float(self.prototypes_frozen())})
+
+    def on_step_end(self, step: int, progress: float) -> None:
+        """Enqueue this step's global-view projections (after the codes used the old queue)."""
+        if self._pending is not None:
+            for view, queue in enumerate(self.queues):
+                queue.enqueue(self._pending[view])
+            self._pending = None
+
+    def _embed(self, images: Tensor) -> Tensor:
+        return F.normalize(self.projection_head(self.backbone(images)), dim=1)
+
+    def project(self, images: Tensor) -> Tensor:
+        """The L2-normalised projection z the prototypes score."""
+        return self._embed(images)

@@ -1,0 +1,62 @@
+"""End to end: ``torchrun --standalone --nproc_per_node 2 -m contrastlab train ...`` writes one run
+folder (rank 0) whose trained parameters equal one process's on the same global batches."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from contrastlab.config import build_config
+from contrastlab.train import train
+from contrastlab.train.checkpoint import load_checkpoint
+
+FLAGS = {"data": "digits", "backbone": "convnet-small", "epochs": 1, "batch_size": 96,
+         "precision": "fp64", "device": "cpu", "diagnose_every": 0, "knn_k": 20}
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_like_one_process(tmp_path: Path) -> None:
+    out = tmp_path / "two-processes"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in FLAGS.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "contrastlab", "train", *flags, "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1, done.stdout  # rank 0 alone prints the summary
+    assert json.loads(summaries[0])["run"] == str(out)
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["type"] == "step"]
+    assert steps == [10, 14]  # 1437 // 96 steps, logged once (by rank 0)
+    assert [r["type"] for r in records].count("final") == 1
+    assert (out / "final_metrics.json").is_file() and (out / "config.yaml").is_file()
+
+    reference = tmp_path / "one-process"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(build_config(None, {**FLAGS, "out": str(reference)}), console=Console(quiet=True),
+              evaluate_at_end=False)
+    finally:
+        torch.set_num_threads(threads)
+    expected = load_checkpoint(reference / "checkpoints" / "last.pt")
+    actual = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert actual["global_step"] == expected["global_step"] == 14
+    for key, value in expected["model"].items():
+        torch.testing.assert_close(actual["model"][key], value, rtol=1e-5, atol=1e-5,
+                                   msg=lambda m, key=key: f"{key}: {m}")
+    expected_losses = [r["loss"] for r in map(json.loads, (reference / "metrics.jsonl")
+                                             .read_text().splitlines()) if r["type"] == "step"]
+    losses = [r["loss"] for r in records if r["type"] == "step"]
+    assert losses == pytest.approx(expected_losses, rel=1e-5)

@@ -1,0 +1,140 @@
+"""MoCo v2: the loss is InfoNCE against the queue from before the batch, keys enter the queue
+after the loss (newest K in order), keys get no gradient, momentum update, shuffling BN groups."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contrastlab.errors import ConfigError
+from contrastlab.losses import moco_info_nce
+from contrastlab.methods import build_method
+from contrastlab.methods.moco_v2 import MoCoV2
+from contrastlab.models import build_backbone
+from contrastlab.models.ema import cosine_momentum
+
+
+def _method(**kwargs) -> MoCoV2:
+    torch.manual_seed(0)
+    options = {"projection_dim": 8, "projection_hidden_dim": 16, "queue_size": 10}
+    options.update(kwargs)
+    return MoCoV2(build_backbone("convnet-small", 1), **options)
+
+
+def _views(seed: int, n: int = 4) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, 1, 8, 8, generator=generator) for _ in range(2)]
+
+
+def _queries_and_keys(method: MoCoV2, x_q: torch.Tensor, x_k: torch.Tensor):
+    """Independent forward passes (eval mode: BN running statistics, grouping irrelevant)."""
+    q = F.normalize(method.projection_head(method.backbone(x_q)), dim=1)
+    with torch.no_grad():
+        k = F.normalize(method.key_projection_head(method.key_backbone(x_k)), dim=1)
+    return q, k
+
+
+def test_loss_uses_queue_before_enqueue_and_queue_keeps_newest_keys_in_order() -> None:
+    method = _method(ema_momentum=0.9).eval()
+    written = []
+    for step in range(4):  # K = 10 is not a multiple of B = 4
+        x1, x2 = _views(step)
+        queue_before = method.queue.features.clone()
+        method.on_step_start(step, step / 4)
+        out = method.training_step([x1, x2], None)
+        q, k = _queries_and_keys(method, x1, x2)
+        torch.testing.assert_close(out.loss, moco_info_nce(q, k, queue_before, 0.2))
+        assert torch.equal(method.queue.features, queue_before)  # not enqueued by the loss
+        method.on_step_end(step, step / 4)
+        written.append(k)
+        expected = torch.cat(written)[-10:]
+        torch.testing.assert_close(method.queue.ordered(), expected)
+
+
+def test_symmetric_loss_averages_both_directions_and_enqueues_both_views() -> None:
+    method = _method(symmetric=True).eval()
+    x1, x2 = _views(0)
+    queue_before = method.queue.features.clone()
+    out = method.training_step([x1, x2], None)
+    q1, k2 = _queries_and_keys(method, x1, x2)
+    q2, k1 = _queries_and_keys(method, x2, x1)
+    expected = 0.5 * (moco_info_nce(q1, k2, queue_before, 0.2)
+                      + moco_info_nce(q2, k1, queue_before, 0.2))
+    torch.testing.assert_close(out.loss, expected)
+    method.on_step_end(0, 0.0)
+    torch.testing.assert_close(method.queue.ordered(), torch.cat([k1, k2]))
+
+
+def test_keys_receive_no_gradient_and_momentum_update_follows_formula() -> None:
+    method = _method(ema_momentum=0.9).train()
+    out = method.training_step(_views(1, n=8), None)
+    out.loss.backward()
+    key_modules = (method.key_backbone, method.key_projection_head)
+    for module in key_modules:
+        assert all(not p.requires_grad and p.grad is None for p in module.parameters())
+    assert all(p.grad is not None for p in method.parameters() if p.requires_grad)
+    with torch.no_grad():
+        for p in method.backbone.parameters():
+            p.add_(0.1)
+    before = [p.clone() for p in method.key_backbone.parameters()]
+    method.on_step_end(0, 0.0)
+    for old, new, theta in zip(before, method.key_backbone.parameters(),
+                               method.backbone.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * theta)
+    cosine = _method(ema_momentum=0.99, ema_cosine=True)
+    cosine.on_step_start(5, 0.5)
+    assert cosine.current_ema_momentum() == pytest.approx(cosine_momentum(0.99, 0.5))
+
+
+class Membership(nn.Module):
+    """Stands in for an encoder: each output row is the indicator of the samples in the same
+    forward call (the BN group), for inputs holding sample ids."""
+
+    def __init__(self, total: int) -> None:
+        super().__init__()
+        self.total = total
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        row = torch.zeros(self.total)
+        row[ids.long().flatten()] = 1.0
+        return row.expand(ids.shape[0], self.total).clone()
+
+
+@pytest.mark.parametrize("batch,groups", [(16, 4), (64, 4), (10, 3)])
+def test_a_keys_batch_norm_group_is_never_its_querys_group(batch: int, groups: int) -> None:
+    method = _method(bn_groups=groups).train()
+    method.backbone = method.key_backbone = Membership(batch)
+    method.projection_head = method.key_projection_head = nn.Identity()
+    ids = torch.arange(batch, dtype=torch.float32).unsqueeze(1)
+    query_groups = method.queries(ids) > 0
+    key_groups = method.keys(ids)[0] > 0
+    for i in range(batch):
+        assert query_groups[i, i] and key_groups[i, i]
+        assert not torch.equal(query_groups[i], key_groups[i])
+    assert len(query_groups.unique(dim=0)) == groups  # queries in `groups` ghost groups
+
+
+def test_state_dict_round_trip_includes_queue_key_encoder_and_shuffle_seed() -> None:
+    method = _method().eval()
+    method.training_step(_views(0), None)
+    method.on_step_end(0, 0.0)
+    state = method.state_dict()
+    for key in ("queue.features", "queue.pointer", "queue.filled", "shuffle_seed"):
+        assert key in state
+    assert any(k.startswith("key_backbone.") for k in state)
+    torch.manual_seed(1)
+    restored = MoCoV2(build_backbone("convnet-small", 1), projection_dim=8,
+                      projection_hidden_dim=16, queue_size=10)
+    restored.load_state_dict(state)
+    torch.testing.assert_close(restored.queue.ordered(), method.queue.ordered())
+    assert int(restored.shuffle_seed) == int(method.shuffle_seed)
+
+
+def test_defaults_shapes_and_errors() -> None:
+    method = build_method("moco-v2", "convnet-small", 1)
+    assert (method.temperature, method.ema_momentum, method.queue.size) == (0.2, 0.999, 65536)
+    assert method.project(torch.randn(3, 1, 8, 8)).shape == (3, 128)
+    with pytest.raises(ConfigError, match="queue_size"):
+        build_method("moco-v2", "convnet-small", 1, queue_size=0)
+    with pytest.raises(ValueError, match="2 views"):
+        method.training_step(_views(0) * 2, None)
