@@ -302,6 +302,14 @@ def check_method_fields(config: TrainConfig) -> None:
             f"method '{config.method}' cannot use multi-crop views (num_local_crops="
             f"{num_local}); methods that can: {', '.join(multi) or 'none'}"
         )
+    if num_local is None:
+        num_local = METHODS[config.method].default_local_crops
+    if num_local and config.backbone in GEOMETRY_BACKBONES:
+        raise ConfigError(
+            f"backbone '{config.backbone}' takes images of one size only, but method "
+            f"'{config.method}' adds {num_local} smaller local views (multi-crop); pass "
+            "--num-local-crops 0 or use a convolutional backbone"
+        )
 
 
 def field_names() -> list[str]:

@@ -127,3 +127,9 @@ def test_trainer_builds_multi_crop_for_swav_and_dino_only() -> None:
     assert isinstance(no_local, SimCLRViews) and no_local.num_views == 2
     with pytest.raises(ConfigError, match="multi-crop"):
         build_config(None, {"method": "simclr", "num_local_crops": 2})
+
+
+def test_fixed_size_backbones_refuse_local_views_up_front() -> None:
+    with pytest.raises(ConfigError, match="--num-local-crops 0"):
+        build_config(None, {"method": "dino", "backbone": "vit-tiny"})
+    build_config(None, {"method": "dino", "backbone": "vit-tiny", "num_local_crops": 0})
