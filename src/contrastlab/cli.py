@@ -172,7 +172,16 @@ def train(
     resolved = build_config(config, overrides)
     if out is None and not _given_in_yaml(config, "out"):
         resolved.out = default_run_name(resolved)
-    result = run_training(resolved, console=err_console)
+    try:
+        result = run_training(resolved, console=err_console)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a new checkpoint
+        last = Path(resolved.out) / "checkpoints" / "last.pt"
+        err_console.print(
+            "interrupted at once (second SIGINT): the steps since the last checkpoint are lost. "
+            + (f"Continue with: contrastlab train --resume --out {resolved.out}" if last.is_file()
+               else "No checkpoint was written yet: start the run again")
+        )
+        raise typer.Exit(130) from None
     if result.stop_reason in ("SIGINT", "SIGTERM"):
         raise typer.Exit(130 if result.stop_reason == "SIGINT" else 143)
     if result.metrics:
