@@ -17,7 +17,9 @@ decoded (so truncated files fail here, not later) and turned into 1 (grey) or 3 
 
 Animated or multi-page files (GIF, TIFF, WebP) contribute their first frame. EXIF orientation is
 not applied. With ``image_size`` set, the shorter side is resized to ``image_size`` and the centre
-square is kept (bilinear, antialiased when shrinking), so every image is ``image_size`` squared.
+square is kept (bilinear, antialiased when shrinking; images smaller than ``image_size`` are
+enlarged), so every image is ``image_size`` squared. Files are recognised by their content, not
+their extension (a PNG named ``.jpg`` is read as a PNG).
 
 A file that cannot be decoded (corrupt, truncated, empty, not an image) raises DataError naming it,
 or with ``skip_bad_files`` is left out and reported with its reason. All images must end with the

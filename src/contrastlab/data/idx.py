@@ -7,7 +7,8 @@ its official split; with one pair the split is drawn with ``test_fraction`` and 
 
 The IDX format: two zero bytes, a type code (only 0x08, unsigned byte, is accepted), the number of
 dimensions, then each dimension as a big-endian 32-bit integer, then the values. Images become
-uint8 (N, 1, H, W). Classes are "0".."9", or the Fashion-MNIST names when asked for.
+uint8 (N, 1, H, W) and need at least 1 x 1 pixel. Classes are "0".."9", or the Fashion-MNIST
+names when asked for.
 """
 
 from __future__ import annotations
