@@ -20,9 +20,9 @@ from common import emit, machine, shared_path
 from mnist_simclr import RECIPE
 from rich.console import Console
 
-from contrastlab.config import build_config
+from contrastlab.config import build_config, method_kwargs
 from contrastlab.data import load_dataset
-from contrastlab.methods import build_method, method_kwargs
+from contrastlab.methods import build_method
 from contrastlab.train import RunDirectory, load_checkpoint, train
 from contrastlab.train.optim import build_optimizer
 from contrastlab.train.trainer import build_views, memory_format_of

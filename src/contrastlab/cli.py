@@ -118,6 +118,12 @@ def train(
     loss_chunk_size: Annotated[int | None, Opt(help="Rows per tile of the memory-efficient exact "
                                                "contrastive loss (default: tiled only when the "
                                                "N x N logits would exceed 256 MiB).")] = None,
+    micro_batch: Annotated[int | None, Opt(help="GradCache: images per micro-batch of "
+                                           "activations; the gradient is the full batch's "
+                                           "(one extra encoder forward per step), except that "
+                                           "batch norm uses per-micro-batch statistics. One "
+                                           "process; SimCLR-like methods (see docs/cli.md).")]
+    = None,
     num_local_crops: Annotated[int | None, Opt(help="Multi-crop: small views per image "
                                                "(SwAV, DINO).")] = None,
     local_crop_size: Annotated[int | None, Opt(help="Multi-crop: side of the small views.")]
@@ -132,6 +138,8 @@ def train(
     grey_p: Annotated[float | None, Opt(help="Probability of greyscale.")] = None,
     blur_p: Annotated[float | None, Opt(help="Probability of Gaussian blur (>= 64 px).")] = None,
     flip_p: Annotated[float | None, Opt(help="Probability of horizontal flip.")] = None,
+    rotation: Annotated[float | None, Opt(help="Turn each crop by up to +-this many degrees "
+                                          "(0: off; ~15 suits digits).")] = None,
     test_fraction: Annotated[float | None, Opt(help="Held-out share where data has no split.")]
     = None,
     split_seed: Annotated[int | None, Opt(help="Seed of the stratified split.")] = None,

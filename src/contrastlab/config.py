@@ -89,6 +89,8 @@ class TrainConfig:
     patch_size: int | None = None
     # rows per tile of the memory-efficient (tiled) contrastive loss; None: automatic
     loss_chunk_size: int | None = None
+    # GradCache: images per micro-batch of activations (the last one may be smaller); None: off
+    micro_batch: int | None = None
     # views (num_local_crops None: the method's default, e.g. 6 for SwAV/DINO, 0 otherwise)
     crop_scale: tuple[float, float] = (0.08, 1.0)
     num_local_crops: int | None = None
@@ -99,6 +101,7 @@ class TrainConfig:
     grey_p: float = 0.2
     blur_p: float = 0.5
     flip_p: float = 0.5
+    rotation: float = 0.0
     # evaluation
     eval_every: int = 0
     diagnose_every: int = 10
@@ -134,7 +137,7 @@ class TrainConfig:
         _positive_if_set(self, "projection_dim", "projection_hidden_dim", "prediction_hidden_dim",
                          "num_prototypes", "sinkhorn_iterations", "patch_size", "local_crop_size",
                          "bn_groups")
-        _positive_if_set(self, "loss_chunk_size")
+        _positive_if_set(self, "loss_chunk_size", "micro_batch")
         if self.batch_size < 2:
             raise ConfigError(
                 f"batch_size must be >= 2 (a contrastive batch needs negatives), got "
@@ -217,6 +220,10 @@ class TrainConfig:
             value = getattr(self, key)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{key} is a probability and must be in [0, 1], got {value}")
+        if not 0.0 <= self.rotation <= 180.0:
+            raise ConfigError(
+                f"rotation is in degrees and must be in [0, 180], got {self.rotation}"
+            )
         if self.eval_every < 0:
             raise ConfigError(
                 f"eval_every must be >= 0 (0 = only at the end), got {self.eval_every}"
@@ -244,6 +251,7 @@ class TrainConfig:
         if self.backbone not in list_backbones():
             raise unknown_name("backbone", self.backbone, list_backbones())
         check_method_fields(self)
+        check_micro_batch_setting(self)
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -309,6 +317,27 @@ def check_method_fields(config: TrainConfig) -> None:
             f"backbone '{config.backbone}' takes images of one size only, but method "
             f"'{config.method}' adds {num_local} smaller local views (multi-crop); pass "
             "--num-local-crops 0 or use a convolutional backbone"
+        )
+
+
+def check_micro_batch_setting(config: TrainConfig) -> None:
+    """Refuse ``micro_batch`` for a method that cannot train with GradCache, or larger than the
+    batch (the trainer also checks the batch of each process)."""
+    if config.micro_batch is None:
+        return
+    from contrastlab.methods import METHODS
+
+    if not METHODS[config.method].supports_grad_cache:
+        able = sorted(name for name, cls in METHODS.items() if cls.supports_grad_cache)
+        raise ConfigError(
+            f"micro_batch is not available for method '{config.method}' (GradCache needs a loss "
+            "computed from per-image embeddings, without momentum encoder or queue); methods "
+            f"that can use it: {', '.join(able)}. Remove --micro-batch"
+        )
+    if config.micro_batch > config.batch_size:
+        raise ConfigError(
+            f"micro_batch {config.micro_batch} is larger than batch_size {config.batch_size}; "
+            f"pass --micro-batch {config.batch_size} or less"
         )
 
 

@@ -44,6 +44,8 @@ from contrastlab.train import train
      r"mask_ratio must be in \(0, 1\), got 1.0"),
     ({"knn_temperature": 0}, "knn_temperature must be > 0"),
     ({"image_size": 2}, "image_size must be >= 4 pixels, got 2"),
+    ({"rotation": -5}, r"rotation is in degrees and must be in \[0, 180\], got -5.0"),
+    ({"rotation": 270}, r"rotation is in degrees and must be in \[0, 180\]"),
 ])
 def test_out_of_range_values_name_the_key_and_the_range(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -8,8 +8,9 @@ import torch
 
 from contrastlab.views import AugmentConfig, MultiCropViews, SimCLRViews
 
-#: every augmentation on, blur included (outputs >= blur_min_size), solarisation on
-ALL_ON = AugmentConfig(jitter_p=0.9, grey_p=0.5, blur_p=0.5, solarize_p=0.5, blur_min_size=8)
+#: every augmentation on, blur included (outputs >= blur_min_size), solarisation and rotation on
+ALL_ON = AugmentConfig(jitter_p=0.9, grey_p=0.5, blur_p=0.5, solarize_p=0.5, blur_min_size=8,
+                       rotation=20.0)
 
 
 def _images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:

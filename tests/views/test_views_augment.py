@@ -75,6 +75,9 @@ def test_lists_are_accepted_as_pairs() -> None:
         ("blur_sigma", (2.0, 1.0)),
         ("blur_min_size", -1),
         ("solarize_threshold", 1.5),
+        ("rotation", -1.0),
+        ("rotation", 181.0),
+        ("rotation", "15"),
     ],
 )
 def test_invalid_config_raises_config_error_naming_field(field: str, value: object) -> None:

@@ -397,3 +397,74 @@ def test_constants() -> None:
     assert VF.GREY_WEIGHTS == (0.299, 0.587, 0.114)
     assert math.isclose(sum(VF.GREY_WEIGHTS), 1.0)
     assert VF.JITTER_OPS == ("brightness", "contrast", "saturation", "hue")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rotation of the crop box
+# ---------------------------------------------------------------------------------------------
+
+
+def test_quarter_turn_of_the_full_box_is_rot90() -> None:
+    x = rand_images(3, 2, 8, 8, seed=5)
+    n = x.shape[0]
+    flip = torch.zeros(n, dtype=torch.bool)
+    quarter = torch.full((n,), math.pi / 2)
+    out = VF.resized_crop_flip(x, box(0, 0, 8, 8, n), flip, 8, quarter)
+    # output (x, y) samples the source at R(90 deg) (x, y) = (-y, x): the top row moves left
+    assert torch.allclose(out, torch.rot90(x, 1, dims=(2, 3)), atol=1e-5)
+    half = VF.resized_crop_flip(x, box(0, 0, 8, 8, n), flip, 8, 2 * quarter)
+    assert torch.allclose(half, torch.rot90(x, 2, dims=(2, 3)), atol=1e-5)
+
+
+def test_zero_angle_is_the_plain_crop() -> None:
+    x = rand_images(2, 3, 12, 10)
+    boxes = torch.tensor([[1.0, 2.0, 7.0, 5.0], [0.0, 0.0, 12.0, 10.0]])
+    flip = torch.tensor([True, False])
+    plain = VF.resized_crop_flip(x, boxes, flip, (6, 5))
+    assert torch.equal(VF.resized_crop_flip(x, boxes, flip, (6, 5), torch.zeros(2)), plain)
+
+
+def test_rotation_turns_about_the_box_centre_in_pixel_units() -> None:
+    """Against the definition: output pixel (i, j) samples centre + R(angle) p, where p is its
+    offset from the box centre in source pixels (non-square image, off-centre box)."""
+    height, width, size = 12, 20, 6
+    boxes = torch.tensor([[2.0, 5.0, 8.0, 8.0]])
+    angle = torch.tensor([0.4])
+    grid = VF.crop_flip_grid(boxes, torch.tensor([False]), height, width, (size, size), angle)
+    top, left, bh, bw = boxes[0].tolist()
+    cy, cx = top + bh / 2, left + bw / 2
+    c, s = math.cos(0.4), math.sin(0.4)
+    for i in range(size):
+        for j in range(size):
+            px = (j + 0.5) * bw / size - bw / 2  # offset in source pixels
+            py = (i + 0.5) * bh / size - bh / 2
+            sx, sy = cx + c * px - s * py, cy + s * px + c * py  # pixel-edge coordinates
+            expected = torch.tensor([2 * sx / width - 1, 2 * sy / height - 1])
+            assert torch.allclose(grid[0, i, j], expected, atol=1e-5)
+
+
+def test_rotation_angles_are_uniform_in_the_configured_range() -> None:
+    from contrastlab.views import AugmentConfig
+    from contrastlab.views.augment import BatchAugment
+
+    augment = BatchAugment(AugmentConfig(rotation=15.0), 8, 1, [0.5], [0.25])
+    params = augment.sample_params(20_000, 8, 8, torch.Generator().manual_seed(0))
+    degrees = torch.rad2deg(params.angle)
+    assert degrees.min() >= -15.0 and degrees.max() <= 15.0
+    assert abs(degrees.mean().item()) < 0.3
+    assert abs(degrees.std().item() - 15.0 / math.sqrt(3)) < 0.2  # uniform on [-15, 15]
+    assert BatchAugment(AugmentConfig(), 8, 1, [0.5], [0.25]).sample_params(4, 8, 8).angle is None
+
+
+def test_recipes_without_rotation_keep_their_random_stream() -> None:
+    """The angle is drawn after every other parameter, so turning rotation on changes nothing
+    else about a view's parameters."""
+    from contrastlab.views import AugmentConfig
+    from contrastlab.views.augment import BatchAugment
+
+    plain = BatchAugment(AugmentConfig(), 8, 3, [0.5] * 3, [0.25] * 3)
+    turned = BatchAugment(AugmentConfig(rotation=10.0), 8, 3, [0.5] * 3, [0.25] * 3)
+    a = plain.sample_params(16, 8, 8, torch.Generator().manual_seed(1))
+    b = turned.sample_params(16, 8, 8, torch.Generator().manual_seed(1))
+    assert torch.equal(a.boxes, b.boxes) and torch.equal(a.flip, b.flip)
+    assert torch.equal(a.grey_index, b.grey_index) and torch.equal(a.blur_sigma, b.blur_sigma)

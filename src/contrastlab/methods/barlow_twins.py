@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.losses.barlow_twins import barlow_twins_loss, scaled_off_diagonal_weight
-from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.base import Method, StepOutput, per_image
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -42,6 +42,7 @@ class BarlowTwins(Method):
     """
 
     name = "barlow-twins"
+    supports_grad_cache = True
 
     def __init__(
         self,
@@ -58,11 +59,17 @@ class BarlowTwins(Method):
                                               last_batch_norm=False)
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        return self.loss_from_embeddings(self.embed_views(views), labels)
+
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """Projector outputs of both views in one batch, as ``(n, 2, D)`` rows per image."""
         if len(views) != 2:
             raise ValueError(f"Barlow Twins expects exactly 2 views per image, got {len(views)}")
-        n = views[0].shape[0]
-        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
-        loss = barlow_twins_loss(z[:n], z[n:], self.off_diagonal_weight)
+        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
+
+    def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
+        """The cross-correlation loss of the (global) batch."""
+        loss = barlow_twins_loss(embeddings[:, 0], embeddings[:, 1], self.off_diagonal_weight)
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:

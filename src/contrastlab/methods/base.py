@@ -20,6 +20,11 @@ Class attributes tell the trainer what a method needs:
 * ``unused_parameters``: some parameters get no gradient on some steps (frozen prototypes,
   DINO's frozen last layer); DistributedDataParallel then searches the graph for them every
   step (``find_unused_parameters``), and leaves their gradients unset as one process would.
+* ``supports_grad_cache``: the loss is a function of per-image embeddings of the whole batch
+  and the method keeps no state that a forward pass changes (no queue, no EMA teacher), so the
+  trainer may compute its gradient with GradCache (``--micro-batch``,
+  :mod:`contrastlab.train.micro_batch`). Such a method implements :meth:`Method.embed_views`
+  and :meth:`Method.loss_from_embeddings`, and its :meth:`training_step` is their composition.
 
 The trainer calls the module itself, ``method(views, labels)``, which runs :meth:`training_step`
 (so that DistributedDataParallel sees the forward pass).
@@ -42,6 +47,11 @@ class StepOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def per_image(z: Tensor, num_views: int) -> Tensor:
+    """``(V * n, D)`` embeddings of ``cat(views)`` (view-major) as ``(n, V, D)`` rows per image."""
+    return z.unflatten(0, (num_views, -1)).transpose(0, 1)
+
+
 class Method(nn.Module):
     """Base class of every self-supervised method.
 
@@ -60,6 +70,7 @@ class Method(nn.Module):
     uses_labels: bool = False
     sync_batch_norm: bool = True
     unused_parameters: bool = False
+    supports_grad_cache: bool = False
 
     def __init__(self, backbone: Backbone) -> None:
         super().__init__()
@@ -74,6 +85,17 @@ class Method(nn.Module):
         (smaller) views.
         """
         raise NotImplementedError
+
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """Per-image embeddings of a (micro-)batch: ``(n, num_views, D)``, row i holding the
+        embeddings of image i's views. Apart from batch norm in training mode, row i depends on
+        image i only, so micro-batches can be embedded separately and concatenated on dim 0
+        (GradCache). Implemented by methods with ``supports_grad_cache``."""
+        raise NotImplementedError(f"method '{self.name}' does not support GradCache")
+
+    def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
+        """The loss of the batch given all its :meth:`embed_views` rows (``(N, views, D)``)."""
+        raise NotImplementedError(f"method '{self.name}' does not support GradCache")
 
     def forward(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
         """``training_step(views, labels)``: the module call the trainer (and DDP) makes."""

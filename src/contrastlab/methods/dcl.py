@@ -21,7 +21,7 @@ from torch import Tensor
 
 from contrastlab.distributed import gather_with_grad
 from contrastlab.losses.dcl import dcl_loss
-from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.base import Method, StepOutput, per_image
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -36,6 +36,7 @@ class DCL(Method):
     """
 
     name = "dcl"
+    supports_grad_cache = True
 
     def __init__(
         self,
@@ -55,12 +56,18 @@ class DCL(Method):
         return None
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        return self.loss_from_embeddings(self.embed_views(views), labels)
+
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """Projections of both views in one batch, as ``(n, 2, D)`` rows per image."""
         if len(views) != 2:
             raise ValueError(f"{self.name} expects exactly 2 views per image, got {len(views)}")
-        n = views[0].shape[0]
-        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
-        loss = dcl_loss(gather_with_grad(z[:n]), gather_with_grad(z[n:]), self.temperature,
-                        self.weight_sigma_or_none())
+        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
+
+    def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
+        """The decoupled loss over the global batch (embeddings gathered with gradient)."""
+        loss = dcl_loss(gather_with_grad(embeddings[:, 0]), gather_with_grad(embeddings[:, 1]),
+                        self.temperature, self.weight_sigma_or_none())
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from contrastlab.distributed import gather_with_grad
 from contrastlab.losses.triplet import _check_l2_weight, npair_loss
-from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.base import Method, StepOutput, per_image
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -36,6 +36,7 @@ class NPair(Method):
     """
 
     name = "npair"
+    supports_grad_cache = True
 
     def __init__(
         self,
@@ -53,11 +54,17 @@ class NPair(Method):
         )
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        return self.loss_from_embeddings(self.embed_views(views), labels)
+
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """Projections of both views in one batch, as ``(n, 2, D)`` rows per image."""
         if len(views) != 2:
             raise ValueError(f"N-pair expects exactly 2 views per image, got {len(views)}")
-        n = views[0].shape[0]
-        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
-        z1, z2 = gather_with_grad(z[:n]), gather_with_grad(z[n:])
+        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
+
+    def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
+        """The symmetrised N-pair loss over the global batch."""
+        z1, z2 = gather_with_grad(embeddings[:, 0]), gather_with_grad(embeddings[:, 1])
         loss = 0.5 * (npair_loss(z1, z2, self.l2_weight) + npair_loss(z2, z1, self.l2_weight))
         return StepOutput(loss=loss)
 

@@ -24,7 +24,7 @@ from torch import Tensor
 from contrastlab.distributed import is_distributed
 from contrastlab.losses import nt_xent
 from contrastlab.losses.tiled import check_chunk_size, tiled_nt_xent
-from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.base import Method, StepOutput, per_image
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -41,6 +41,7 @@ class SimCLR(Method):
     """
 
     name = "simclr"
+    supports_grad_cache = True
 
     def __init__(
         self,
@@ -59,17 +60,24 @@ class SimCLR(Method):
         )
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        return self.loss_from_embeddings(self.embed_views(views), labels)
+
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """z = g(f(x)) of both views in one batch, as ``(n, 2, D)`` rows per image."""
         if len(views) != 2:
             raise ValueError(f"SimCLR expects exactly 2 views per image, got {len(views)}")
-        n = views[0].shape[0]
-        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
+        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
+
+    def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
+        """NT-Xent between the two views' projections (global negatives under DDP)."""
+        z1, z2 = embeddings[:, 0], embeddings[:, 1]
         if is_distributed():
             # global negatives: this rank's anchors against every rank's views (gathered with
             # gradient); the mean over ranks is the loss of the whole batch
-            loss = tiled_nt_xent(z[:n], z[n:], self.temperature,
+            loss = tiled_nt_xent(z1, z2, self.temperature,
                                  chunk_size=self.loss_chunk_size, gather=True)
         else:
-            loss = nt_xent(z[:n], z[n:], self.temperature, chunk_size=self.loss_chunk_size)
+            loss = nt_xent(z1, z2, self.temperature, chunk_size=self.loss_chunk_size)
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:

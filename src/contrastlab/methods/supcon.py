@@ -26,7 +26,7 @@ from torch import Tensor
 
 from contrastlab.distributed import gather_no_grad, gather_with_grad
 from contrastlab.losses.supcon import supcon_loss
-from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.base import Method, StepOutput, per_image
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -42,6 +42,7 @@ class SupCon(Method):
 
     name = "supcon"
     uses_labels = True
+    supports_grad_cache = True
 
     def __init__(
         self,
@@ -57,11 +58,17 @@ class SupCon(Method):
         )
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        return self.loss_from_embeddings(self.embed_views(views), labels)
+
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """Projections of both views in one batch, as ``(n, 2, D)`` rows per image."""
         if len(views) != 2:
             raise ValueError(f"SupCon expects exactly 2 views per image, got {len(views)}")
-        n = views[0].shape[0]
-        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
-        z1, z2 = gather_with_grad(z[:n]), gather_with_grad(z[n:])
+        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
+
+    def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
+        """L_out over the global batch (embeddings gathered with gradient, labels without)."""
+        z1, z2 = gather_with_grad(embeddings[:, 0]), gather_with_grad(embeddings[:, 1])
         global_labels = None if labels is None else gather_no_grad(labels)
         loss = supcon_loss(z1, z2, global_labels, self.temperature)
         return StepOutput(loss=loss)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from contrastlab.distributed import gather_with_grad
 from contrastlab.losses.triplet import _check_triplet, triplet_loss
-from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.base import Method, StepOutput, per_image
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -38,6 +38,7 @@ class Triplet(Method):
     """
 
     name = "triplet"
+    supports_grad_cache = True
 
     def __init__(
         self,
@@ -56,13 +57,21 @@ class Triplet(Method):
         )
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        return self.loss_from_embeddings(self.embed_views(views), labels)
+
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """Projections of all views in one batch, as ``(n, V, D)`` rows per image."""
         if len(views) < 2:
             raise ValueError(f"the triplet loss needs at least 2 views per image, got {len(views)}")
-        n = views[0].shape[0]
         z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
-        per_view = [gather_with_grad(part) for part in z.split(n)]
-        images = torch.arange(per_view[0].shape[0], device=z.device)
-        loss = triplet_loss(torch.cat(per_view), images.repeat(len(views)), self.margin,
+        return per_image(z, len(views))
+
+    def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
+        """Mined triplets over the global batch; a view's identity is its image."""
+        num_views = embeddings.shape[1]
+        per_view = [gather_with_grad(embeddings[:, v]) for v in range(num_views)]
+        images = torch.arange(per_view[0].shape[0], device=embeddings.device)
+        loss = triplet_loss(torch.cat(per_view), images.repeat(num_views), self.margin,
                             self.mining)
         return StepOutput(loss=loss)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from contrastlab.methods.base import Method, StepOutput
@@ -55,6 +56,8 @@ class TwoTowerMethod(Method):
         tower_b: tower B's encoder (with ``output_dim``); default: a fresh copy of ``backbone``.
     """
 
+    supports_grad_cache = True
+
     def __init__(self, backbone: Backbone, projection_dim: int = 128,
                  tower_b: nn.Module | None = None) -> None:
         super().__init__(backbone)
@@ -79,11 +82,19 @@ class TwoTowerMethod(Method):
         raise NotImplementedError
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        return self.loss_from_embeddings(self.embed_views(views), labels)
+
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """Tower A's embedding of view 1 and tower B's of view 2, as ``(n, 2, D)`` rows."""
         if len(views) != 2:
             raise ValueError(
                 f"{self.name} expects exactly 2 views per image (one per tower), got {len(views)}"
             )
-        return self.pair_loss(self.embed_a(views[0]), self.embed_b(views[1]))
+        return torch.stack([self.embed_a(views[0]), self.embed_b(views[1])], dim=1)
+
+    def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
+        """:meth:`pair_loss` of the two towers' embeddings."""
+        return self.pair_loss(embeddings[:, 0], embeddings[:, 1])
 
     def project(self, images: Tensor) -> Tensor:
         """Tower A's embedding in the shared space."""

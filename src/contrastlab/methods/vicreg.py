@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.losses.vicreg import _check_weights, vicreg_terms
-from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.base import Method, StepOutput, per_image
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -45,6 +45,7 @@ class VICReg(Method):
     """
 
     name = "vicreg"
+    supports_grad_cache = True
 
     def __init__(
         self,
@@ -65,11 +66,17 @@ class VICReg(Method):
                                               last_batch_norm=False)
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
+        return self.loss_from_embeddings(self.embed_views(views), labels)
+
+    def embed_views(self, views: list[Tensor]) -> Tensor:
+        """Expander outputs of both views in one batch, as ``(n, 2, D)`` rows per image."""
         if len(views) != 2:
             raise ValueError(f"VICReg expects exactly 2 views per image, got {len(views)}")
-        n = views[0].shape[0]
-        z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
-        terms = vicreg_terms(z[:n], z[n:])
+        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
+
+    def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
+        """The weighted invariance, variance and covariance terms of the (global) batch."""
+        terms = vicreg_terms(embeddings[:, 0], embeddings[:, 1])
         loss = (self.invariance_weight * terms.invariance + self.variance_weight * terms.variance
                 + self.covariance_weight * terms.covariance)
         metrics = {name: float(value.detach()) for name, value in terms._asdict().items()}

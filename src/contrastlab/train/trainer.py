@@ -35,6 +35,7 @@ from contrastlab.train.checkpoint import (
 )
 from contrastlab.train.ddp import setup_distributed
 from contrastlab.train.diagnose_hook import EpochDiagnostics
+from contrastlab.train.micro_batch import check_micro_batch, grad_cache_step
 from contrastlab.train.optim import build_optimizer, default_lr, set_lr, warmup_cosine
 from contrastlab.train.progress import TrainingProgress
 from contrastlab.train.signals import StopRequest
@@ -155,6 +156,7 @@ def build_views(config: TrainConfig, image_size: int, channels: int,
         jitter_p=config.jitter_p,
         grey_p=config.grey_p,
         blur_p=config.blur_p,
+        rotation=config.rotation,
     )
     num_global = METHODS[config.method].num_views
     num_local = num_local_crops(config)
@@ -229,6 +231,8 @@ def train(
             f"{config.batch_size // ddp.world_size * ddp.world_size or ddp.world_size}"
         )
     local_batch = config.batch_size // ddp.world_size
+    if config.micro_batch is not None:
+        check_micro_batch(config.micro_batch, local_batch, ddp.world_size)
     image_size = config.image_size or min(train_set.image_size)
     mean, std = channel_stats(train_set.images)
     views = build_views(config, image_size, train_set.channels, mean, std)
@@ -376,11 +380,16 @@ def train(
                                               offset=ddp.rank * local_batch)]
                 progress_now = schedule_progress()
                 method.on_step_start(global_step, progress_now)
-                with autocast:
-                    output = model(batch_views, labels)  # DDP: gradients averaged over ranks
+                if config.micro_batch is None:
+                    with autocast:
+                        output = model(batch_views, labels)  # DDP: gradients averaged over ranks
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(output.loss).backward()
+                else:  # GradCache: the full batch's gradient, a micro-batch of activations
+                    optimizer.zero_grad(set_to_none=True)
+                    output = grad_cache_step(method, batch_views, labels, config.micro_batch,
+                                             autocast=autocast, scale_loss=scaler.scale)
                 loss = output.loss
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
                 if scaler.is_enabled():
                     scaler.unscale_(optimizer)
                 grad_norm = gradient_norm(trainable, config.clip_grad_norm)

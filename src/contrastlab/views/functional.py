@@ -161,8 +161,31 @@ def crop_flip_theta(boxes: Tensor, flip: Tensor, height: int, width: int) -> Ten
     return torch.stack([sx, zero, tx, zero, sy, ty], dim=1).view(-1, 2, 3)
 
 
+def rotate_theta(theta: Tensor, angle: Tensor, height: int, width: int) -> Tensor:
+    """Compose crop matrices with a rotation of the sampled region about the box centre.
+
+    In source pixels, output point ``p`` (relative to the box centre, in box pixels) samples
+    ``centre + R(angle) p``: the view shows the box's content turned by ``-angle``. Pixel and
+    normalised coordinates differ by ``diag(W/2, H/2)``, so the linear part becomes
+    ``diag(2/W, 2/H) R diag(W/2, H/2) A`` where ``A`` is the crop's (diagonal) part; the
+    translation (box centre) is unchanged. ``angle = 0`` returns ``theta`` unchanged.
+
+    Args:
+        theta: (N, 2, 3) matrices of :func:`crop_flip_theta`.
+        angle: (N,) rotation angles in radians.
+        height, width: size of the source images.
+    """
+    cos, sin = torch.cos(angle).to(theta.dtype), torch.sin(angle).to(theta.dtype)
+    aspect = width / height  # (2/W)(H/2) = 1/aspect, (2/H)(W/2) = aspect
+    rotation = torch.stack([cos, -sin / aspect, sin * aspect, cos], dim=1).view(-1, 2, 2)
+    out = theta.clone()
+    out[:, :, :2] = rotation @ theta[:, :, :2]
+    return out
+
+
 def crop_flip_grid(
-    boxes: Tensor, flip: Tensor, height: int, width: int, size: tuple[int, int]
+    boxes: Tensor, flip: Tensor, height: int, width: int, size: tuple[int, int],
+    angle: Tensor | None = None,
 ) -> Tensor:
     """Sampling grid of crop boxes: ``F.affine_grid(crop_flip_theta(...), align_corners=False)``.
 
@@ -172,11 +195,17 @@ def crop_flip_grid(
     product of ``F.affine_grid``, which is several times slower on the CPU; the values are the
     same up to float rounding.
 
+    With ``angle`` (radians per sample, see :func:`rotate_theta`) the matrices are no longer
+    diagonal and ``F.affine_grid`` builds the grid.
+
     Returns:
         (N, h, w, 2) float32 grid of (x, y) normalised source coordinates.
     """
     h, w = size
     theta = crop_flip_theta(boxes, flip, height, width)
+    if angle is not None:
+        theta = rotate_theta(theta, angle.to(theta.device), height, width)
+        return F.affine_grid(theta, [theta.shape[0], 1, h, w], align_corners=False)
     n = theta.shape[0]
     u = torch.arange(w, dtype=theta.dtype, device=theta.device).mul_(2.0 / w).add_(1.0 / w - 1.0)
     v = torch.arange(h, dtype=theta.dtype, device=theta.device).mul_(2.0 / h).add_(1.0 / h - 1.0)
@@ -189,7 +218,8 @@ def crop_flip_grid(
 
 
 def resized_crop_flip(
-    x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int, int] | int
+    x: Tensor, boxes: Tensor, flip: Tensor, size: tuple[int, int] | int,
+    angle: Tensor | None = None,
 ) -> Tensor:
     """Crop a box out of every image, resize it to ``size`` and optionally mirror it.
 
@@ -205,12 +235,16 @@ def resized_crop_flip(
         boxes: (N, 4) ``(top, left, box_height, box_width)`` in pixels, on ``x.device``.
         flip: (N,) bool on ``x.device``.
         size: output (h, w), or one int for a square output.
+        angle: optional (N,) rotation of each box about its centre, in radians
+            (:func:`rotate_theta`); None or all zeros: no rotation.
 
     Returns:
         float (N, C, h, w).
     """
     out_size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    grid = crop_flip_grid(boxes, flip, x.shape[2], x.shape[3], out_size).to(x.dtype)
+    if angle is not None and not bool(angle.any()):
+        angle = None
+    grid = crop_flip_grid(boxes, flip, x.shape[2], x.shape[3], out_size, angle).to(x.dtype)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
