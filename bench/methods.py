@@ -3,6 +3,7 @@ images/s and peak resident memory, one fresh process per method.
 
     python bench/methods.py --data mnist --budget 300 [--methods simclr,byol,...] [--markdown]
     python bench/methods.py --data fashion-mnist --budget 900 --markdown
+    python bench/methods.py --data mnist --budget 300 --parallel 2 --threads 1  # a core each
 
 ``mnist`` is the seeded stratified 8,000 / 2,000 split of ../shared/data/mnist-test;
 ``fashion-mnist`` is the official 60,000 / 10,000 split of the Debian package. Every method trains
@@ -21,14 +22,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from common import emit, machine, shared_path
 
 COMMON = {
-    "backbone": "convnet-small", "batch-size": "128", "optimizer": "adamw", "lr": "3e-3",
-    "weight-decay": "1e-4", "crop-scale": "0.3,1", "flip-p": "0", "warmup-fraction": "0.05",
+    "backbone": "convnet-small-x256", "batch-size": "128", "optimizer": "adamw", "lr": "3e-3",
+    "weight-decay": "1e-4", "crop-scale": "0.5,1", "rotation": "10", "flip-p": "0",
+    "warmup-fraction": "0.05",
 }
 
 #: Per-method settings on top of COMMON (small projectors: the 28x28 benchmark and a CPU budget).
@@ -70,24 +73,33 @@ def data_spec(name: str) -> str:
     return name
 
 
-def run_method(method: str, spec: str, budget: float, device: str, seed: int) -> dict[str, Any]:
-    """Train one method in a fresh process; return its final metrics, throughput and peak RSS."""
+def run_method(method: str, spec: str, budget: float, device: str, seed: int,
+               threads: int | None = None) -> dict[str, Any]:
+    """Train one method in a fresh process; return its final metrics, throughput and peak RSS.
+
+    ``threads``: OMP_NUM_THREADS of the process (None: torch's default, all cores)."""
     out = Path(tempfile.mkdtemp(prefix=f"bench-{method}-")) / "run"
     settings = {**COMMON, **METHOD_SETTINGS.get(method, {})}
     command = [sys.executable, "-m", "contrastlab", "train", "--method", method, "--data", spec,
                "--time-budget", str(budget), "--device", device, "--seed", str(seed),
-               "--out", str(out), "--log-every", "50"]
+               "--out", str(out)]
     for key, value in settings.items():
         command += [f"--{key}", value]
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ)
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
     row: dict[str, Any] = {"method": method, "wall_seconds": round(wall, 1),
                            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
     if os.waitstatus_to_exitcode(status) != 0:
-        row["error"] = (stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        # the last lines with words in them (typer frames its errors in box-drawing characters)
+        words = [line.strip(" │╭╮╰╯─") for line in stderr.splitlines()]
+        row["error"] = " ".join(w for w in words if w)[-300:] or "(no output)"
         return row
     final = json.loads((out / "final_metrics.json").read_text())
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -126,15 +138,25 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHOD_SETTINGS))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="methods trained at the same time (e.g. 2 with --threads 1: one "
+                             "core each on a 2-core machine)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP threads per training process (default: torch's, all cores)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     spec = data_spec(args.data)
-    rows = []
-    for method in [m for m in args.methods.split(",") if m]:
-        row = run_method(method, spec, args.budget, args.device, args.seed)
+    methods = [m for m in args.methods.split(",") if m]
+
+    def one(method: str) -> dict[str, Any]:
+        row = run_method(method, spec, args.budget, args.device, args.seed, args.threads)
         print(json.dumps(row), file=sys.stderr, flush=True)
-        rows.append(row)
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        rows = list(pool.map(one, methods))
     emit({"benchmark": "methods", "data": args.data, "budget_s": args.budget, "rows": rows,
+          "parallel": args.parallel, "threads": args.threads,
           "raw_pixels": RAW_PIXELS.get(args.data), "machine": machine()},
          markdown(rows, args.data, args.budget) if args.markdown else None)
 

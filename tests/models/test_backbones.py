@@ -12,6 +12,20 @@ def test_convnet_shapes(channels: int, size: int) -> None:
     assert out.shape == (4, net.output_dim)
 
 
+def test_expanded_convnet_pools_centred_features_of_the_wider_layer() -> None:
+    net = build_backbone("convnet-small-x256", 1)
+    assert net.output_dim == 256
+    relu, conv, norm = list(net.features)[-3:]  # ... ReLU, 1x1 conv, BN (no final ReLU)
+    assert isinstance(relu, torch.nn.ReLU) and isinstance(norm, torch.nn.BatchNorm2d)
+    assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1)
+    assert (conv.in_channels, conv.out_channels) == (64, 256)
+    torch.manual_seed(0)
+    out = net(torch.randn(64, 1, 28, 28))
+    assert out.shape == (64, 256)
+    assert (out < 0).any()  # no final ReLU: pooled batch-normalised values, centred per channel
+    assert out.mean(0).abs().max() < 1e-4  # training-mode BN, no spatial bias: zero batch mean
+
+
 @pytest.mark.parametrize("name", ["resnet18-cifar", "resnet18", "resnet50-cifar"])
 def test_resnets_accept_small_grey_and_colour_images(name: str) -> None:
     for channels in (1, 3):
