@@ -160,6 +160,10 @@ def train(
     channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last",
                                               help="NHWC memory format (faster convolutions on "
                                               "CPU and GPU).")] = None,
+    compile: Annotated[bool | None, Opt("--compile/--no-compile",
+                                        help="torch.compile the backbone (compiles during the "
+                                        "first steps; see docs/benchmarks.md for when it "
+                                        "pays).")] = None,
     keep: Annotated[int | None, Opt(help="Also keep a checkpoint every N epochs "
                                     "(checkpoints/epoch-N.pt); last.pt and best.pt always.")]
     = None,

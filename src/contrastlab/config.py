@@ -115,6 +115,8 @@ class TrainConfig:
     log_every: int = 10
     deterministic: bool = False
     channels_last: bool = True
+    # torch.compile the backbone (TorchInductor; the first steps pay the compilation)
+    compile: bool = False
     # multi-process (torchrun): batch norm over the global batch (methods that allow it)
     sync_batchnorm: bool = True
     # fault tolerance

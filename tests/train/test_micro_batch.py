@@ -152,8 +152,9 @@ def test_cli_flag_reaches_the_configuration_check(tmp_path: Path) -> None:
 
 
 def test_trainer_checks_the_batch_of_each_process() -> None:
-    with pytest.raises(ConfigError, match="processes"):
-        check_micro_batch(8, 16, world_size=2)
+    check_micro_batch(8, 16, world_size=2)  # torchrun: every process splits its own rows
+    with pytest.raises(ConfigError, match="larger than the batch"):
+        check_micro_batch(12, 8, world_size=2)
     with pytest.raises(ConfigError, match="larger than the batch"):
         check_micro_batch(20, 16, world_size=1)
     check_micro_batch(16, 16, world_size=1)

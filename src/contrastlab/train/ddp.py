@@ -18,9 +18,10 @@ Logging, the progress bar, checkpoint writing and evaluation happen on rank 0 on
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -167,6 +168,31 @@ class Distributed:
             method, device_ids=device_ids,
             find_unused_parameters=bool(getattr(method, "unused_parameters", True)),
             **no_buffer_sync)
+
+    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager[object]:
+        """DistributedDataParallel's ``no_sync()`` (no gradient all-reduce during the backward
+        passes inside it); a no-op context in one process."""
+        if self.enabled and hasattr(model, "no_sync"):
+            return model.no_sync()
+        return contextlib.nullcontext()
+
+    def average_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
+        """Average ``.grad`` over the ranks, as DistributedDataParallel's reducer does during a
+        backward pass; for steps that bypass DDP's forward (GradCache, ``--micro-batch``). One
+        all-reduce of the gradients flattened into a single buffer. Every rank must hold
+        gradients for the same parameters (the GradCache methods train all of theirs)."""
+        if not self.enabled:
+            return
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     def close(self) -> None:
         """Leave the process group if :func:`setup_distributed` created it."""

@@ -12,8 +12,12 @@ those of the full batch, except that batch norm in training mode sees each micro
 statistics (and updates its running statistics twice per micro-batch). The price is one more
 forward pass of the encoder per step.
 
-Only for methods with ``supports_grad_cache`` and one process (the configuration and the trainer
-refuse the rest; see :func:`check_micro_batch`).
+Only for methods with ``supports_grad_cache`` (the configuration refuses the rest). Under
+torchrun every process runs the passes on its own micro-batches (the loss gathers the embeddings
+of all ranks with gradient, as in the plain step); the passes bypass DistributedDataParallel's
+forward, so the trainer runs them under ``no_sync()`` and then averages the gradients over the
+ranks once (:meth:`contrastlab.train.ddp.Distributed.average_gradients`), which is what DDP's
+reducer would have done.
 """
 
 from __future__ import annotations
@@ -29,13 +33,8 @@ from contrastlab.methods.base import Method, StepOutput
 
 
 def check_micro_batch(micro_batch: int, local_batch: int, world_size: int) -> None:
-    """Refuse a micro-batch larger than this process's batch, and multi-process training."""
-    if world_size > 1:
-        raise ConfigError(
-            f"micro_batch is not supported with {world_size} processes (torchrun) yet: the "
-            "gradient is not all-reduced once per step along the GradCache path. Remove "
-            "--micro-batch, or train in one process"
-        )
+    """Refuse a micro-batch larger than this process's batch (``world_size`` processes share
+    the global batch)."""
     if micro_batch > local_batch:
         raise ConfigError(
             f"micro_batch {micro_batch} is larger than the batch ({local_batch} images per "

@@ -260,6 +260,9 @@ def train(
         convert_to_global_batch_norm(method)
     memory_format = memory_format_of(config)
     method.to(memory_format=memory_format)
+    if config.compile:
+        # in place (nn.Module.compile): parameter names, hence checkpoints, are unchanged
+        method.backbone.compile()
     base_lr = config.lr or default_lr(config.optimizer, config.batch_size)
     optimizer = build_optimizer(method, config.optimizer, base_lr, config.weight_decay,
                                 config.momentum)
@@ -387,8 +390,11 @@ def train(
                     scaler.scale(output.loss).backward()
                 else:  # GradCache: the full batch's gradient, a micro-batch of activations
                     optimizer.zero_grad(set_to_none=True)
-                    output = grad_cache_step(method, batch_views, labels, config.micro_batch,
-                                             autocast=autocast, scale_loss=scaler.scale)
+                    with ddp.no_sync(model):  # the passes bypass DDP's forward: reduce once,
+                        output = grad_cache_step(method, batch_views, labels,
+                                                 config.micro_batch, autocast=autocast,
+                                                 scale_loss=scaler.scale)
+                    ddp.average_gradients(trainable)  # ... here, as DDP would have
                 loss = output.loss
                 if scaler.is_enabled():
                     scaler.unscale_(optimizer)
