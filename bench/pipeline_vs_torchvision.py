@@ -1,9 +1,10 @@
 """SimCLR training throughput: contrastlab's pipeline against the usual pipeline of the field.
 
-Same machine, same backbone (convnet-small) and projection head (512 -> 128), same batch (128
+Same machine, same backbone (the RECIPE's) and projection head (512 -> 128), same batch (128
 images, 256 views of 28x28 MNIST), same optimiser (AdamW, lr 3e-3, weight decay 1e-4), same
-augmentation settings (bench/mnist_simclr.py RECIPE: crop area 0.3-1, no flip, colour jitter
-s = 0.5 with p = 0.8, greyscale p = 0.2), temperature 0.2.
+augmentation settings (bench/mnist_simclr.py RECIPE: crop area, rotation (torchvision's
+RandomRotation after the crop), no flip, colour jitter s = 0.5 with p = 0.8, greyscale p = 0.2),
+temperature 0.2.
 
 * ours: the trainer's step (train/trainer.py): index the in-memory uint8 images, two batched
   ``SimCLRViews`` on the device, ``SimCLR`` with the library's ``nt_xent``, backward, gradient
@@ -64,11 +65,13 @@ class TwoViews(Dataset):
 
     def __init__(self, images: Tensor, mean: tuple[float, ...], std: tuple[float, ...],
                  crop_scale: tuple[float, float], jitter_strength: float, jitter_p: float,
-                 grey_p: float) -> None:
+                 grey_p: float, rotation: float = 0.0) -> None:
         self.images = images
         s = jitter_strength
+        turn = [v2.RandomRotation(rotation)] if rotation > 0 else []
         self.transform = v2.Compose([
             v2.RandomResizedCrop(images.shape[-1], scale=crop_scale, antialias=True),
+            *turn,
             v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=jitter_p),
             v2.RandomGrayscale(p=grey_p),
             v2.ToDtype(torch.float32, scale=True),
@@ -139,7 +142,7 @@ def main() -> None:
                                 weight_decay=config.weight_decay or 0.0)
         loader = DataLoader(
             TwoViews(train_set.images, mean, std, config.crop_scale, config.jitter_strength,
-                     config.jitter_p, config.grey_p),
+                     config.jitter_p, config.grey_p, config.rotation),
             batch_size=batch, shuffle=True, drop_last=True, num_workers=args.workers,
             generator=torch.Generator().manual_seed(0))
 
