@@ -23,11 +23,10 @@ batch 128, one thread) widths 512 / 1024 / 2048 made 220 / 180 / 80 steps and re
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from contrastlab.losses.barlow_twins import barlow_twins_loss, scaled_off_diagonal_weight
-from contrastlab.methods.base import Method, StepOutput, per_image
+from contrastlab.methods.base import Method, StepOutput
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -57,15 +56,6 @@ class BarlowTwins(Method):
         self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
                                               projection_dim, num_layers=3,
                                               last_batch_norm=False)
-
-    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
-        return self.loss_from_embeddings(self.embed_views(views), labels)
-
-    def embed_views(self, views: list[Tensor]) -> Tensor:
-        """Projector outputs of both views in one batch, as ``(n, 2, D)`` rows per image."""
-        if len(views) != 2:
-            raise ValueError(f"Barlow Twins expects exactly 2 views per image, got {len(views)}")
-        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """The cross-correlation loss of the (global) batch."""

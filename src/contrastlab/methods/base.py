@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from contrastlab.models import Backbone
@@ -78,20 +79,33 @@ class Method(nn.Module):
         self.step = 0
         self.progress = 0.0
 
-    def training_step(self, views: list[Tensor], labels: Tensor | None) -> StepOutput:
+    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
         """Compute the loss on a batch of augmented views (one tensor per view, same images).
 
         With multi-crop, ``views`` holds the ``num_views`` global views first, then the local
         (smaller) views.
+
+        A method with ``supports_grad_cache`` need not override it: its step is
+        ``loss_from_embeddings(embed_views(views), labels)``, the very functions the GradCache
+        path (``--micro-batch``) calls, so the two paths cannot drift apart.
         """
+        if self.supports_grad_cache:
+            return self.loss_from_embeddings(self.embed_views(views), labels)
         raise NotImplementedError
 
     def embed_views(self, views: list[Tensor]) -> Tensor:
         """Per-image embeddings of a (micro-)batch: ``(n, num_views, D)``, row i holding the
         embeddings of image i's views. Apart from batch norm in training mode, row i depends on
         image i only, so micro-batches can be embedded separately and concatenated on dim 0
-        (GradCache). Implemented by methods with ``supports_grad_cache``."""
-        raise NotImplementedError(f"method '{self.name}' does not support GradCache")
+        (GradCache). For methods with ``supports_grad_cache``; the default is :meth:`project`
+        of all views in one batch (one forward, batch norm over every view, as SimCLR's
+        implementation does)."""
+        if not self.supports_grad_cache:
+            raise NotImplementedError(f"method '{self.name}' does not support GradCache")
+        if len(views) != self.num_views:
+            raise ValueError(f"{self.name} expects exactly {self.num_views} views per image, got "
+                             f"{len(views)}")
+        return per_image(self.project(torch.cat(views, dim=0)), len(views))
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """The loss of the batch given all its :meth:`embed_views` rows (``(N, views, D)``)."""

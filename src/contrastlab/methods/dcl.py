@@ -16,12 +16,11 @@ global batch; every rank computes the loss of the global batch.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from contrastlab.distributed import gather_with_grad
 from contrastlab.losses.dcl import dcl_loss
-from contrastlab.methods.base import Method, StepOutput, per_image
+from contrastlab.methods.base import Method, StepOutput
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -54,15 +53,6 @@ class DCL(Method):
     def weight_sigma_or_none(self) -> float | None:
         """sigma of DCLW's weighting function; None: unweighted DCL."""
         return None
-
-    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
-        return self.loss_from_embeddings(self.embed_views(views), labels)
-
-    def embed_views(self, views: list[Tensor]) -> Tensor:
-        """Projections of both views in one batch, as ``(n, 2, D)`` rows per image."""
-        if len(views) != 2:
-            raise ValueError(f"{self.name} expects exactly 2 views per image, got {len(views)}")
-        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """The decoupled loss over the global batch (embeddings gathered with gradient)."""

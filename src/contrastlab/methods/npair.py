@@ -16,12 +16,11 @@ Embeddings are gathered across ranks with gradient; every rank computes the glob
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from contrastlab.distributed import gather_with_grad
 from contrastlab.losses.triplet import _check_l2_weight, npair_loss
-from contrastlab.methods.base import Method, StepOutput, per_image
+from contrastlab.methods.base import Method, StepOutput
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -52,15 +51,6 @@ class NPair(Method):
             backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2,
             last_batch_norm=False,
         )
-
-    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
-        return self.loss_from_embeddings(self.embed_views(views), labels)
-
-    def embed_views(self, views: list[Tensor]) -> Tensor:
-        """Projections of both views in one batch, as ``(n, 2, D)`` rows per image."""
-        if len(views) != 2:
-            raise ValueError(f"N-pair expects exactly 2 views per image, got {len(views)}")
-        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """The symmetrised N-pair loss over the global batch."""

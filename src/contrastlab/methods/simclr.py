@@ -18,13 +18,12 @@ trainer's GlobalBatchNorm), as with the paper's cross-core batch norm and global
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from contrastlab.distributed import is_distributed
 from contrastlab.losses import nt_xent
 from contrastlab.losses.tiled import check_chunk_size, tiled_nt_xent
-from contrastlab.methods.base import Method, StepOutput, per_image
+from contrastlab.methods.base import Method, StepOutput
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -58,15 +57,6 @@ class SimCLR(Method):
         self.projection_head = ProjectionHead(
             backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
         )
-
-    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
-        return self.loss_from_embeddings(self.embed_views(views), labels)
-
-    def embed_views(self, views: list[Tensor]) -> Tensor:
-        """z = g(f(x)) of both views in one batch, as ``(n, 2, D)`` rows per image."""
-        if len(views) != 2:
-            raise ValueError(f"SimCLR expects exactly 2 views per image, got {len(views)}")
-        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """NT-Xent between the two views' projections (global negatives under DDP)."""

@@ -21,12 +21,11 @@ the global batch (DDP's gradient average then gives its exact gradient).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from contrastlab.distributed import gather_no_grad, gather_with_grad
 from contrastlab.losses.supcon import supcon_loss
-from contrastlab.methods.base import Method, StepOutput, per_image
+from contrastlab.methods.base import Method, StepOutput
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -56,15 +55,6 @@ class SupCon(Method):
         self.projection_head = ProjectionHead(
             backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
         )
-
-    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
-        return self.loss_from_embeddings(self.embed_views(views), labels)
-
-    def embed_views(self, views: list[Tensor]) -> Tensor:
-        """Projections of both views in one batch, as ``(n, 2, D)`` rows per image."""
-        if len(views) != 2:
-            raise ValueError(f"SupCon expects exactly 2 views per image, got {len(views)}")
-        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """L_out over the global batch (embeddings gathered with gradient, labels without)."""

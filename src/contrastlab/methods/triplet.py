@@ -56,8 +56,6 @@ class Triplet(Method):
             backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
         )
 
-    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
-        return self.loss_from_embeddings(self.embed_views(views), labels)
 
     def embed_views(self, views: list[Tensor]) -> Tensor:
         """Projections of all views in one batch, as ``(n, V, D)`` rows per image."""

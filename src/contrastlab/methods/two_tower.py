@@ -81,8 +81,6 @@ class TwoTowerMethod(Method):
         """The loss over the N x N pairs; row i of both is a positive pair."""
         raise NotImplementedError
 
-    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
-        return self.loss_from_embeddings(self.embed_views(views), labels)
 
     def embed_views(self, views: list[Tensor]) -> Tensor:
         """Tower A's embedding of view 1 and tower B's of view 2, as ``(n, 2, D)`` rows."""

@@ -24,11 +24,10 @@ Statistics are over the global batch (:func:`contrastlab.losses.vicreg_loss`).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from contrastlab.losses.vicreg import _check_weights, vicreg_terms
-from contrastlab.methods.base import Method, StepOutput, per_image
+from contrastlab.methods.base import Method, StepOutput
 from contrastlab.models import Backbone, ProjectionHead
 
 
@@ -64,15 +63,6 @@ class VICReg(Method):
         self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
                                               projection_dim, num_layers=3,
                                               last_batch_norm=False)
-
-    def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
-        return self.loss_from_embeddings(self.embed_views(views), labels)
-
-    def embed_views(self, views: list[Tensor]) -> Tensor:
-        """Expander outputs of both views in one batch, as ``(n, 2, D)`` rows per image."""
-        if len(views) != 2:
-            raise ValueError(f"VICReg expects exactly 2 views per image, got {len(views)}")
-        return per_image(self.projection_head(self.backbone(torch.cat(views, dim=0))), 2)
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """The weighted invariance, variance and covariance terms of the (global) batch."""
