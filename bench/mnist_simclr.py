@@ -29,7 +29,7 @@ RECIPE = {
     "optimizer": "adamw",
     "lr": 3e-3,
     "weight_decay": 1e-4,
-    "temperature": 0.2,
+    "temperature": 2.0,
     "projection_dim": 128,
     "projection_hidden_dim": 512,
     "crop_scale": (0.5, 1.0),
