@@ -7,9 +7,9 @@ images/s and peak resident memory, one fresh process per method.
 
 ``mnist`` is the seeded stratified 8,000 / 2,000 split of ../shared/data/mnist-test;
 ``fashion-mnist`` is the official 60,000 / 10,000 split of the Debian package. Every method trains
-with the same backbone (the small ConvNet; ``vit-tiny`` for MAE), batch, optimiser and views (the
-MNIST recipe of bench/mnist_simclr.py); only the method's own hyper-parameters differ, listed in
-``METHOD_SETTINGS``.
+with the same backbone (the small ConvNet; ``vit-tiny`` for MAE), batch, optimiser and views (per
+data set, ``VIEWS``); only the method's own hyper-parameters differ, listed in ``METHOD_SETTINGS``.
+``--compile`` compiles every backbone (``contrastlab train --compile``).
 Raw-pixel baselines are printed beside them.
 """
 
@@ -30,13 +30,20 @@ from common import emit, machine, shared_path
 
 COMMON = {
     "backbone": "convnet-small-x256", "batch-size": "128", "optimizer": "adamw", "lr": "3e-3",
-    "weight-decay": "1e-4", "crop-scale": "0.5,1", "rotation": "10", "flip-p": "0",
-    "warmup-fraction": "0.05",
+    "weight-decay": "1e-4", "warmup-fraction": "0.05",
+}
+
+#: The views of each benchmark: digits are upright and not mirror-symmetric (small rotations, no
+#: flips: the MNIST recipe of bench/mnist_simclr.py); clothes are upright and left-right symmetric
+#: (flips, no rotation). Other data gets the Fashion-MNIST views.
+VIEWS: dict[str, dict[str, str]] = {
+    "mnist": {"crop-scale": "0.5,1", "rotation": "10", "flip-p": "0"},
+    "fashion-mnist": {"crop-scale": "0.5,1", "rotation": "0", "flip-p": "0.5"},
 }
 
 #: Per-method settings on top of COMMON (small projectors: the 28x28 benchmark and a CPU budget).
 METHOD_SETTINGS: dict[str, dict[str, str]] = {
-    "simclr": {"temperature": "0.2", "projection-dim": "128", "projection-hidden-dim": "512"},
+    "simclr": {"temperature": "2.0", "projection-dim": "128", "projection-hidden-dim": "512"},
     "moco-v2": {"queue-size": "4096", "ema-momentum": "0.99"},
     "moco-v3": {"ema-momentum": "0.99"},
     "byol": {"ema-momentum": "0.99"},
@@ -73,28 +80,39 @@ def data_spec(name: str) -> str:
     return name
 
 
-def run_method(method: str, spec: str, budget: float, device: str, seed: int,
-               threads: int | None = None) -> dict[str, Any]:
+def settings_for(method: str, data: str) -> dict[str, str]:
+    """The command-line settings of ``method`` on benchmark ``data`` (COMMON, VIEWS, its own)."""
+    return {**COMMON, **VIEWS.get(data, VIEWS["fashion-mnist"]),
+            **METHOD_SETTINGS.get(method, {})}
+
+
+def run_method(method: str, data: str, budget: float, device: str, seed: int,
+               threads: int | None = None, compile_backbone: bool = False) -> dict[str, Any]:
     """Train one method in a fresh process; return its final metrics, throughput and peak RSS.
 
     ``threads``: OMP_NUM_THREADS of the process (None: torch's default, all cores)."""
     out = Path(tempfile.mkdtemp(prefix=f"bench-{method}-")) / "run"
-    settings = {**COMMON, **METHOD_SETTINGS.get(method, {})}
+    spec = data_spec(data)
+    settings = settings_for(method, data)
     command = [sys.executable, "-m", "contrastlab", "train", "--method", method, "--data", spec,
                "--time-budget", str(budget), "--device", device, "--seed", str(seed),
                "--out", str(out)]
     for key, value in settings.items():
         command += [f"--{key}", value]
+    if compile_backbone:
+        command.append("--compile")
     start = time.perf_counter()
     env = dict(os.environ)
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env)
-    _, status, usage = os.wait4(process.pid, 0)
+    # output to a file, not a pipe: a long run's progress lines would fill a pipe nobody reads
+    log_path = out.parent / "train.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
-    stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
-    row: dict[str, Any] = {"method": method, "wall_seconds": round(wall, 1),
+    stderr = log_path.read_text(errors="replace")
+    row: dict[str, Any] = {"method": method, "run": str(out), "wall_seconds": round(wall, 1),
                            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
     if os.waitstatus_to_exitcode(status) != 0:
         # the last lines with words in them (typer frames its errors in box-drawing characters)
@@ -110,7 +128,6 @@ def run_method(method: str, spec: str, budget: float, device: str, seed: int,
         "images_per_s": round(sorted(rates)[len(rates) // 2], 1) if rates else None,
         "skipped_steps": final.get("skipped_steps", 0),
     })
-    del stdout
     return row
 
 
@@ -143,20 +160,23 @@ def main() -> None:
                              "core each on a 2-core machine)")
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP threads per training process (default: torch's, all cores)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile every method's backbone (contrastlab train --compile)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
-    spec = data_spec(args.data)
     methods = [m for m in args.methods.split(",") if m]
 
     def one(method: str) -> dict[str, Any]:
-        row = run_method(method, spec, args.budget, args.device, args.seed, args.threads)
+        row = run_method(method, args.data, args.budget, args.device, args.seed, args.threads,
+                         args.compile)
         print(json.dumps(row), file=sys.stderr, flush=True)
         return row
 
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         rows = list(pool.map(one, methods))
     emit({"benchmark": "methods", "data": args.data, "budget_s": args.budget, "rows": rows,
-          "parallel": args.parallel, "threads": args.threads,
+          "parallel": args.parallel, "threads": args.threads, "compile": args.compile,
+          "views": VIEWS.get(args.data, VIEWS["fashion-mnist"]),
           "raw_pixels": RAW_PIXELS.get(args.data), "machine": machine()},
          markdown(rows, args.data, args.budget) if args.markdown else None)
 
