@@ -12,13 +12,15 @@ def test_convnet_shapes(channels: int, size: int) -> None:
     assert out.shape == (4, net.output_dim)
 
 
-def test_expanded_convnet_pools_centred_features_of_the_wider_layer() -> None:
-    net = build_backbone("convnet-small-x256", 1)
+@pytest.mark.parametrize("name,last_stage", [("convnet-small-x256", 64), ("convnet-x256", 128)])
+def test_expanded_convnet_pools_centred_features_of_the_wider_layer(name: str,
+                                                                    last_stage: int) -> None:
+    net = build_backbone(name, 1)
     assert net.output_dim == 256
     relu, conv, norm = list(net.features)[-3:]  # ... ReLU, 1x1 conv, BN (no final ReLU)
     assert isinstance(relu, torch.nn.ReLU) and isinstance(norm, torch.nn.BatchNorm2d)
     assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1)
-    assert (conv.in_channels, conv.out_channels) == (64, 256)
+    assert (conv.in_channels, conv.out_channels) == (last_stage, 256)
     torch.manual_seed(0)
     out = net(torch.randn(64, 1, 28, 28))
     assert out.shape == (64, 256)

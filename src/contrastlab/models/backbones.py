@@ -104,6 +104,8 @@ BACKBONES: dict[str, Callable[[int], Backbone]] = {
     # convnet-small, widened to 256 features by a 1x1 convolution and pooled without the final
     # ReLU: the MNIST benchmark's backbone (docs/benchmarks.md)
     "convnet-small-x256": lambda c: ConvNet(c, width=16, expand_to=256, final_relu=False),
+    # the same at twice the width (32, 64, 128 channels): the Fashion-MNIST benchmark's backbone
+    "convnet-x256": lambda c: ConvNet(c, width=32, expand_to=256, final_relu=False),
     "resnet18": lambda c: TorchvisionResNet(18, c),
     "resnet34": lambda c: TorchvisionResNet(34, c),
     "resnet50": lambda c: TorchvisionResNet(50, c),
