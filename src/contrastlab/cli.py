@@ -114,6 +114,9 @@ def train(
     bn_groups: Annotated[int | None, Opt(help="MoCo v2 shuffling BN: ghost groups of the global "
                                          "batch (under torchrun a multiple of the process "
                                          "count).")] = None,
+    num_views: Annotated[int | None, Opt(help="SupCon: augmented views per image (2 as in the "
+                                         "paper; 1: the labels alone give the positives).")]
+    = None,
     patch_size: Annotated[int | None, Opt(help="ViT patch size in pixels.")] = None,
     loss_chunk_size: Annotated[int | None, Opt(help="Rows per tile of the memory-efficient exact "
                                                "contrastive loss (default: tiled only when the "

@@ -32,6 +32,7 @@ METHOD_FIELDS = (
     "warmup_teacher_temperature", "teacher_temperature_warmup", "center_momentum",
     "off_diagonal_weight", "invariance_weight", "variance_weight", "covariance_weight",
     "weight_sigma", "margin", "mining", "mask_ratio", "loss_chunk_size", "bn_groups",
+    "num_views",
 )
 
 
@@ -86,6 +87,8 @@ class TrainConfig:
     mask_ratio: float | None = None
     # MoCo v2 shuffling BN: ghost groups of the global batch (a multiple of the process count)
     bn_groups: int | None = None
+    # views per image for methods that take it as a hyper-parameter (SupCon); None: the method's own
+    num_views: int | None = None
     patch_size: int | None = None
     # rows per tile of the memory-efficient (tiled) contrastive loss; None: automatic
     loss_chunk_size: int | None = None
@@ -138,7 +141,7 @@ class TrainConfig:
         _strictly_positive_if_set(self, "clip_grad_norm")
         _positive_if_set(self, "projection_dim", "projection_hidden_dim", "prediction_hidden_dim",
                          "num_prototypes", "sinkhorn_iterations", "patch_size", "local_crop_size",
-                         "bn_groups")
+                         "bn_groups", "num_views")
         _positive_if_set(self, "loss_chunk_size", "micro_batch")
         if self.batch_size < 2:
             raise ConfigError(

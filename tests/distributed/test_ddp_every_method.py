@@ -45,9 +45,9 @@ SMALL = {"projection_dim": 16, "projection_hidden_dim": 32, "prediction_hidden_d
          "num_prototypes": 32, "queue_size": 24, "freeze_prototypes_steps": 1}
 
 #: (case, method, extra settings): every registered method, plus random triplet mining (which
-#: draws from the global random generator). MoCo v2's ghost BN groups must split evenly over the
-#: processes: one group per process (the reference implementation's shuffling BN), so its case
-#: names the world size it is for.
+#: draws from the global random generator) and SupCon with one view per image. MoCo v2's ghost
+#: BN groups must split evenly over the processes: one group per process (the reference
+#: implementation's shuffling BN), so its case names the world size it is for.
 #: GradCache (``micro_batch``) under DDP: each process's micro-batch is its whole share of the
 #: batch and batch norm is per process, so one process with micro-batches of the same size sees
 #: the same rows in every batch-norm call (running estimates, updated twice per micro-batch and
@@ -57,6 +57,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = (
     [(name, name, {"backbone": "vit-micro"} if name == "mae" else {})
      for name in list_methods() if name != "moco-v2"]
     + [("triplet-random", "triplet", {"mining": "none"})]
+    + [("supcon-one-view", "supcon", {"num_views": 1})]
     + [(f"moco-v2-{world}", "moco-v2", {"bn_groups": world}) for world in (2, 3)]
     + [(f"{method}-micro-batch-{world}", method,
         {"micro_batch": GLOBAL_BATCH // world, "sync_batchnorm": False})

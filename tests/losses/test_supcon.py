@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from contrastlab.errors import ConfigError
-from contrastlab.losses import SupConLoss, nt_xent, supcon_loss
+from contrastlab.losses import SupConLoss, nt_xent, supcon_loss, supcon_loss_views
 
 
 def supcon_direct(z1: torch.Tensor, z2: torch.Tensor, labels: list[int], temperature: float):
@@ -79,3 +79,60 @@ def test_stable_in_low_precision_and_errors() -> None:
         supcon_loss(torch.randn(4, 3), torch.randn(4, 3), torch.zeros(5, dtype=torch.long))
     a, b, y = torch.randn(5, 3), torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1])
     torch.testing.assert_close(SupConLoss(0.2)(a, b, y), supcon_loss(a, b, y, 0.2))
+
+
+def supcon_direct_views(views: list[torch.Tensor], labels: list[int], temperature: float):
+    """Eq. (2) over V views (view v of image k is index v*N + k); anchors without a positive
+    (possible with one view) are left out of the mean."""
+    n = views[0].shape[0]
+    flat = [v[k] / torch.linalg.norm(v[k]) for v in views for k in range(n)]
+    view_labels = labels * len(views)
+    terms = []
+    for i in range(len(flat)):
+        others = [a for a in range(len(flat)) if a != i]
+        positives = [p for p in others if view_labels[p] == view_labels[i]]
+        if not positives:
+            continue
+        denominator = sum(torch.exp(torch.dot(flat[i], flat[a]) / temperature) for a in others)
+        terms.append(-sum(
+            torch.log(torch.exp(torch.dot(flat[i], flat[p]) / temperature) / denominator)
+            for p in positives) / len(positives))
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("num_views,labels,temperature", [
+    (1, [0, 1, 0, 2, 1, 0], 0.1),     # class 2 appears once: that anchor has no positive
+    (1, [3, 3, 3, 3], 0.5),
+    (3, [0, 1, 2, 0, 4], 0.2),
+    (4, [1, 1, 0], 1.0),
+])
+def test_any_number_of_views_matches_direct_formula(num_views: int, labels: list[int],
+                                                    temperature: float) -> None:
+    generator = torch.Generator().manual_seed(num_views * 11 + len(labels))
+    views = [torch.randn(len(labels), 5, dtype=torch.float64, generator=generator,
+                         requires_grad=True) for _ in range(num_views)]
+    ours = supcon_loss_views(views, torch.tensor(labels), temperature)
+    direct = supcon_direct_views(views, labels, temperature)
+    torch.testing.assert_close(ours, direct, atol=1e-5, rtol=1e-5)
+    for a, b in zip(torch.autograd.grad(ours, views), torch.autograd.grad(direct, views),
+                    strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_two_views_is_supcon_loss_and_single_view_edge_cases() -> None:
+    torch.manual_seed(2)
+    z1, z2, y = torch.randn(6, 4), torch.randn(6, 4), torch.tensor([0, 1, 0, 1, 2, 2])
+    torch.testing.assert_close(supcon_loss_views([z1, z2], y, 0.3), supcon_loss(z1, z2, y, 0.3))
+    # every class once in a one-view batch: no anchor has a positive, the loss is 0 with no
+    # gradient (rather than NaN)
+    lonely = torch.randn(4, 3, requires_grad=True)
+    loss = supcon_loss_views([lonely], torch.arange(4))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(lonely.grad, torch.zeros_like(lonely))
+    with pytest.raises(ValueError, match="needs labels"):
+        supcon_loss_views([z1], None)
+    with pytest.raises(ValueError, match="at least one view"):
+        supcon_loss_views([], y)
+    with pytest.raises(ValueError, match="same shape"):
+        supcon_loss_views([z1, z2[:5]], y)

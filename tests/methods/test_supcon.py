@@ -10,7 +10,7 @@ from rich.console import Console
 
 from contrastlab.config import build_config
 from contrastlab.errors import ConfigError
-from contrastlab.losses import nt_xent, supcon_loss
+from contrastlab.losses import nt_xent, supcon_loss, supcon_loss_views
 from contrastlab.methods import build_method
 from contrastlab.methods.supcon import SupCon
 from contrastlab.models import build_backbone
@@ -51,3 +51,28 @@ def test_trainer_refuses_unlabelled_data_and_points_to_simclr(tmp_path: Path) ->
                                  "epochs": 1, "out": str(tmp_path / "run")})
     with pytest.raises(ConfigError, match="--method simclr"):
         train(config, console=Console(quiet=True), evaluate_at_end=False)
+
+
+def test_one_view_per_image_uses_labels_alone() -> None:
+    torch.manual_seed(3)
+    method = SupCon(build_backbone("convnet-small", 1), temperature=0.2, projection_dim=8,
+                    projection_hidden_dim=16, num_views=1)
+    images, labels = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 0, 2, 1, 0])
+    out = method.training_step([images], labels)
+    z = method.projection_head(method.backbone(images))
+    torch.testing.assert_close(out.loss, supcon_loss_views([z], labels, 0.2))
+    with pytest.raises(ValueError, match="exactly 1 views"):
+        method.training_step([images, images], labels)
+    with pytest.raises(ConfigError, match="num_views"):
+        SupCon(build_backbone("convnet-small", 1), num_views=0)
+
+
+def test_trainer_builds_the_configured_number_of_views(tmp_path: Path) -> None:
+    from contrastlab.train.trainer import build_views
+
+    one = build_config(None, {"method": "supcon", "num_views": 1, "out": str(tmp_path)})
+    assert build_views(one, 8, 1, (0.5,), (0.5,)).num_views == 1
+    default = build_config(None, {"method": "supcon", "out": str(tmp_path)})
+    assert build_views(default, 8, 1, (0.5,), (0.5,)).num_views == 2
+    with pytest.raises(ConfigError, match="num_views is not a setting of method 'simclr'"):
+        build_config(None, {"method": "simclr", "num_views": 1, "out": str(tmp_path)})

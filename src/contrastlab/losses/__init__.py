@@ -37,7 +37,7 @@ from contrastlab.losses.rotation import (
     rotate_four_ways,
     rotation_prediction_loss,
 )
-from contrastlab.losses.supcon import SupConLoss, supcon_loss
+from contrastlab.losses.supcon import SupConLoss, supcon_loss, supcon_loss_views
 from contrastlab.losses.swav import (
     SwappedPredictionLoss,
     sinkhorn_knopp,
@@ -79,5 +79,6 @@ __all__ = [
     "BarlowTwinsLoss", "DCLLoss", "NPairLoss", "SupConLoss", "TripletLoss", "VICRegLoss",
     "VICRegTerms", "barlow_twins_loss", "cross_correlation", "dcl_loss", "dclw_loss",
     "dclw_weights", "mine_triplets", "npair_loss", "scaled_off_diagonal_weight",
-    "squared_distances", "supcon_loss", "triplet_loss", "vicreg_loss", "vicreg_terms",
+    "squared_distances", "supcon_loss", "supcon_loss_views", "triplet_loss", "vicreg_loss",
+    "vicreg_terms",
 ]

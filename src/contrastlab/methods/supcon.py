@@ -14,6 +14,11 @@ Same encoder, 2-layer projection head and two-view batch as SimCLR; the labels t
 of the same class into a positive. T = 0.1 (the paper's). With no labels the loss reduces to
 SimCLR's NT-Xent, so the trainer refuses unlabelled data and points to ``--method simclr``.
 
+``num_views`` (``--num-views``, default 2 as in the paper) sets the views per image: the equation
+is the same for any number (Sec. 3.1's multiviewed batch), and with 1 view the labels alone give
+the positives, at twice the images per second of two views (an anchor whose class appears once
+in the batch has no positive and is left out of the mean).
+
 Distributed: the embeddings are gathered across ranks with gradient and the labels without, so
 every view of the global batch is an anchor and a contrast view; every rank computes the loss of
 the global batch (DDP's gradient average then gives its exact gradient).
@@ -24,7 +29,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from contrastlab.distributed import gather_no_grad, gather_with_grad
-from contrastlab.losses.supcon import supcon_loss
+from contrastlab.errors import ConfigError
+from contrastlab.losses.supcon import supcon_loss_views
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.models import Backbone, ProjectionHead
 
@@ -37,6 +43,7 @@ class SupCon(Method):
         temperature: T (0.1 in the paper).
         projection_dim: output dimension of the head (128 in the paper).
         projection_hidden_dim: hidden width of the head.
+        num_views: augmented views per image (2 in the paper; 1 or more).
     """
 
     name = "supcon"
@@ -49,8 +56,12 @@ class SupCon(Method):
         temperature: float = 0.1,
         projection_dim: int = 128,
         projection_hidden_dim: int = 512,
+        num_views: int = 2,
     ) -> None:
         super().__init__(backbone)
+        if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 1:
+            raise ConfigError(f"num_views = {num_views!r} is not allowed; allowed: an integer >= 1")
+        self.num_views = num_views
         self.temperature = temperature
         self.projection_head = ProjectionHead(
             backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
@@ -58,9 +69,9 @@ class SupCon(Method):
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """L_out over the global batch (embeddings gathered with gradient, labels without)."""
-        z1, z2 = gather_with_grad(embeddings[:, 0]), gather_with_grad(embeddings[:, 1])
+        views = [gather_with_grad(embeddings[:, v]) for v in range(embeddings.shape[1])]
         global_labels = None if labels is None else gather_no_grad(labels)
-        loss = supcon_loss(z1, z2, global_labels, self.temperature)
+        loss = supcon_loss_views(views, global_labels, self.temperature)
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:

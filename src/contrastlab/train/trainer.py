@@ -147,8 +147,9 @@ def num_local_crops(config: TrainConfig) -> int:
 
 def build_views(config: TrainConfig, image_size: int, channels: int,
                 mean: tuple[float, ...], std: tuple[float, ...]) -> SimCLRViews | MultiCropViews:
-    """The views the method trains on: ``num_views`` global views, plus local multi-crop views
-    when the method uses them."""
+    """The views the method trains on: ``num_views`` global views (the configured number for a
+    method that takes it, e.g. SupCon, else the method's), plus local multi-crop views when the
+    method uses them."""
     augment = AugmentConfig(
         crop_scale=config.crop_scale,
         flip_p=config.flip_p,
@@ -158,7 +159,7 @@ def build_views(config: TrainConfig, image_size: int, channels: int,
         blur_p=config.blur_p,
         rotation=config.rotation,
     )
-    num_global = METHODS[config.method].num_views
+    num_global = config.num_views or METHODS[config.method].num_views
     num_local = num_local_crops(config)
     if num_local == 0:
         return SimCLRViews(image_size, channels, mean, std, augment, num_views=num_global)
