@@ -108,9 +108,7 @@ def supcon_loss_views(views: list[Tensor] | tuple[Tensor, ...], labels: Tensor |
     positive = (view_labels[:, None] == view_labels[None, :]) & ~self_mask
     positive_log_probability = log_probability.masked_fill(~positive, 0.0).sum(dim=1)
     positive_count = positive.sum(dim=1)
-    has_positive = positive_count > 0
-    if num_views >= 2:
-        return -(positive_log_probability / positive_count).mean()
+    has_positive = positive_count > 0  # all anchors when V >= 2 (the other views of the image)
     per_anchor = positive_log_probability / positive_count.clamp(min=1)
     return -(per_anchor * has_positive).sum() / has_positive.sum().clamp(min=1)
 
