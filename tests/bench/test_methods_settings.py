@@ -38,6 +38,8 @@ def test_every_method_has_valid_settings(bench_methods, data: str, tmp_path: Pat
         assert isinstance(config, TrainConfig)
 
 
-def test_fashion_supcon_uses_one_view(bench_methods) -> None:
-    assert bench_methods.settings_for("supcon", "fashion-mnist")["num-views"] == "1"
-    assert "num-views" not in bench_methods.settings_for("supcon", "mnist")
+def test_fashion_supcon_uses_one_view_at_its_temperature(bench_methods) -> None:
+    fashion = bench_methods.settings_for("supcon", "fashion-mnist")
+    assert (fashion["num-views"], fashion["temperature"]) == ("1", "0.2")
+    mnist = bench_methods.settings_for("supcon", "mnist")
+    assert "num-views" not in mnist and mnist["temperature"] == "0.1"
