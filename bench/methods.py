@@ -1,9 +1,11 @@
-"""Every method on one benchmark at an equal wall-time budget: linear probe and kNN accuracy,
-images/s and peak resident memory, one fresh process per method.
+"""Every method on one benchmark at an equal wall-time budget (or an equal number of epochs):
+linear probe and kNN accuracy, images/s and peak resident memory, one fresh process per run.
 
     python bench/methods.py --data mnist --budget 300 [--methods simclr,byol,...] [--markdown]
     python bench/methods.py --data fashion-mnist --budget 900 --markdown
     python bench/methods.py --data mnist --budget 300 --parallel 2 --threads 1  # a core each
+    python bench/methods.py --data fashion-mnist --epochs 17 --device cuda --precision bf16 \
+        --methods supcon,supervised --seed 0,1,2,3,4 --parallel 10 [--set crop-scale=0.2,1]
 
 ``mnist`` is the seeded stratified 8,000 / 2,000 split of ../shared/data/mnist-test;
 ``fashion-mnist`` is the official 60,000 / 10,000 split of the Debian package. Every method trains
@@ -103,26 +105,61 @@ def settings_for(method: str, data: str) -> dict[str, str]:
             **DATA_METHOD_SETTINGS.get(data, {}).get(method, {})}
 
 
-def run_method(method: str, data: str, budget: float, device: str, seed: int,
-               threads: int | None = None, compile_backbone: bool = False,
-               precision: str = "auto", backbone: str | None = None) -> dict[str, Any]:
-    """Train one method in a fresh process; return its final metrics, throughput and peak RSS.
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``["crop-scale=0.2,1", "lr=1e-2"]`` -> ``{"crop-scale": "0.2,1", "lr": "1e-2"}``."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE, e.g. --set crop-scale=0.2,1")
+        overrides[key.removeprefix("--")] = value
+    return overrides
 
-    ``threads``: OMP_NUM_THREADS of the process (None: torch's default, all cores).
-    ``backbone``: replaces COMMON's backbone for every method that does not set its own (MAE)."""
-    out = Path(tempfile.mkdtemp(prefix=f"bench-{method}-")) / "run"
-    spec = data_spec(data)
+
+def train_command(method: str, data: str, out: Path, *, budget: float | None = None,
+                  epochs: int | None = None, device: str = "cpu", seed: int = 0,
+                  compile_backbone: bool = False, precision: str = "auto",
+                  backbone: str | None = None, overrides: dict[str, str] | None = None,
+                  data_path: str | None = None) -> list[str]:
+    """The ``contrastlab train`` command line of one benchmark row.
+
+    Exactly one of ``budget`` (seconds, ``--time-budget``) and ``epochs`` (a fixed number of
+    epochs: equal work on any machine, for sweeps on a GPU) is given. ``overrides`` replace the
+    benchmark's settings (``--set KEY=VALUE``); ``data_path`` reads the benchmark's data from
+    another place (a copy of the Fashion-MNIST IDX folder on a machine without the package)."""
+    if (budget is None) == (epochs is None):
+        raise ValueError("give exactly one of budget and epochs")
     settings = settings_for(method, data)
     if backbone is not None and "backbone" not in METHOD_SETTINGS.get(method, {}):
         settings["backbone"] = backbone
     settings["precision"] = precision
-    command = [sys.executable, "-m", "contrastlab", "train", "--method", method, "--data", spec,
-               "--time-budget", str(budget), "--device", device, "--seed", str(seed),
-               "--out", str(out)]
+    settings.update(overrides or {})
+    length = (["--time-budget", str(budget)] if budget is not None
+              else ["--epochs", str(epochs)])
+    command = [sys.executable, "-m", "contrastlab", "train", "--method", method,
+               "--data", data_path or data_spec(data), *length, "--device", device,
+               "--seed", str(seed), "--out", str(out)]
     for key, value in settings.items():
         command += [f"--{key}", value]
     if compile_backbone:
         command.append("--compile")
+    return command
+
+
+def run_method(method: str, data: str, budget: float | None, device: str, seed: int,
+               threads: int | None = None, compile_backbone: bool = False,
+               precision: str = "auto", backbone: str | None = None, *,
+               epochs: int | None = None, overrides: dict[str, str] | None = None,
+               data_path: str | None = None) -> dict[str, Any]:
+    """Train one method in a fresh process; return its final metrics, throughput and peak RSS.
+
+    ``threads``: OMP_NUM_THREADS of the process (None: torch's default, all cores).
+    ``backbone``: replaces COMMON's backbone for every method that does not set its own (MAE).
+    ``epochs`` (with ``budget=None``), ``overrides``, ``data_path``: see ``train_command``."""
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{method}-")) / "run"
+    command = train_command(method, data, out, budget=budget, epochs=epochs, device=device,
+                            seed=seed, compile_backbone=compile_backbone, precision=precision,
+                            backbone=backbone, overrides=overrides, data_path=data_path)
     start = time.perf_counter()
     env = dict(os.environ)
     if threads is not None:
@@ -153,18 +190,19 @@ def run_method(method: str, data: str, budget: float, device: str, seed: int,
     return row
 
 
-def markdown(rows: list[dict[str, Any]], data: str, budget: float) -> str:
+def markdown(rows: list[dict[str, Any]], data: str, budget: float | None) -> str:
+    length = f"steps in {budget:.0f} s" if budget is not None else "steps"
     lines = [f"| method | linear top-1 | kNN top-1 (k=200) | images/s | peak RSS (MiB) | "
-             f"steps in {budget:.0f} s |", "|---|---|---|---|---|---|"]
+             f"{length} |", "|---|---|---|---|---|---|"]
     raw = RAW_PIXELS.get(data)
     if raw:
         lines.append(f"| raw pixels | {100 * raw['linear']:.1f}% | {100 * raw['knn']:.1f}% | - | - "
                      "| - |")
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['method']} | failed: {r['error']} | | | {r['peak_rss_mib']} | |")
+            lines.append(f"| {r['label']} | failed: {r['error']} | | | {r['peak_rss_mib']} | |")
             continue
-        lines.append(f"| {r['method']} | {100 * r['linear_top1']:.2f}% | "
+        lines.append(f"| {r['label']} | {100 * r['linear_top1']:.2f}% | "
                      f"{100 * r['knn_top1']:.2f}% | {r['images_per_s']} | {r['peak_rss_mib']} | "
                      f"{r['steps']} |")
     return "\n".join(lines)
@@ -173,12 +211,25 @@ def markdown(rows: list[dict[str, Any]], data: str, budget: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="mnist", help="mnist, fashion-mnist or any --data spec")
-    parser.add_argument("--budget", type=float, default=300.0, help="seconds per method")
+    parser.add_argument("--data-path", default=None,
+                        help="read the benchmark's data from here (e.g. a copy of the "
+                             "Fashion-MNIST IDX folder on a machine without the Debian package)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--budget", type=float, default=None,
+                        help="seconds per method (default 300)")
+    length.add_argument("--epochs", type=int, default=None,
+                        help="a fixed number of epochs instead of a time budget (equal work on "
+                             "any machine: sweeps on a GPU)")
     parser.add_argument("--methods", default=",".join(METHOD_SETTINGS))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", default="0",
+                        help="seed, or seeds separated by commas (one row per method and seed)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="replace one training setting of every method, e.g. --set "
+                             "crop-scale=0.2,1 (repeatable)")
     parser.add_argument("--parallel", type=int, default=1,
-                        help="methods trained at the same time (e.g. 2 with --threads 1: one "
+                        help="runs trained at the same time (e.g. 2 with --threads 1: one "
                              "core each on a 2-core machine)")
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP threads per training process (default: torch's, all cores)")
@@ -192,23 +243,35 @@ def main() -> None:
                              f"{BACKBONES})")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    budget = args.budget if args.budget is not None or args.epochs is not None else 300.0
     methods = [m for m in args.methods.split(",") if m]
+    try:
+        seeds = [int(s) for s in args.seed.split(",") if s.strip()]
+    except ValueError:
+        raise SystemExit(f"--seed {args.seed!r}: expected integers separated by commas") from None
+    overrides = parse_overrides(args.overrides)
+    jobs = [(method, seed) for method in methods for seed in seeds]
 
-    def one(method: str) -> dict[str, Any]:
-        row = run_method(method, args.data, args.budget, args.device, args.seed, args.threads,
-                         args.compile, args.precision, args.backbone)
+    def one(job: tuple[str, int]) -> dict[str, Any]:
+        method, seed = job
+        row = run_method(method, args.data, budget, args.device, seed, args.threads,
+                         args.compile, args.precision, args.backbone, epochs=args.epochs,
+                         overrides=overrides, data_path=args.data_path)
+        row["seed"] = seed
+        row["label"] = method if len(seeds) == 1 else f"{method} (seed {seed})"
         print(json.dumps(row), file=sys.stderr, flush=True)
         return row
 
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        rows = list(pool.map(one, methods))
-    emit({"benchmark": "methods", "data": args.data, "budget_s": args.budget, "rows": rows,
+        rows = list(pool.map(one, jobs))
+    emit({"benchmark": "methods", "data": args.data, "budget_s": budget, "epochs": args.epochs,
+          "seeds": seeds, "overrides": overrides, "rows": rows,
           "parallel": args.parallel, "threads": args.threads, "compile": args.compile,
           "precision": args.precision,
           "backbone": args.backbone or BACKBONES.get(args.data, COMMON["backbone"]),
           "views": VIEWS.get(args.data, VIEWS["fashion-mnist"]),
           "raw_pixels": RAW_PIXELS.get(args.data), "machine": machine()},
-         markdown(rows, args.data, args.budget) if args.markdown else None)
+         markdown(rows, args.data, budget) if args.markdown else None)
 
 
 if __name__ == "__main__":
