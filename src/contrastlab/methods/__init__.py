@@ -13,6 +13,7 @@ from typing import Any
 
 from contrastlab.errors import unknown_name
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.methods.simclr import SimCLR
 from contrastlab.models import build_backbone
 
@@ -29,6 +30,12 @@ def _discover() -> dict[str, type[Method]]:
                 if value.name in found and found[value.name] is not value:
                     raise RuntimeError(f"two methods are named '{value.name}'")
                 found[value.name] = value
+    owners: dict[type, str] = {}
+    for name, method in found.items():  # each method declares its own settings class
+        if "Settings" not in vars(method) or method.Settings in owners:
+            raise RuntimeError(f"method '{name}' must declare its own Settings dataclass")
+        owners[method.Settings] = name
+        method.Settings.name = name
     return found
 
 
@@ -40,22 +47,31 @@ def list_methods() -> list[str]:
     return sorted(METHODS)
 
 
+def method_class(name: str) -> type[Method]:
+    """The method registered as ``name`` (ConfigError with the valid names otherwise)."""
+    if name not in METHODS:
+        raise unknown_name("method", name, METHODS)
+    return METHODS[name]
+
+
 def build_method(
     name: str,
     backbone_name: str,
     in_channels: int,
     backbone_options: dict[str, Any] | None = None,
-    **kwargs: Any,
+    settings: MethodSettings | None = None,
+    **overrides: Any,
 ) -> Method:
     """Build a method around a freshly initialised backbone.
 
     ``backbone_options`` go to :func:`build_backbone` (e.g. ``image_size``/``patch_size`` for a
-    ViT); ``kwargs`` are the method's hyper-parameters (e.g. ``temperature``, ``projection_dim``).
+    ViT); ``settings`` (the method's :attr:`Method.Settings`) and ``overrides`` (e.g.
+    ``temperature=0.2``) are the method's hyper-parameters.
     """
-    if name not in METHODS:
-        raise unknown_name("method", name, METHODS)
+    method = method_class(name)
     backbone = build_backbone(backbone_name, in_channels, **(backbone_options or {}))
-    return METHODS[name](backbone, **kwargs)
+    return method(backbone, settings, **overrides)
 
 
-__all__ = ["METHODS", "Method", "SimCLR", "StepOutput", "build_method", "list_methods"]
+__all__ = ["METHODS", "Method", "MethodSettings", "SimCLR", "StepOutput", "build_method",
+           "list_methods", "method_class"]

@@ -23,38 +23,50 @@ batch 128, one thread) widths 512 / 1024 / 2048 made 220 / 180 / 80 steps and re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor
 
 from contrastlab.losses.barlow_twins import barlow_twins_loss, scaled_off_diagonal_weight
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.settings import setting
+
+
+@dataclass
+class BarlowTwinsSettings(MethodSettings):
+    """Barlow Twins' hyper-parameters."""
+
+    projection_dim: int = common.projection_dim(
+        512, "here: measured on the CPU (the paper: 8192)")
+    projection_hidden_dim: int = common.projection_hidden_dim(
+        512, "here: measured on the CPU (the paper: 8192)")
+    off_diagonal_weight: float | None = setting(
+        None, "lambda, the weight of the off-diagonal (redundancy) term; none: 1 / D.",
+        source="the paper: 5e-3 at D = 8192, i.e. about 1 / D", ge=0)
 
 
 class BarlowTwins(Method):
     """Barlow Twins with a 3-layer projector and the cross-correlation loss.
 
-    Args:
-        backbone: encoder f.
-        projection_dim: output width D of the projector (8192 in the paper).
-        projection_hidden_dim: width of its two hidden layers (8192 in the paper).
-        off_diagonal_weight: lambda; None: 1 / D (the paper: 5e-3 at D = 8192).
+    Settings: :class:`BarlowTwinsSettings` (projector widths, lambda).
     """
 
     name = "barlow-twins"
+    Settings = BarlowTwinsSettings
     supports_grad_cache = True
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        projection_dim: int = 512,
-        projection_hidden_dim: int = 512,
-        off_diagonal_weight: float | None = None,
-    ) -> None:
-        super().__init__(backbone)
-        self.off_diagonal_weight = (scaled_off_diagonal_weight(projection_dim)
-                                    if off_diagonal_weight is None else off_diagonal_weight)
-        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
-                                              projection_dim, num_layers=3,
+    def __init__(self, backbone: Backbone, settings: BarlowTwinsSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.off_diagonal_weight = (scaled_off_diagonal_weight(s.projection_dim)
+                                    if s.off_diagonal_weight is None else s.off_diagonal_weight)
+        self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                              s.projection_dim, num_layers=3,
                                               last_batch_norm=False)
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:

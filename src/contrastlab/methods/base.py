@@ -32,11 +32,15 @@ The trainer calls the module itself, ``method(views, labels)``, which runs :meth
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from contrastlab.errors import ConfigError
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone
 
 
@@ -64,6 +68,8 @@ class Method(nn.Module):
     """
 
     name: str = "method"
+    #: the method's hyper-parameters (a dataclass declared beside the method)
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
     num_views: int = 2
     default_local_crops: int = 0
     supports_multi_crop: bool = False
@@ -73,11 +79,33 @@ class Method(nn.Module):
     unused_parameters: bool = False
     supports_grad_cache: bool = False
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, settings: MethodSettings | None = None,
+                 **overrides: Any) -> None:
+        """Keep ``backbone`` and the method's settings: ``settings`` (an instance of the
+        method's :attr:`Settings`), changed by ``overrides``, or the defaults changed by
+        ``overrides`` (``SimCLR(backbone, temperature=0.2)``)."""
         super().__init__()
+        self.settings = self.make_settings(settings, overrides)
         self.backbone = backbone
         self.step = 0
         self.progress = 0.0
+
+    @classmethod
+    def make_settings(cls, settings: MethodSettings | None = None,
+                      overrides: Mapping[str, Any] | None = None) -> MethodSettings:
+        """The method's settings from an instance and/or ``{name: value}`` overrides."""
+        if settings is not None and type(settings) is not cls.Settings:
+            raise ConfigError(f"method '{cls.name}' takes {cls.Settings.__name__}, got "
+                              f"{type(settings).__name__}")
+        values = {} if settings is None else settings.to_dict()
+        values.update(overrides or {})
+        return cls.Settings.from_mapping(values, f"the settings of method '{cls.name}'")
+
+    @classmethod
+    def views_per_image(cls, settings: MethodSettings) -> int:
+        """Global views per image: the ``num_views`` setting where the method has one
+        (SupCon), else the class's :attr:`num_views`."""
+        return int(getattr(settings, "num_views", cls.num_views))
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
         """Compute the loss on a batch of augmented views (one tensor per view, same images).

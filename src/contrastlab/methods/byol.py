@@ -22,48 +22,52 @@ one batch of 2N images (one forward); the target network sees the same 2N.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from contrastlab.errors import ConfigError
 from contrastlab.losses.byol import byol_loss
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
 from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
 
 
-class BYOL(Method):
-    """BYOL with an EMA target network and a symmetrised normalised-MSE loss.
+@dataclass
+class BYOLSettings(MethodSettings):
+    """BYOL's hyper-parameters."""
 
-    Args:
-        backbone: online encoder f_theta.
-        projection_dim: output of the projector and predictor (256 in the paper).
-        projection_hidden_dim: projector hidden width (4096 in the paper).
-        prediction_hidden_dim: predictor hidden width (4096 in the paper).
-        ema_momentum: base target decay rate tau_base (0.996 in the paper).
-        ema_cosine: raise tau to 1 on a cosine over training (on in the paper).
-    """
+    projection_dim: int = common.projection_dim(256, "the paper")
+    projection_hidden_dim: int = common.projection_hidden_dim(
+        1024, "here: the small backbones (the paper: 4096)")
+    prediction_hidden_dim: int = common.prediction_hidden_dim(
+        1024, "here: the small backbones (the paper: 4096)")
+    ema_momentum: float = common.ema_momentum(0.996, "the paper (tau_base)")
+    ema_cosine: bool = common.ema_cosine(True, "the paper")
+
+
+class BYOL(Method):
+    """BYOL with an EMA target network and a symmetrised normalised-MSE loss (settings:
+    :class:`BYOLSettings`)."""
 
     name = "byol"
+    Settings = BYOLSettings
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        projection_dim: int = 256,
-        projection_hidden_dim: int = 1024,
-        prediction_hidden_dim: int = 1024,
-        ema_momentum: float = 0.996,
-        ema_cosine: bool = True,
-    ) -> None:
-        super().__init__(backbone)
-        if not 0.0 <= ema_momentum <= 1.0:
-            raise ConfigError(f"ema_momentum must be in [0, 1], got {ema_momentum}")
-        self.ema_momentum = ema_momentum
-        self.ema_cosine = ema_cosine
-        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
-                                              projection_dim, num_layers=2, last_batch_norm=False)
-        self.prediction_head = ProjectionHead(projection_dim, prediction_hidden_dim,
-                                              projection_dim, num_layers=2, last_batch_norm=False)
+    def __init__(self, backbone: Backbone, settings: BYOLSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.ema_momentum = s.ema_momentum
+        self.ema_cosine = s.ema_cosine
+        self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                              s.projection_dim, num_layers=2,
+                                              last_batch_norm=False)
+        self.prediction_head = ProjectionHead(s.projection_dim, s.prediction_hidden_dim,
+                                              s.projection_dim, num_layers=2,
+                                              last_batch_norm=False)
         self.target_backbone = make_teacher(backbone)
         self.target_projection_head = make_teacher(self.projection_head)
 

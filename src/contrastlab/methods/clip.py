@@ -17,12 +17,28 @@ through two separately initialised towers until the image-text data path exists
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor, nn
 
 from contrastlab.losses.clip import CLIP_INIT_TEMPERATURE, CLIPLoss, clip_logit_scale
 from contrastlab.methods.base import StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.methods.two_tower import TwoTowerMethod
 from contrastlab.models import Backbone
+from contrastlab.settings import setting
+
+
+@dataclass
+class CLIPSettings(MethodSettings):
+    """CLIP's hyper-parameters."""
+
+    temperature: float = setting(
+        CLIP_INIT_TEMPERATURE, "Initial temperature 1 / exp(t); learned during training.",
+        source="the paper (0.07)", gt=0)
+    projection_dim: int = setting(128, "Width of the joint embedding space of the two towers.",
+                                  source="here", ge=1)
 
 
 class CLIP(TwoTowerMethod):
@@ -30,17 +46,17 @@ class CLIP(TwoTowerMethod):
 
     Args:
         backbone: tower A's encoder (evaluated).
-        temperature: the initial temperature 1 / exp(t) (0.07 in the paper); learned.
-        projection_dim: width of the joint embedding space.
+        settings: :class:`CLIPSettings` (initial temperature, joint width).
         tower_b: tower B's encoder; default a freshly initialised copy of ``backbone``.
     """
 
     name = "clip"
+    Settings = CLIPSettings
 
-    def __init__(self, backbone: Backbone, temperature: float = CLIP_INIT_TEMPERATURE,
-                 projection_dim: int = 128, tower_b: nn.Module | None = None) -> None:
-        super().__init__(backbone, projection_dim, tower_b)
-        self.loss = CLIPLoss(temperature)
+    def __init__(self, backbone: Backbone, settings: CLIPSettings | None = None,
+                 tower_b: nn.Module | None = None, **overrides: Any) -> None:
+        super().__init__(backbone, settings, tower_b, **overrides)
+        self.loss = CLIPLoss(self.settings.temperature)
 
     def pair_loss(self, embeddings_a: Tensor, embeddings_b: Tensor) -> StepOutput:
         loss = self.loss(embeddings_a, embeddings_b)

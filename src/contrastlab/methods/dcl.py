@@ -16,38 +16,45 @@ global batch; every rank computes the loss of the global batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor
 
 from contrastlab.distributed import gather_with_grad
 from contrastlab.losses.dcl import dcl_loss
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+
+
+@dataclass
+class DCLSettings(MethodSettings):
+    """DCL's hyper-parameters."""
+
+    temperature: float = common.temperature(0.1, "the paper")
+    projection_dim: int = common.projection_dim(128, "SimCLR's")
+    projection_hidden_dim: int = common.projection_hidden_dim(512, "SimCLR's width here")
 
 
 class DCL(Method):
     """Decoupled contrastive learning with SimCLR's encoder and projection head.
 
-    Args:
-        backbone: encoder f.
-        temperature: T (0.1 in the paper).
-        projection_dim: output dimension of g (128, as SimCLR).
-        projection_hidden_dim: hidden width of g.
+    Settings: :class:`DCLSettings` (temperature T, projection head widths).
     """
 
     name = "dcl"
+    Settings = DCLSettings
     supports_grad_cache = True
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        temperature: float = 0.1,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-    ) -> None:
-        super().__init__(backbone)
-        self.temperature = temperature
+    def __init__(self, backbone: Backbone, settings: DCLSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.temperature = s.temperature
         self.projection_head = ProjectionHead(
-            backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
+            backbone.output_dim, s.projection_hidden_dim, s.projection_dim, num_layers=2
         )
 
     def weight_sigma_or_none(self) -> float | None:

@@ -11,36 +11,35 @@ so positive pairs that already agree more than the batch average pull less and h
 
 from __future__ import annotations
 
-from contrastlab.errors import ConfigError
-from contrastlab.methods.dcl import DCL
+from dataclasses import dataclass
+from typing import Any
+
+from contrastlab.methods.dcl import DCL, DCLSettings
 from contrastlab.models import Backbone
+from contrastlab.settings import setting
+
+
+@dataclass
+class DCLWSettings(DCLSettings):
+    """DCLW's hyper-parameters: DCL's and the weighting function's sigma."""
+
+    weight_sigma: float = setting(0.5, "sigma of DCLW's weighting of the positive pair.",
+                                  source="the paper", gt=0)
 
 
 class DCLW(DCL):
     """DCL with the weighting function of the positive pair.
 
-    Args:
-        backbone: encoder f.
-        temperature: T (0.1 in the paper).
-        weight_sigma: sigma of the weighting function (0.5 in the paper).
-        projection_dim: output dimension of g.
-        projection_hidden_dim: hidden width of g.
+    Settings: :class:`DCLWSettings` (DCL's and ``weight_sigma``).
     """
 
     name = "dclw"
+    Settings = DCLWSettings
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        temperature: float = 0.1,
-        weight_sigma: float = 0.5,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-    ) -> None:
-        super().__init__(backbone, temperature, projection_dim, projection_hidden_dim)
-        if not weight_sigma > 0:
-            raise ConfigError(f"weight_sigma must be > 0, got {weight_sigma}")
-        self.weight_sigma = weight_sigma
+    def __init__(self, backbone: Backbone, settings: DCLWSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        self.weight_sigma = self.settings.weight_sigma
 
     def weight_sigma_or_none(self) -> float | None:
         return self.weight_sigma

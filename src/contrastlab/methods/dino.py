@@ -15,80 +15,86 @@ image; centring and sharpening with a momentum teacher avoid collapse without ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from contrastlab.losses.dino import DINOLoss, teacher_temperature_at
+from contrastlab.methods import settings as common
 from contrastlab.methods._multi_crop import forward_multi_crop
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone
 from contrastlab.models.dino_head import DINOHead
 from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
+from contrastlab.settings import setting
+
+
+@dataclass
+class DINOSettings(MethodSettings):
+    """DINO's hyper-parameters."""
+
+    temperature: float = setting(0.1, "Student temperature tau_s.", source="the paper", gt=0)
+    teacher_temperature: float = setting(
+        0.07, "Teacher temperature tau_t after the warm-up.",
+        source="the paper (0.04-0.07)", gt=0)
+    warmup_teacher_temperature: float = setting(
+        0.04, "Teacher temperature at the start of the warm-up.", source="the paper", gt=0)
+    teacher_temperature_warmup: float = setting(
+        0.3, "Share of the schedule over which tau_t rises linearly.",
+        source="the paper: 30 epochs of 100", ge=0, le=1,
+        note="is a share of the schedule and ")
+    center_momentum: float = setting(0.9, "Momentum m of the centre update.",
+                                     source="the paper", ge=0, lt=1)
+    ema_momentum: float = common.ema_momentum(0.996, "the paper")
+    ema_cosine: bool = common.ema_cosine(True, "the paper")
+    projection_dim: int = setting(256, "Bottleneck width of the DINO head.",
+                                  source="the paper", ge=1)
+    projection_hidden_dim: int = setting(
+        512, "Hidden width of the DINO head's MLP.",
+        source="here: at the paper's 2048 the head costs more than the small ConvNets", ge=1)
+    num_prototypes: int = setting(
+        1024, "Outputs K of the DINO head.",
+        source="here: about 100 per class on 10-class data (the paper: 65,536 for ImageNet)",
+        ge=1)
+    freeze_prototypes_steps: int = setting(
+        50, "Steps during which the head's last layer gets no gradient.",
+        source="here: about the first epoch of a small run (the paper: the first epoch)", ge=0)
+    head_batch_norm: bool = setting(
+        True, "Batch-normalise the head's hidden layers.",
+        source="here: without it a 2-epoch ConvNet run on digits collapsed (the reference "
+        "code's use_bn_in_head, off for ViTs)")
 
 
 class DINO(Method):
-    """DINO with multi-crop, an EMA teacher, centring and teacher-temperature warm-up.
-
-    Args:
-        backbone: student encoder (the teacher is an EMA copy).
-        temperature: student temperature tau_s (0.1).
-        teacher_temperature: final teacher temperature tau_t (0.04-0.07 in the paper; 0.07).
-        warmup_teacher_temperature: teacher temperature at the start (0.04).
-        teacher_temperature_warmup: share of the schedule over which tau_t rises linearly
-            (the paper: 30 epochs of a 100-epoch run, 0.3).
-        center_momentum: m of the centre update (0.9).
-        ema_momentum: base teacher momentum (0.996), raised to 1 on a cosine when ``ema_cosine``.
-        ema_cosine: cosine schedule of the teacher momentum (the paper: yes).
-        projection_dim: bottleneck of the DINO head (256).
-        projection_hidden_dim: hidden width of the head's MLP (the paper: 2048 for ViTs of
-            384-768 dims; 512 here for the small ConvNets' 64-256-d features: at 2048 the head
-            costs more than the ConvNet's forward and backward).
-        num_prototypes: outputs K of the head (the paper: 65,536 for ImageNet; 1024 here,
-            about 100 per class on 10-class data at a tenth of the head's cost; pass
-            ``--num-prototypes 65536`` for the paper's).
-        freeze_prototypes_steps: steps during which the head's last layer gets no gradient (the
-            paper freezes it during the first epoch; 50 here, about the first epoch of a small
-            run).
-        head_batch_norm: batch-normalise the head's hidden layers (the reference code's
-            ``use_bn_in_head``, off for its ViTs; on here: without it the ConvNet's all-positive
-            features give nearly the same head output for every image and a 2-epoch digits run
-            collapsed, std of the normalised outputs 0.005 against 0.067 with it).
-    """
+    """DINO with multi-crop, an EMA teacher, centring and teacher-temperature warm-up
+    (settings: :class:`DINOSettings`; docs/methods.md has the measurements behind the
+    defaults that differ from the paper's)."""
 
     name = "dino"
+    Settings = DINOSettings
     num_views = 2
     default_local_crops = 6
     supports_multi_crop = True
     unused_parameters = True  # frozen at first: no gradient under DDP either
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        temperature: float = 0.1,
-        teacher_temperature: float = 0.07,
-        warmup_teacher_temperature: float = 0.04,
-        teacher_temperature_warmup: float = 0.3,
-        center_momentum: float = 0.9,
-        ema_momentum: float = 0.996,
-        ema_cosine: bool = True,
-        projection_dim: int = 256,
-        projection_hidden_dim: int = 512,
-        num_prototypes: int = 1024,
-        freeze_prototypes_steps: int = 50,
-        head_batch_norm: bool = True,
-    ) -> None:
-        super().__init__(backbone)
-        self.teacher_temperature = teacher_temperature
-        self.warmup_teacher_temperature = warmup_teacher_temperature
-        self.teacher_temperature_warmup = teacher_temperature_warmup
-        self.ema_momentum = ema_momentum
-        self.ema_cosine = ema_cosine
-        self.freeze_prototypes_steps = freeze_prototypes_steps
-        self.head = DINOHead(backbone.output_dim, projection_hidden_dim, projection_dim,
-                             num_prototypes, batch_norm=head_batch_norm)
+    def __init__(self, backbone: Backbone, settings: DINOSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.teacher_temperature = s.teacher_temperature
+        self.warmup_teacher_temperature = s.warmup_teacher_temperature
+        self.teacher_temperature_warmup = s.teacher_temperature_warmup
+        self.ema_momentum = s.ema_momentum
+        self.ema_cosine = s.ema_cosine
+        self.freeze_prototypes_steps = s.freeze_prototypes_steps
+        self.head = DINOHead(backbone.output_dim, s.projection_hidden_dim, s.projection_dim,
+                             s.num_prototypes, batch_norm=s.head_batch_norm)
         self.teacher_backbone = make_teacher(backbone)
         self.teacher_head = make_teacher(self.head)
-        self.criterion = DINOLoss(num_prototypes, temperature, center_momentum)
+        self.criterion = DINOLoss(s.num_prototypes, s.temperature, s.center_momentum)
         self._pending_teacher_output: Tensor | None = None
 
     def current_teacher_temperature(self) -> float:

@@ -25,7 +25,8 @@ augmentations; train MAE with ``--jitter-p 0 --grey-p 0 --blur-p 0`` to match th
 
 from __future__ import annotations
 
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,7 @@ from contrastlab.distributed import local_slice, world_size
 from contrastlab.errors import ConfigError
 from contrastlab.losses.mae import mae_loss, random_masking
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone
 from contrastlab.models.vit import (
     TransformerBlock,
@@ -42,8 +44,27 @@ from contrastlab.models.vit import (
     patchify,
     sincos_position_embedding_2d,
 )
+from contrastlab.settings import setting
 
 DEFAULT_DECODER_DIM = 128
+
+
+@dataclass
+class MAESettings(MethodSettings):
+    """MAE's hyper-parameters."""
+
+    mask_ratio: float = setting(0.75, "Share of the patches hidden from the encoder.",
+                                source="the paper", gt=0, lt=1)
+    decoder_dim: int | None = setting(
+        None, "Width of the light decoder; none: 128, or the encoder's width when smaller.",
+        source="here: small images and encoders (the paper: 512)", ge=1)
+    decoder_depth: int = setting(2, "Transformer blocks of the decoder.",
+                                 source="here (the paper's Table 1a: shallow suffices for "
+                                 "fine-tuning)", ge=1)
+    decoder_num_heads: int = setting(4, "Attention heads of the decoder's blocks.",
+                                     source="here", ge=1)
+    norm_pix_loss: bool = setting(True, "Reconstruct per-patch normalised pixels.",
+                                  source="the paper")
 
 
 class MAEDecoder(nn.Module):
@@ -83,27 +104,23 @@ class MAE(Method):
     Args:
         backbone: a ViT (``--backbone vit-micro|vit-tiny|vit-small``); other backbones are
             refused, since MAE needs to drop patch tokens.
-        mask_ratio: share of patches hidden from the encoder (0.75 in the paper).
-        decoder_dim: width of the light decoder; default 128, or the encoder's width when that
-            is smaller (vit-micro: 64).
-        decoder_depth, decoder_num_heads: the decoder's blocks and attention heads.
-        norm_pix_loss: reconstruct per-patch normalised pixels (the paper's default).
+        settings: :class:`MAESettings` (mask ratio, decoder size, pixel normalisation).
     """
 
     name = "mae"
+    Settings = MAESettings
     num_views = 1
 
-    def __init__(self, backbone: Backbone, mask_ratio: float = 0.75,
-                 decoder_dim: int | None = None, decoder_depth: int = 2,
-                 decoder_num_heads: int = 4, norm_pix_loss: bool = True) -> None:
+    def __init__(self, backbone: Backbone, settings: MAESettings | None = None,
+                 **overrides: Any) -> None:
+        s = self.make_settings(settings, overrides)
+        mask_ratio, norm_pix_loss = s.mask_ratio, s.norm_pix_loss
         if not isinstance(backbone, VisionTransformer):
             raise ConfigError(
                 f"method 'mae' needs a Vision Transformer backbone (it drops the masked patch "
                 f"tokens), got {type(backbone).__name__}; use --backbone vit-tiny (or vit-micro, "
                 "vit-small)"
             )
-        if not 0.0 < mask_ratio < 1.0:
-            raise ConfigError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
         masked = round(mask_ratio * backbone.num_patches)
         if masked < 1 or masked >= backbone.num_patches:
             raise ConfigError(
@@ -114,14 +131,13 @@ class MAE(Method):
         if norm_pix_loss and backbone.patch_dim < 2:
             raise ConfigError("norm_pix_loss needs patches of at least 2 values; use a larger "
                               "--patch-size")
-        super().__init__(backbone)
-        if decoder_dim is None:
-            decoder_dim = min(DEFAULT_DECODER_DIM, backbone.dim)
+        super().__init__(backbone, s)
+        decoder_dim = s.decoder_dim or min(DEFAULT_DECODER_DIM, backbone.dim)
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.decoder = MAEDecoder(backbone.dim, backbone.num_patches, backbone.grid_size,
-                                  backbone.patch_dim, decoder_dim, decoder_depth,
-                                  decoder_num_heads)
+                                  backbone.patch_dim, decoder_dim, s.decoder_depth,
+                                  s.decoder_num_heads)
 
     @property
     def vit(self) -> VisionTransformer:

@@ -44,6 +44,9 @@ Choices made here (see docs/methods.md):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -51,72 +54,67 @@ from torch import Tensor
 from contrastlab.distributed import world_size
 from contrastlab.errors import ConfigError
 from contrastlab.losses.moco import moco_info_nce
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
 from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
 from contrastlab.models.ghost_running_stats import running_statistics_over_ranks
 from contrastlab.models.queue import FeatureQueue
 from contrastlab.models.shuffle_bn import effective_groups, forward_in_groups, shuffled_forward
+from contrastlab.settings import setting
+
+
+@dataclass
+class MoCoV2Settings(MethodSettings):
+    """MoCo v2's hyper-parameters."""
+
+    temperature: float = common.temperature(0.2, "MoCo v2")
+    projection_dim: int = common.projection_dim(128, "the paper")
+    projection_hidden_dim: int = common.projection_hidden_dim(2048, "the paper")
+    queue_size: int = common.queue_size(65536, "Number K of queued negative keys.", "the paper")
+    ema_momentum: float = common.ema_momentum(0.999, "the paper")
+    ema_cosine: bool = common.ema_cosine(False, "the paper")
+    symmetric: bool = setting(False, "Symmetrised loss (both views as queries).",
+                              source="the paper: asymmetric")
+    bn_groups: int = setting(
+        4, "Shuffling BN: ghost groups of the global batch (under torchrun a multiple of the "
+        "process count trains exactly as one process).", source="here", ge=1)
+    head_batch_norm: bool = setting(
+        True, "Batch norm in the projection head.",
+        source="here: the paper's head has none; without it the head drifted on the small "
+        "ConvNets (docs/methods.md)")
 
 
 class MoCoV2(Method):
-    """MoCo v2 with a momentum key encoder, a queue of negatives and shuffling BN.
-
-    Args:
-        backbone: query encoder f_q (the key encoder is a frozen copy updated by momentum).
-        temperature: tau of InfoNCE (0.2 in MoCo v2).
-        projection_dim: output dimension of the MLP head (128 in the paper).
-        projection_hidden_dim: hidden width of the head (2048 in the paper).
-        queue_size: number K of queued negative keys (65,536 in the paper); any K >= 1.
-        ema_momentum: key-encoder momentum m (0.999 in the paper).
-        ema_cosine: raise m to 1 on a cosine over training (off in the paper).
-        symmetric: symmetrised loss (off in the paper).
-        bn_groups: ghost BN groups of the global batch for shuffling BN (>= 2 in one
-            process); under W processes each runs bn_groups / W of them (rounded up), so a
-            multiple of W trains exactly as one process.
-        head_batch_norm: BN in the head (on by default; off is the paper's head).
-    """
+    """MoCo v2 with a momentum key encoder, a queue of negatives and shuffling BN (settings:
+    :class:`MoCoV2Settings`)."""
 
     name = "moco-v2"
+    Settings = MoCoV2Settings
     sync_batch_norm = False  # its ghost groups are the point: see the module docstring
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        temperature: float = 0.2,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 2048,
-        queue_size: int = 65536,
-        ema_momentum: float = 0.999,
-        ema_cosine: bool = False,
-        symmetric: bool = False,
-        bn_groups: int = 4,
-        head_batch_norm: bool = True,
-    ) -> None:
-        super().__init__(backbone)
-        if not temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
-        if queue_size < 1:
+    def __init__(self, backbone: Backbone, settings: MoCoV2Settings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        if s.queue_size < 1:
             raise ConfigError(
-                f"moco-v2 needs a queue of negatives: queue_size must be >= 1, got {queue_size}; "
-                "use --queue-size 4096 or so on small data (65536 in the paper)"
+                f"moco-v2 needs a queue of negatives: queue_size must be >= 1, got "
+                f"{s.queue_size}; use --queue-size 4096 or so on small data (65536 in the paper)"
             )
-        if not 0.0 <= ema_momentum <= 1.0:
-            raise ConfigError(f"ema_momentum must be in [0, 1], got {ema_momentum}")
-        if bn_groups < 1:
-            raise ValueError(f"bn_groups must be >= 1, got {bn_groups}")
-        self.temperature = temperature
-        self.ema_momentum = ema_momentum
-        self.ema_cosine = ema_cosine
-        self.symmetric = symmetric
-        self.bn_groups = bn_groups
-        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
-                                              projection_dim, num_layers=2,
-                                              last_batch_norm=head_batch_norm,
-                                              hidden_batch_norm=head_batch_norm)
+        self.temperature = s.temperature
+        self.ema_momentum = s.ema_momentum
+        self.ema_cosine = s.ema_cosine
+        self.symmetric = s.symmetric
+        self.bn_groups = s.bn_groups
+        self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                              s.projection_dim, num_layers=2,
+                                              last_batch_norm=s.head_batch_norm,
+                                              hidden_batch_norm=s.head_batch_norm)
         self.key_backbone = make_teacher(backbone)
         self.key_projection_head = make_teacher(self.projection_head)
-        self.queue = FeatureQueue(queue_size, projection_dim, normalize_init=True)
+        self.queue = FeatureQueue(s.queue_size, s.projection_dim, normalize_init=True)
         # seeds the key shuffle together with the step; a buffer, so every DDP rank agrees
         self.register_buffer("shuffle_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.long))
         self._pending_keys: Tensor | None = None

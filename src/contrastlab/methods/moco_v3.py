@@ -27,54 +27,55 @@ so batch statistics are per view, as in the reference code (there, synchronised 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from contrastlab.distributed import gather_no_grad, rank
-from contrastlab.errors import ConfigError
 from contrastlab.losses.moco import moco_v3_info_nce
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
 from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
 
 
-class MoCoV3(Method):
-    """MoCo v3 (ResNet/ConvNet form) with in-batch keys and a prediction head.
+@dataclass
+class MoCoV3Settings(MethodSettings):
+    """MoCo v3's hyper-parameters."""
 
-    Args:
-        backbone: encoder of the query network.
-        temperature: tau (0.2 here; the paper's ResNet recipe uses 1.0).
-        projection_dim: output of the projection and prediction heads (256 in the paper).
-        projection_hidden_dim: hidden width of the 3-layer projector (4096 in the paper).
-        prediction_hidden_dim: hidden width of the 2-layer predictor (4096 in the paper).
-        ema_momentum: base momentum m of the key encoder (0.99 in the paper).
-        ema_cosine: raise m to 1 on a half cosine over training (on in the paper).
-    """
+    temperature: float = common.temperature(0.2, "here (the paper's ResNet recipe: 1.0)")
+    projection_dim: int = common.projection_dim(256, "the paper")
+    projection_hidden_dim: int = common.projection_hidden_dim(
+        1024, "here: the small backbones (the paper: 4096)")
+    prediction_hidden_dim: int = common.prediction_hidden_dim(
+        1024, "here: the small backbones (the paper: 4096)")
+    ema_momentum: float = common.ema_momentum(0.99, "the paper")
+    ema_cosine: bool = common.ema_cosine(True, "the paper")
+
+
+class MoCoV3(Method):
+    """MoCo v3 (ResNet/ConvNet form) with in-batch keys and a prediction head (settings:
+    :class:`MoCoV3Settings`)."""
 
     name = "moco-v3"
+    Settings = MoCoV3Settings
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        temperature: float = 0.2,
-        projection_dim: int = 256,
-        projection_hidden_dim: int = 1024,
-        prediction_hidden_dim: int = 1024,
-        ema_momentum: float = 0.99,
-        ema_cosine: bool = True,
-    ) -> None:
-        super().__init__(backbone)
-        if not temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
-        if not 0.0 <= ema_momentum <= 1.0:
-            raise ConfigError(f"ema_momentum must be in [0, 1], got {ema_momentum}")
-        self.temperature = temperature
-        self.ema_momentum = ema_momentum
-        self.ema_cosine = ema_cosine
-        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
-                                              projection_dim, num_layers=3, last_batch_norm=True)
-        self.prediction_head = ProjectionHead(projection_dim, prediction_hidden_dim,
-                                              projection_dim, num_layers=2, last_batch_norm=False)
+    def __init__(self, backbone: Backbone, settings: MoCoV3Settings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.temperature = s.temperature
+        self.ema_momentum = s.ema_momentum
+        self.ema_cosine = s.ema_cosine
+        self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                              s.projection_dim, num_layers=3,
+                                              last_batch_norm=True)
+        self.prediction_head = ProjectionHead(s.projection_dim, s.prediction_hidden_dim,
+                                              s.projection_dim, num_layers=2,
+                                              last_batch_norm=False)
         self.momentum_backbone = make_teacher(backbone)
         self.momentum_projection_head = make_teacher(self.projection_head)
 

@@ -25,6 +25,9 @@ is its own neighbour (SimCLR-like with a predictor), for that one step only.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,49 +35,53 @@ from torch import Tensor
 from contrastlab.distributed import gather_no_grad, gather_with_grad, rank
 from contrastlab.errors import ConfigError
 from contrastlab.losses.moco import in_batch_info_nce
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
 from contrastlab.models.nearest_neighbour import nearest_neighbours
 from contrastlab.models.queue import FeatureQueue
 
 
-class NNCLR(Method):
-    """NNCLR with a FIFO support set of L2-normalised projections.
+@dataclass
+class NNCLRSettings(MethodSettings):
+    """NNCLR's hyper-parameters."""
 
-    Args:
-        backbone: encoder f.
-        temperature: tau of InfoNCE (0.1 in the paper).
-        projection_dim: output of projector and predictor (256 in the paper).
-        projection_hidden_dim: projector hidden width (2048 in the paper).
-        prediction_hidden_dim: predictor hidden width (4096 in the paper).
-        queue_size: support set size (98,304 in the paper; see the module docstring).
-    """
+    temperature: float = common.temperature(0.1, "the paper")
+    projection_dim: int = common.projection_dim(256, "the paper")
+    projection_hidden_dim: int = common.projection_hidden_dim(
+        1024, "here: the small backbones (the paper: 2048)")
+    prediction_hidden_dim: int = common.prediction_hidden_dim(
+        1024, "here: the small backbones (the paper: 4096)")
+    queue_size: int = common.queue_size(
+        4096, "Size of the support set of past projections.",
+        "here: about half an epoch of the small data sets (the paper: 98,304 for ImageNet)")
+
+
+class NNCLR(Method):
+    """NNCLR with a FIFO support set of L2-normalised projections (settings:
+    :class:`NNCLRSettings`)."""
 
     name = "nnclr"
+    Settings = NNCLRSettings
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        temperature: float = 0.1,
-        projection_dim: int = 256,
-        projection_hidden_dim: int = 1024,
-        prediction_hidden_dim: int = 1024,
-        queue_size: int = 4096,
-    ) -> None:
-        super().__init__(backbone)
-        if not temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature}")
-        if queue_size < 1:
+    def __init__(self, backbone: Backbone, settings: NNCLRSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        if s.queue_size < 1:
             raise ConfigError(
                 f"nnclr takes its positives from a support set: queue_size must be >= 1, got "
-                f"{queue_size}; use --queue-size 4096 or so"
+                f"{s.queue_size}; use --queue-size 4096 or so"
             )
-        self.temperature = temperature
-        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
-                                              projection_dim, num_layers=3, last_batch_norm=True)
-        self.prediction_head = ProjectionHead(projection_dim, prediction_hidden_dim,
-                                              projection_dim, num_layers=2, last_batch_norm=False)
-        self.support = FeatureQueue(queue_size, projection_dim, normalize_init=True)
+        self.temperature = s.temperature
+        self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                              s.projection_dim, num_layers=3,
+                                              last_batch_norm=True)
+        self.prediction_head = ProjectionHead(s.projection_dim, s.prediction_hidden_dim,
+                                              s.projection_dim, num_layers=2,
+                                              last_batch_norm=False)
+        self.support = FeatureQueue(s.queue_size, s.projection_dim, normalize_init=True)
         self._pending: Tensor | None = None
 
     def neighbours(self, z: Tensor) -> Tensor:

@@ -16,39 +16,47 @@ Embeddings are gathered across ranks with gradient; every rank computes the glob
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor
 
 from contrastlab.distributed import gather_with_grad
-from contrastlab.losses.triplet import _check_l2_weight, npair_loss
+from contrastlab.losses.triplet import npair_loss
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.settings import setting
+
+
+@dataclass
+class NPairSettings(MethodSettings):
+    """The N-pair method's hyper-parameters."""
+
+    projection_dim: int = common.projection_dim(128, "SimCLR's")
+    projection_hidden_dim: int = common.projection_hidden_dim(512, "SimCLR's width here")
+    l2_weight: float = setting(0.002, "lambda of the penalty on the embeddings' squared norms.",
+                               source="the paper", ge=0)
 
 
 class NPair(Method):
     """Self-supervised multi-class N-pair loss, symmetrised over the two views.
 
-    Args:
-        backbone: encoder f.
-        projection_dim: output dimension of g.
-        projection_hidden_dim: hidden width of g.
-        l2_weight: lambda of the embedding-norm penalty.
+    Settings: :class:`NPairSettings` (projection head widths, lambda).
     """
 
     name = "npair"
+    Settings = NPairSettings
     supports_grad_cache = True
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        l2_weight: float = 0.002,
-    ) -> None:
-        super().__init__(backbone)
-        _check_l2_weight(l2_weight)
-        self.l2_weight = l2_weight
+    def __init__(self, backbone: Backbone, settings: NPairSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.l2_weight = s.l2_weight
         self.projection_head = ProjectionHead(
-            backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2,
+            backbone.output_dim, s.projection_hidden_dim, s.projection_dim, num_layers=2,
             last_batch_norm=False,
         )
 

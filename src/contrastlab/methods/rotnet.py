@@ -22,30 +22,44 @@ that end in global pooling the classifier here is a small MLP (Linear-BN-ReLU-Li
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor
 
 from contrastlab.losses.rotation import NUM_ROTATIONS, rotate_four_ways, rotation_prediction_loss
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.settings import setting
+
+
+@dataclass
+class RotNetSettings(MethodSettings):
+    """RotNet's hyper-parameters."""
+
+    projection_hidden_dim: int = setting(256, "Hidden width of the rotation classifier.",
+                                         source="here", ge=1)
+    classifier_layers: int = setting(2, "Layers of the rotation classifier (1: linear).",
+                                     source="here", ge=1)
 
 
 class RotNet(Method):
     """Rotation prediction (0/90/180/270 degrees) with a classifier on backbone features.
 
-    Args:
-        backbone: encoder f.
-        projection_hidden_dim: hidden width of the rotation classifier F.
-        classifier_layers: 2 for an MLP classifier, 1 for a linear one.
+    Settings: :class:`RotNetSettings` (the classifier's width and layers).
     """
 
     name = "rotnet"
+    Settings = RotNetSettings
     num_views = 1
 
-    def __init__(self, backbone: Backbone, projection_hidden_dim: int = 256,
-                 classifier_layers: int = 2) -> None:
-        super().__init__(backbone)
-        self.classifier = ProjectionHead(backbone.output_dim, projection_hidden_dim,
-                                         NUM_ROTATIONS, num_layers=classifier_layers,
+    def __init__(self, backbone: Backbone, settings: RotNetSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.classifier = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                         NUM_ROTATIONS, num_layers=s.classifier_layers,
                                          last_batch_norm=False)
 
     def rotation_logits(self, images: Tensor) -> Tensor:

@@ -19,12 +19,30 @@ the paper's t = 10 is ``temperature = 0.1``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor, nn
 
 from contrastlab.losses.clip import SIGLIP_INIT_BIAS, SIGLIP_INIT_TEMPERATURE, SigLIPLoss
 from contrastlab.methods.base import StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.methods.two_tower import TwoTowerMethod
 from contrastlab.models import Backbone
+from contrastlab.settings import setting
+
+
+@dataclass
+class SigLIPSettings(MethodSettings):
+    """SigLIP's hyper-parameters."""
+
+    temperature: float = setting(
+        1.0 / SIGLIP_INIT_TEMPERATURE, "Initial temperature 1 / t; learned during training.",
+        source="the paper (t = 10)", gt=0)
+    projection_dim: int = setting(128, "Width of the joint embedding space of the two towers.",
+                                  source="here", ge=1)
+    bias: float = setting(SIGLIP_INIT_BIAS, "Initial bias b of the sigmoid logits; learned.",
+                          source="the paper")
 
 
 class SigLIP(TwoTowerMethod):
@@ -32,19 +50,18 @@ class SigLIP(TwoTowerMethod):
 
     Args:
         backbone: tower A's encoder (evaluated).
-        temperature: initial 1 / t (0.1, i.e. the paper's t = 10); learned.
-        projection_dim: width of the joint embedding space.
-        bias: initial b (-10 in the paper); learned.
+        settings: :class:`SigLIPSettings` (initial 1 / t and b, joint width).
         tower_b: tower B's encoder; default a freshly initialised copy of ``backbone``.
     """
 
     name = "siglip"
+    Settings = SigLIPSettings
 
-    def __init__(self, backbone: Backbone, temperature: float = 1.0 / SIGLIP_INIT_TEMPERATURE,
-                 projection_dim: int = 128, bias: float = SIGLIP_INIT_BIAS,
-                 tower_b: nn.Module | None = None) -> None:
-        super().__init__(backbone, projection_dim, tower_b)
-        self.loss = SigLIPLoss(init_scale=1.0 / temperature, init_bias=bias)
+    def __init__(self, backbone: Backbone, settings: SigLIPSettings | None = None,
+                 tower_b: nn.Module | None = None, **overrides: Any) -> None:
+        super().__init__(backbone, settings, tower_b, **overrides)
+        s = self.settings
+        self.loss = SigLIPLoss(init_scale=1.0 / s.temperature, init_bias=s.bias)
 
     def pair_loss(self, embeddings_a: Tensor, embeddings_b: Tensor) -> StepOutput:
         loss = self.loss(embeddings_a, embeddings_b)

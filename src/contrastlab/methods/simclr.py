@@ -18,44 +18,48 @@ trainer's GlobalBatchNorm), as with the paper's cross-core batch norm and global
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor
 
 from contrastlab.distributed import is_distributed
 from contrastlab.losses import nt_xent
-from contrastlab.losses.tiled import check_chunk_size, tiled_nt_xent
+from contrastlab.losses.tiled import tiled_nt_xent
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
 
 
-class SimCLR(Method):
-    """SimCLR with a 2-layer MLP projection head and the NT-Xent loss.
+@dataclass
+class SimCLRSettings(MethodSettings):
+    """SimCLR's hyper-parameters."""
 
-    Args:
-        backbone: encoder f.
-        temperature: tau of NT-Xent (0.5 in the paper's CIFAR-10 experiments).
-        projection_dim: output dimension of g (128 in the paper).
-        projection_hidden_dim: hidden width of g.
-        loss_chunk_size: rows per tile of the memory-efficient NT-Xent (same loss, memory
-            O(N D)); None: tiled only when the 2N x 2N logits would exceed 256 MiB.
-    """
+    temperature: float = common.temperature(0.5, "the paper's CIFAR-10 experiments")
+    projection_dim: int = common.projection_dim(128, "the paper")
+    projection_hidden_dim: int = common.projection_hidden_dim(
+        512, "here: the small backbones' features (the paper: the encoder's width, 2048)")
+    loss_chunk_size: int | None = common.loss_chunk_size()
+
+
+class SimCLR(Method):
+    """SimCLR with a 2-layer MLP projection head and the NT-Xent loss (settings:
+    :class:`SimCLRSettings`; ``loss_chunk_size`` tiles the memory-efficient NT-Xent, the same
+    loss in O(N D) memory)."""
 
     name = "simclr"
+    Settings = SimCLRSettings
     supports_grad_cache = True
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        temperature: float = 0.5,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        loss_chunk_size: int | None = None,
-    ) -> None:
-        super().__init__(backbone)
-        check_chunk_size(loss_chunk_size)
-        self.temperature = temperature
-        self.loss_chunk_size = loss_chunk_size
+    def __init__(self, backbone: Backbone, settings: SimCLRSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.temperature = s.temperature
+        self.loss_chunk_size = s.loss_chunk_size
         self.projection_head = ProjectionHead(
-            backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
+            backbone.output_dim, s.projection_hidden_dim, s.projection_dim, num_layers=2
         )
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:

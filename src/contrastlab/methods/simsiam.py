@@ -20,38 +20,50 @@ batch of 2N images.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from contrastlab.losses.byol import simsiam_loss
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+
+
+@dataclass
+class SimSiamSettings(MethodSettings):
+    """SimSiam's hyper-parameters (the paper's structure and 4x bottleneck, scaled down)."""
+
+    projection_dim: int = common.projection_dim(
+        512, "here: the small backbones (the paper: 2048)")
+    projection_hidden_dim: int = common.projection_hidden_dim(
+        512, "here: the small backbones (the paper: 2048)")
+    prediction_hidden_dim: int = common.prediction_hidden_dim(
+        128, "here: the paper's 4x bottleneck of projection_dim (the paper: 512)")
 
 
 class SimSiam(Method):
     """SimSiam with a 3-layer projector (BN on its output) and a bottleneck predictor.
 
-    Args:
-        backbone: encoder.
-        projection_dim: projector output (2048 in the paper).
-        projection_hidden_dim: projector hidden width (2048 in the paper).
-        prediction_hidden_dim: predictor bottleneck width (512 in the paper).
+    Settings: :class:`SimSiamSettings` (projector and predictor widths).
     """
 
     name = "simsiam"
+    Settings = SimSiamSettings
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        projection_dim: int = 512,
-        projection_hidden_dim: int = 512,
-        prediction_hidden_dim: int = 128,
-    ) -> None:
-        super().__init__(backbone)
-        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
-                                              projection_dim, num_layers=3, last_batch_norm=True)
-        self.prediction_head = ProjectionHead(projection_dim, prediction_hidden_dim,
-                                              projection_dim, num_layers=2, last_batch_norm=False)
+    def __init__(self, backbone: Backbone, settings: SimSiamSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                              s.projection_dim, num_layers=3,
+                                              last_batch_norm=True)
+        self.prediction_head = ProjectionHead(s.projection_dim, s.prediction_hidden_dim,
+                                              s.projection_dim, num_layers=2,
+                                              last_batch_norm=False)
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
         if len(views) != 2:

@@ -26,45 +26,50 @@ the global batch (DDP's gradient average then gives its exact gradient).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor
 
 from contrastlab.distributed import gather_no_grad, gather_with_grad
-from contrastlab.errors import ConfigError
 from contrastlab.losses.supcon import supcon_loss_views
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.settings import setting
+
+
+@dataclass
+class SupConSettings(MethodSettings):
+    """SupCon's hyper-parameters."""
+
+    temperature: float = common.temperature(0.1, "the paper")
+    projection_dim: int = common.projection_dim(128, "the paper")
+    projection_hidden_dim: int = common.projection_hidden_dim(512, "SimCLR's width here")
+    num_views: int = setting(2, "Augmented views per image (1: the labels alone give the "
+                             "positives).", source="the paper", ge=1)
 
 
 class SupCon(Method):
     """Supervised contrastive learning (L_out) with SimCLR's projection head.
 
-    Args:
-        backbone: encoder.
-        temperature: T (0.1 in the paper).
-        projection_dim: output dimension of the head (128 in the paper).
-        projection_hidden_dim: hidden width of the head.
-        num_views: augmented views per image (2 in the paper; 1 or more).
+    Settings: :class:`SupConSettings` (temperature T, head widths, views per image).
     """
 
     name = "supcon"
+    Settings = SupConSettings
     uses_labels = True
     supports_grad_cache = True
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        temperature: float = 0.1,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        num_views: int = 2,
-    ) -> None:
-        super().__init__(backbone)
-        if isinstance(num_views, bool) or not isinstance(num_views, int) or num_views < 1:
-            raise ConfigError(f"num_views = {num_views!r} is not allowed; allowed: an integer >= 1")
-        self.num_views = num_views
-        self.temperature = temperature
+    def __init__(self, backbone: Backbone, settings: SupConSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.num_views = s.num_views
+        self.temperature = s.temperature
         self.projection_head = ProjectionHead(
-            backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
+            backbone.output_dim, s.projection_hidden_dim, s.projection_dim, num_layers=2
         )
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:

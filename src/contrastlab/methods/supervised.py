@@ -16,29 +16,44 @@ kNN and the linear probe evaluate); ``project`` is the logits (the space the los
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastlab.errors import ConfigError
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone
+from contrastlab.settings import setting
+
+
+@dataclass
+class SupervisedSettings(MethodSettings):
+    """The supervised baseline's settings."""
+
+    num_classes: int = setting(0, "Classes of the linear classifier; 0: those of the training "
+                               "data's labels.", source="the data", ge=0)
 
 
 class Supervised(Method):
     """Backbone + linear classifier trained with cross-entropy.
 
-    Args:
-        backbone: encoder f.
-        num_classes: number of classes (the trainer passes the training data's).
+    Settings: :class:`SupervisedSettings` (``num_classes``; the trainer fills in the training
+    data's).
     """
 
     name = "supervised"
+    Settings = SupervisedSettings
     num_views = 1
     needs_labels = True
     uses_labels = True
 
-    def __init__(self, backbone: Backbone, num_classes: int = 10) -> None:
-        super().__init__(backbone)
+    def __init__(self, backbone: Backbone, settings: SupervisedSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        num_classes = self.settings.num_classes
         if num_classes < 2:
             raise ConfigError(
                 f"the supervised baseline needs at least 2 classes, got num_classes={num_classes}"

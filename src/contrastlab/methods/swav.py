@@ -15,72 +15,78 @@ of the batch over K prototypes, found by Sinkhorn-Knopp) is predicted from every
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastlab.distributed import gather_no_grad, rank, world_size
 from contrastlab.losses.swav import sinkhorn_knopp, swapped_prediction_loss
+from contrastlab.methods import settings as common
 from contrastlab.methods._multi_crop import forward_multi_crop
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
 from contrastlab.models.prototypes import Prototypes
 from contrastlab.models.queue import FeatureQueue
+from contrastlab.settings import setting
+
+
+@dataclass
+class SwAVSettings(MethodSettings):
+    """SwAV's hyper-parameters."""
+
+    temperature: float = common.temperature(0.1, "the paper")
+    projection_dim: int = common.projection_dim(128, "the paper")
+    projection_hidden_dim: int = common.projection_hidden_dim(
+        512, "here: SimCLR's width, for the small ConvNets (the paper: 2048)")
+    num_prototypes: int = setting(3000, "Number K of prototypes.", source="the paper", ge=1)
+    freeze_prototypes_steps: int = setting(
+        50, "Steps during which the prototypes get no gradient.",
+        source="here: about the first epoch of a small run (the paper: the first epoch)", ge=0)
+    sinkhorn_iterations: int = setting(3, "Sinkhorn-Knopp iterations.", source="the paper",
+                                       ge=1)
+    sinkhorn_epsilon: float = setting(0.05, "Entropy regularisation epsilon of Sinkhorn-Knopp.",
+                                      source="the paper", gt=0)
+    queue_size: int = common.queue_size(
+        0, "Projections of past batches kept per global view for the codes (0: none).",
+        "here (the paper: 3840 for batches of 256)")
 
 
 class SwAV(Method):
     """SwAV with multi-crop, frozen-at-first prototypes and an optional feature queue.
 
-    Args:
-        backbone: encoder f.
-        temperature: tau of the softmax over prototype scores (0.1 in the paper).
-        projection_dim: dimension of z (128 in the paper).
-        projection_hidden_dim: hidden width of the 2-layer projection head (the paper: 2048 on
-            ResNet-50's 2048-d features; 512 here, SimCLR's width in this project, sized for the
-            64-256-d features of the small ConvNets).
-        num_prototypes: K (3000 in the paper).
-        freeze_prototypes_steps: steps during which the prototypes get no gradient (the paper:
-            the first epoch, 313 iterations at batch 4096; 50 here, about the first epoch of a
-            small run, e.g. MNIST 8,000 images at batch 128).
-        sinkhorn_iterations: Sinkhorn-Knopp iterations (3).
-        sinkhorn_epsilon: entropy regularisation eps (0.05).
-        queue_size: projections of past batches kept per global view for computing the codes
-            (0: none; the paper uses 3840 for batches of 256). Used once full. Under
-            multi-process training every rank holds the same queue of the global batch's
-            projections (gathered) and scores a 1/W share of its rows; the Sinkhorn sums,
-            all-reduced, then cover the queue once, exactly as one process on the whole batch
-            (the reference implementation keeps a per-GPU queue instead).
+    Settings: :class:`SwAVSettings`. The queue (``queue_size``) is used once full. Under
+    multi-process training every rank holds the same queue of the global batch's projections
+    (gathered) and scores a 1/W share of its rows; the Sinkhorn sums, all-reduced, then cover
+    the queue once, exactly as one process on the whole batch (the reference implementation
+    keeps a per-GPU queue instead).
     """
 
     name = "swav"
+    Settings = SwAVSettings
     num_views = 2
     default_local_crops = 6
     supports_multi_crop = True
     unused_parameters = True  # frozen at first: no gradient under DDP either
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        temperature: float = 0.1,
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-        num_prototypes: int = 3000,
-        freeze_prototypes_steps: int = 50,
-        sinkhorn_iterations: int = 3,
-        sinkhorn_epsilon: float = 0.05,
-        queue_size: int = 0,
-    ) -> None:
-        super().__init__(backbone)
-        self.temperature = temperature
-        self.freeze_prototypes_steps = freeze_prototypes_steps
-        self.sinkhorn_iterations = sinkhorn_iterations
-        self.sinkhorn_epsilon = sinkhorn_epsilon
-        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
-                                              projection_dim, num_layers=2, last_batch_norm=False)
-        self.prototypes = Prototypes(projection_dim, num_prototypes)
+    def __init__(self, backbone: Backbone, settings: SwAVSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.temperature = s.temperature
+        self.freeze_prototypes_steps = s.freeze_prototypes_steps
+        self.sinkhorn_iterations = s.sinkhorn_iterations
+        self.sinkhorn_epsilon = s.sinkhorn_epsilon
+        self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                              s.projection_dim, num_layers=2,
+                                              last_batch_norm=False)
+        self.prototypes = Prototypes(s.projection_dim, s.num_prototypes)
         self.queues = nn.ModuleList(
-            [FeatureQueue(queue_size, projection_dim) for _ in range(self.num_views)]
-            if queue_size > 0 else []
+            [FeatureQueue(s.queue_size, s.projection_dim) for _ in range(self.num_views)]
+            if s.queue_size > 0 else []
         )
         self._pending: Tensor | None = None
 

@@ -17,43 +17,51 @@ global batch; every rank computes the loss of the global batch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from contrastlab.distributed import gather_with_grad
-from contrastlab.losses.triplet import _check_triplet, triplet_loss
+from contrastlab.losses.triplet import MINING, triplet_loss
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput, per_image
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.settings import setting
+
+
+@dataclass
+class TripletSettings(MethodSettings):
+    """The triplet method's hyper-parameters."""
+
+    margin: float = setting(0.2, "Margin alpha between positive and negative distances.",
+                            source="FaceNet", gt=0)
+    mining: str = setting("semi-hard", "Negative mining: none (random), batch-hard or "
+                          "semi-hard.", source="FaceNet", choices=MINING)
+    projection_dim: int = common.projection_dim(128, "SimCLR's")
+    projection_hidden_dim: int = common.projection_hidden_dim(512, "SimCLR's width here")
 
 
 class Triplet(Method):
     """Self-supervised triplet loss with SimCLR's encoder and projection head.
 
-    Args:
-        backbone: encoder f.
-        margin: alpha (0.2, FaceNet).
-        mining: ``none`` (random negative), ``batch-hard`` or ``semi-hard``.
-        projection_dim: output dimension of g.
-        projection_hidden_dim: hidden width of g.
+    Settings: :class:`TripletSettings` (margin, mining, head widths).
     """
 
     name = "triplet"
+    Settings = TripletSettings
     supports_grad_cache = True
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        margin: float = 0.2,
-        mining: str = "semi-hard",
-        projection_dim: int = 128,
-        projection_hidden_dim: int = 512,
-    ) -> None:
-        super().__init__(backbone)
-        _check_triplet(margin, mining)
-        self.margin = margin
-        self.mining = mining
+    def __init__(self, backbone: Backbone, settings: TripletSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.margin = s.margin
+        self.mining = s.mining
         self.projection_head = ProjectionHead(
-            backbone.output_dim, projection_hidden_dim, projection_dim, num_layers=2
+            backbone.output_dim, s.projection_hidden_dim, s.projection_dim, num_layers=2
         )
 
 

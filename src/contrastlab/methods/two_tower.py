@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone
 
 
@@ -52,15 +53,16 @@ class TwoTowerMethod(Method):
 
     Args:
         backbone: tower A's encoder (used for evaluation).
-        projection_dim: width of the shared embedding space.
+        settings: the method's settings, with ``projection_dim`` (width of the shared space).
         tower_b: tower B's encoder (with ``output_dim``); default: a fresh copy of ``backbone``.
     """
 
     supports_grad_cache = True
 
-    def __init__(self, backbone: Backbone, projection_dim: int = 128,
-                 tower_b: nn.Module | None = None) -> None:
-        super().__init__(backbone)
+    def __init__(self, backbone: Backbone, settings: MethodSettings | None = None,
+                 tower_b: nn.Module | None = None, **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        projection_dim = self.settings.projection_dim  # type: ignore[attr-defined]
         self.tower_b = fresh_copy(backbone) if tower_b is None else tower_b
         tower_b_dim: Any = getattr(self.tower_b, "output_dim", None)
         if not isinstance(tower_b_dim, int):

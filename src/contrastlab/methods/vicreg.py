@@ -24,44 +24,54 @@ Statistics are over the global batch (:func:`contrastlab.losses.vicreg_loss`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from torch import Tensor
 
-from contrastlab.losses.vicreg import _check_weights, vicreg_terms
+from contrastlab.losses.vicreg import vicreg_terms
+from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
+from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.settings import setting
+
+
+@dataclass
+class VICRegSettings(MethodSettings):
+    """VICReg's hyper-parameters."""
+
+    projection_dim: int = common.projection_dim(512, "here: measured on the CPU (the paper: "
+                                                "8192)")
+    projection_hidden_dim: int = common.projection_hidden_dim(
+        512, "here: measured on the CPU (the paper: 8192)")
+    invariance_weight: float = setting(25.0, "lambda, the weight of the invariance term.",
+                                       source="the paper", ge=0)
+    variance_weight: float = setting(25.0, "mu, the weight of the variance term.",
+                                     source="the paper", ge=0)
+    covariance_weight: float = setting(1.0, "nu, the weight of the covariance term.",
+                                       source="the paper", ge=0)
 
 
 class VICReg(Method):
     """VICReg with a 3-layer expander.
 
-    Args:
-        backbone: encoder f.
-        projection_dim: output width D of the expander (8192 in the paper).
-        projection_hidden_dim: width of its two hidden layers (8192 in the paper).
-        invariance_weight: lambda (25).
-        variance_weight: mu (25).
-        covariance_weight: nu (1).
+    Settings: :class:`VICRegSettings` (expander widths, the three weights).
     """
 
     name = "vicreg"
+    Settings = VICRegSettings
     supports_grad_cache = True
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        projection_dim: int = 512,
-        projection_hidden_dim: int = 512,
-        invariance_weight: float = 25.0,
-        variance_weight: float = 25.0,
-        covariance_weight: float = 1.0,
-    ) -> None:
-        super().__init__(backbone)
-        _check_weights(invariance_weight, variance_weight, covariance_weight)
-        self.invariance_weight = invariance_weight
-        self.variance_weight = variance_weight
-        self.covariance_weight = covariance_weight
-        self.projection_head = ProjectionHead(backbone.output_dim, projection_hidden_dim,
-                                              projection_dim, num_layers=3,
+    def __init__(self, backbone: Backbone, settings: VICRegSettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(backbone, settings, **overrides)
+        s = self.settings
+        self.invariance_weight = s.invariance_weight
+        self.variance_weight = s.variance_weight
+        self.covariance_weight = s.covariance_weight
+        self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                              s.projection_dim, num_layers=3,
                                               last_batch_norm=False)
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
