@@ -31,10 +31,10 @@ from common import emit, machine
 from rich.console import Console
 from torch import Tensor
 
+from contrastlab import train
 from contrastlab.config import build_config
 from contrastlab.methods import METHODS, StepOutput
 from contrastlab.methods.simsiam import SimSiam
-from contrastlab.train import train
 
 
 class SimSiamWithoutStopGradient(SimSiam):

@@ -24,7 +24,7 @@ from contrastlab.data import load_dataset
 from contrastlab.eval import evaluate_features
 from contrastlab.methods import METHODS, build_method
 from contrastlab.models.backbones import GEOMETRY_BACKBONES
-from contrastlab.views import AugmentConfig, EvalTransform, SimCLRViews, channel_stats
+from contrastlab.views import AugmentConfig, AugmentedViews, EvalTransform, channel_stats
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     mean, std = channel_stats(train.images)
     augment = AugmentConfig(crop_scale=(0.3, 1.0), flip_p=0.0, jitter_p=0.0, grey_p=0.0,
                             blur_p=0.0)
-    views = SimCLRViews(size, train.channels, mean, std, augment,
+    views = AugmentedViews(size, train.channels, mean, std, augment,
                         num_views=METHODS[args.method].num_views)
     options = {"image_size": size} if args.backbone in GEOMETRY_BACKBONES else None
     method = build_method(args.method, args.backbone, train.channels, backbone_options=options)

@@ -16,10 +16,10 @@ import torch
 from common import emit, machine, shared_path
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
 from contrastlab.data import load_dataset
 from contrastlab.eval import score_features
-from contrastlab.train import train
 
 # The recipe used for the MNIST figure (digits are small and centred: milder crops, small
 # rotations, no flips; the backbone pools 256 centred features, see docs/benchmarks.md).

@@ -27,7 +27,7 @@ from common import emit, machine, shared_path
 from contrastlab.data import load_dataset
 from contrastlab.eval import evaluate_features
 from contrastlab.methods import build_method
-from contrastlab.train.optim import warmup_cosine
+from contrastlab.optim import warmup_cosine
 from contrastlab.views import AugmentConfig, EvalTransform, MultiCropViews, channel_stats
 
 

@@ -7,7 +7,7 @@ RandomRotation after the crop), no flip, colour jitter s = 0.5 with p = 0.8, gre
 temperature 0.2.
 
 * ours: the trainer's step (train/trainer.py): index the in-memory uint8 images, two batched
-  ``SimCLRViews`` on the device, ``SimCLR`` with the library's ``nt_xent``, backward, gradient
+  ``AugmentedViews`` on the device, ``SimCLR`` with the library's ``nt_xent``, backward, gradient
   norm + finiteness check, AdamW; channels_last.
 * field: ``torchvision.transforms.v2`` applied per sample (RandomResizedCrop(28, scale=(0.3, 1)),
   RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), RandomGrayscale(0.2), ToDtype, Normalize)
@@ -40,12 +40,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from contrastlab.config import build_config, method_kwargs
+from contrastlab.config import build_config
 from contrastlab.data import load_dataset
 from contrastlab.methods import build_method
 from contrastlab.models import ProjectionHead, build_backbone
-from contrastlab.train.optim import build_optimizer
-from contrastlab.train.trainer import build_views, gradient_norm, memory_format_of
+from contrastlab.optim import build_optimizer
+from contrastlab.runs import build_views, memory_format_of
+from contrastlab.training import gradient_norm
 from contrastlab.views import channel_stats
 
 
@@ -102,15 +103,16 @@ def main() -> None:
     config = build_config(None, {**RECIPE, "data": spec})
     train_set = load_dataset(spec).train
     mean, std = channel_stats(train_set.images)
-    batch, n = config.batch_size, len(train_set)
+    batch, n = config.schedule.batch_size, len(train_set)
     temperature = float(RECIPE["temperature"])
 
     # ---------------------------------------------------------------- ours (trainer's step)
     torch.manual_seed(0)
-    method = build_method("simclr", config.backbone, 1, **method_kwargs(config))
-    memory_format = memory_format_of(config)
+    method = build_method("simclr", config.backbone.name, 1, settings=config.method)
+    memory_format = memory_format_of(config.run.channels_last)
     method.to(memory_format=memory_format).train()
-    optimizer = build_optimizer(method, config.optimizer, config.lr, config.weight_decay)
+    optimizer = build_optimizer(method, config.optimizer.name, config.optimizer.lr,
+                                config.optimizer.weight_decay)
     trainable = [p for p in method.parameters() if p.requires_grad]
     views = build_views(config, 28, 1, mean, std)
     generator = torch.Generator().manual_seed(0)
@@ -133,16 +135,17 @@ def main() -> None:
     def field_pipeline(channels_last: bool) -> tuple[Callable[[], Iterator], Callable]:
         torch.manual_seed(0)
         model = nn.Sequential(
-            build_backbone(config.backbone, 1),
+            build_backbone(config.backbone.name, 1),
             ProjectionHead(method.backbone.output_dim, int(RECIPE["projection_hidden_dim"]),
                            int(RECIPE["projection_dim"]), num_layers=2))
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         model.to(memory_format=fmt).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                weight_decay=config.weight_decay or 0.0)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr,
+                                weight_decay=config.optimizer.weight_decay or 0.0)
         loader = DataLoader(
-            TwoViews(train_set.images, mean, std, config.crop_scale, config.jitter_strength,
-                     config.jitter_p, config.grey_p, config.rotation),
+            TwoViews(train_set.images, mean, std, config.views.crop_scale,
+                     config.views.jitter_strength, config.views.jitter_p, config.views.grey_p,
+                     config.views.rotation),
             batch_size=batch, shuffle=True, drop_last=True, num_workers=args.workers,
             generator=torch.Generator().manual_seed(0))
 
@@ -199,14 +202,14 @@ def main() -> None:
         "ratio_ours_over_field_channels_last": rate["ours"] / rate["field_channels_last"],
         "batch_size": batch,
         "image_size": 28,
-        "backbone": config.backbone,
+        "backbone": config.backbone.name,
         "blocks": args.blocks,
         "steps_per_block": args.steps,
         "workers": args.workers,
         "torchvision": torchvision.__version__,
         **machine(),
     }
-    row = (f"| SimCLR MNIST, batch {batch}, {config.backbone} | {rate['ours']:.0f} | "
+    row = (f"| SimCLR MNIST, batch {batch}, {config.backbone.name} | {rate['ours']:.0f} | "
            f"{rate['field']:.0f} | {rate['field_channels_last']:.0f} | "
            f"{rate['ours'] / rate['field']:.2f}x | "
            f"{rate['ours'] / rate['field_channels_last']:.2f}x |")

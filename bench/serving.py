@@ -38,8 +38,8 @@ def mnist_run(run: str | None) -> Path:
         return Path(run)
     from rich.console import Console
 
+    from contrastlab import train
     from contrastlab.config import build_config
-    from contrastlab.train import train
 
     out = Path(tempfile.mkdtemp(prefix="bench-serve-")) / "run"
     config = build_config(None, {"data": str(shared_path("mnist-test")), "out": str(out),

@@ -31,12 +31,13 @@ import torch
 from common import emit, machine, shared_path
 from mnist_simclr import RECIPE
 
-from contrastlab.config import build_config, method_kwargs
+from contrastlab.config import build_config
 from contrastlab.data import load_dataset
 from contrastlab.methods import build_method
 from contrastlab.models import Backbone
-from contrastlab.train.optim import build_optimizer, set_lr, warmup_cosine
-from contrastlab.train.trainer import build_views, gradient_norm, memory_format_of
+from contrastlab.optim import build_optimizer, set_lr, warmup_cosine
+from contrastlab.runs import build_views, memory_format_of
+from contrastlab.training import gradient_norm
 from contrastlab.views import channel_stats
 
 #: the MNIST benchmark settings (bench/mnist_simclr.py RECIPE; BYOL as in bench/methods.py)
@@ -75,13 +76,14 @@ def main() -> None:
     mean, std = channel_stats(train_set.images)
     views = build_views(config, 28, 1, mean, std)
     torch.manual_seed(0)
-    method = build_method(args.method, config.backbone, 1, **method_kwargs(config)).to(device)
-    memory_format = memory_format_of(config)
+    method = build_method(args.method, config.backbone.name, 1, settings=config.method).to(device)
+    memory_format = memory_format_of(config.run.channels_last)
     method.to(memory_format=memory_format).train()
-    optimizer = build_optimizer(method, config.optimizer, config.lr, config.weight_decay)
+    optimizer = build_optimizer(method, config.optimizer.name, config.optimizer.lr,
+                                config.optimizer.weight_decay)
     trainable = [p for p in method.parameters() if p.requires_grad]
     generator = torch.Generator().manual_seed(0)
-    batch = config.batch_size
+    batch = config.schedule.batch_size
     steps_per_epoch = len(train_set) // batch
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))
 
@@ -126,7 +128,8 @@ def main() -> None:
         images = train_set.images[index].to(device, non_blocking=True)
         labels = None if train_set.labels is None else train_set.labels[index].to(device)
         progress = step / 1000
-        set_lr(optimizer, config.lr * warmup_cosine(progress, config.warmup_fraction))
+        set_lr(optimizer, config.optimizer.lr
+               * warmup_cosine(progress, config.optimizer.warmup_fraction))
         lap("data")
         batch_views = [v.to(torch.float32).contiguous(memory_format=memory_format)
                        for v in views(images, generator, global_batch=batch, offset=0)]
@@ -184,7 +187,7 @@ def main() -> None:
     figures = {
         "benchmark": "step_breakdown",
         "method": args.method,
-        "backbone": config.backbone,
+        "backbone": config.backbone.name,
         "batch_size": batch,
         "views_per_step": 2 * batch,
         "image_size": 28,

@@ -20,12 +20,12 @@ from common import emit, machine, shared_path
 from mnist_simclr import RECIPE
 from rich.console import Console
 
-from contrastlab.config import build_config, method_kwargs
+from contrastlab import train
+from contrastlab.config import build_config
 from contrastlab.data import load_dataset
 from contrastlab.methods import build_method
-from contrastlab.train import RunDirectory, load_checkpoint, train
-from contrastlab.train.optim import build_optimizer
-from contrastlab.train.trainer import build_views, memory_format_of
+from contrastlab.optim import build_optimizer
+from contrastlab.runs import RunDirectory, build_views, load_checkpoint, memory_format_of
 from contrastlab.views import channel_stats
 
 
@@ -70,14 +70,15 @@ def main() -> None:
 
     # 2. the parts, on one batch of the same settings
     splits = load_dataset(spec)
-    images = splits.train.images[: config.batch_size].to(device)
+    images = splits.train.images[: config.schedule.batch_size].to(device)
     mean, std = channel_stats(splits.train.images)
     views = build_views(config, 28, 1, mean, std)
     generator = torch.Generator().manual_seed(0)
-    method = build_method("simclr", config.backbone, 1, **method_kwargs(config)).to(device)
-    memory_format = memory_format_of(config)
+    method = build_method("simclr", config.backbone.name, 1, settings=config.method).to(device)
+    memory_format = memory_format_of(config.run.channels_last)
     method.to(memory_format=memory_format)
-    optimizer = build_optimizer(method, config.optimizer, config.lr, config.weight_decay)
+    optimizer = build_optimizer(method, config.optimizer.name, config.optimizer.lr,
+                                config.optimizer.weight_decay)
     batch_views = [v.contiguous(memory_format=memory_format) for v in views(images, generator)]
     both = torch.cat(batch_views).contiguous(memory_format=memory_format)
 
@@ -116,10 +117,10 @@ def main() -> None:
 
     figures = {
         "benchmark": "step_overhead",
-        "batch_size": config.batch_size,
-        "views_per_step": 2 * config.batch_size,
+        "batch_size": config.schedule.batch_size,
+        "views_per_step": 2 * config.schedule.batch_size,
         "image_size": 28,
-        "backbone": config.backbone,
+        "backbone": config.backbone.name,
         "trainer_seconds_per_step": trainer_step,
         "trainer_seconds_per_step_including_first_epoch": trainer_step_with_warmup,
         "isolated_full_step_seconds": t_full,
@@ -136,7 +137,8 @@ def main() -> None:
         "device": args.device,
         **machine(),
     }
-    row = (f"| step overhead, SimCLR convnet 28x28, batch {config.batch_size}, {args.device} | "
+    batch = config.schedule.batch_size
+    row = (f"| step overhead, SimCLR convnet 28x28, batch {batch}, {args.device} | "
            f"{trainer_step * 1e3:.1f} ms/step (trainer) | backbone f+b {t_backbone * 1e3:.1f} ms | "
            f"ratio {trainer_step / t_backbone:.3f} |")
     emit(figures, row if args.markdown else None)

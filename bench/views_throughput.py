@@ -1,6 +1,6 @@
-"""Throughput of batched ``SimCLRViews`` against per-sample torchvision v2 in a DataLoader.
+"""Throughput of batched ``AugmentedViews`` against per-sample torchvision v2 in a DataLoader.
 
-Ours: ``contrastlab.views.SimCLRViews`` on batches of ``--batch-size`` uint8 images in the main
+Ours: ``contrastlab.views.AugmentedViews`` on batches of ``--batch-size`` uint8 images in the main
 process, on ``--device`` (CPU: torch's default number of threads).
 Baseline: the equivalent torchvision.transforms.v2 pipeline applied per sample (two views per
 image) in a ``DataLoader`` with ``--workers`` worker processes and the same batch size:
@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from contrastlab.views import SimCLRViews
+from contrastlab.views import AugmentedViews
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -116,8 +116,8 @@ class TwoViewDataset(Dataset):
 
 
 def bench_ours(images: Tensor, batch_size: int, passes: int, device: torch.device) -> float:
-    """Views per second of SimCLRViews over ``passes`` shuffled passes (after one warm-up)."""
-    views = SimCLRViews(SIZE, 3, CIFAR_MEAN, CIFAR_STD)
+    """Views per second of AugmentedViews over ``passes`` shuffled passes (after one warm-up)."""
+    views = AugmentedViews(SIZE, 3, CIFAR_MEAN, CIFAR_STD)
     data = images.to(device)
     gen = torch.Generator().manual_seed(0)
     n = data.shape[0]
@@ -160,7 +160,7 @@ def bench_torchvision(images: Tensor, batch_size: int, passes: int, workers: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="device for SimCLRViews (cpu or cuda)")
+    parser.add_argument("--device", default="cpu", help="device for AugmentedViews (cpu or cuda)")
     parser.add_argument("--images", type=int, default=10_000, help="number of images")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (baseline)")
@@ -201,7 +201,7 @@ def main() -> None:
     print(json.dumps(result))
     if args.markdown:
         print(
-            f"| SimCLRViews vs torchvision v2 | {device} ({result['threads']} threads) | "
+            f"| AugmentedViews vs torchvision v2 | {device} ({result['threads']} threads) | "
             f"{SIZE}x{SIZE} | {args.batch_size} | {args.workers} | {ours:,.0f} | {theirs:,.0f} | "
             f"{result['ratio']:.2f}x | {torch.__version__} |",
             file=sys.stderr,

@@ -49,152 +49,24 @@ def _root(
 Opt = typer.Option
 
 
-@app.command()
-def train(
-    method: Annotated[str | None, Opt(help="Method: simclr, moco-v2, moco-v3, byol, simsiam, "
-                                      "nnclr, swav, dino, barlow-twins, vicreg, supcon, dcl, "
-                                      "dclw, triplet, npair, rotnet, mae, clip, siglip, "
-                                      "supervised.")] = None,
-    data: Annotated[str | None, Opt(help=DATA_HELP + ". Default: digits.")] = None,
-    backbone: Annotated[str | None, Opt(help="convnet, resnet18/34/50 or their -cifar variants.")]
-    = None,
-    epochs: Annotated[int | None, Opt(help="Epochs (ignored when --time-budget is set).")] = None,
-    batch_size: Annotated[int | None, Opt(help="Images per step (each gives 2 views).")] = None,
-    out: Annotated[str | None, Opt(help="Run directory (default runs/<method>-<data>-<time>).")]
-    = None,
-    config: Annotated[Path | None, Opt(help="YAML file of settings; flags override it.")] = None,
-    seed: Annotated[int | None, Opt(help="Seed of initialisation, batch order and views.")] = None,
-    device: Annotated[str | None, Opt(help="auto, cpu, cuda or cuda:N.")] = None,
-    resume: Annotated[bool | None, Opt("--resume", help="Continue the run in --out.")] = None,
-    time_budget: Annotated[float | None, Opt(help="Stop after this many seconds of training; "
-                                             "the schedule spans the budget.")] = None,
-    optimizer: Annotated[str | None, Opt(help="lars, sgd or adamw.")] = None,
-    lr: Annotated[float | None, Opt(help="Peak learning rate (default scales with batch).")]
-    = None,
-    weight_decay: Annotated[float | None, Opt(help="Weight decay.")] = None,
-    warmup_fraction: Annotated[float | None, Opt(help="Share of the schedule spent warming up.")]
-    = None,
-    temperature: Annotated[float | None, Opt(help="Contrastive / student temperature (> 0; "
-                                             "default: the method's).")] = None,
-    projection_dim: Annotated[int | None, Opt(help="Projection head output size.")] = None,
-    projection_hidden_dim: Annotated[int | None, Opt(help="Projection head hidden size.")] = None,
-    prediction_hidden_dim: Annotated[int | None, Opt(help="Predictor hidden size (BYOL, SimSiam, "
-                                                     "MoCo v3, NNCLR).")] = None,
-    queue_size: Annotated[int | None, Opt(help="Queue of negatives / support set / SwAV "
-                                          "features (0: none).")] = None,
-    ema_momentum: Annotated[float | None, Opt(help="Momentum of the EMA teacher / key encoder, "
-                                              "in [0, 1).")] = None,
-    ema_cosine: Annotated[bool | None, Opt("--ema-cosine/--no-ema-cosine",
-                                           help="Raise the EMA momentum to 1 on a cosine.")]
-    = None,
-    num_prototypes: Annotated[int | None, Opt(help="Prototypes (SwAV) / output dim (DINO).")]
-    = None,
-    freeze_prototypes_steps: Annotated[int | None, Opt(help="SwAV: steps with frozen "
-                                                       "prototypes (DINO: head's last "
-                                                       "layer).")] = None,
-    sinkhorn_iterations: Annotated[int | None, Opt(help="SwAV Sinkhorn-Knopp iterations.")]
-    = None,
-    sinkhorn_epsilon: Annotated[float | None, Opt(help="SwAV Sinkhorn entropy epsilon.")] = None,
-    teacher_temperature: Annotated[float | None, Opt(help="DINO teacher temperature after "
-                                                     "warm-up.")] = None,
-    warmup_teacher_temperature: Annotated[float | None, Opt(help="DINO teacher temperature at "
-                                                            "the start.")] = None,
-    teacher_temperature_warmup: Annotated[float | None, Opt(help="DINO: share of the schedule "
-                                                            "for the warm-up.")] = None,
-    center_momentum: Annotated[float | None, Opt(help="DINO centre momentum.")] = None,
-    off_diagonal_weight: Annotated[float | None, Opt(help="Barlow Twins lambda.")] = None,
-    invariance_weight: Annotated[float | None, Opt(help="VICReg invariance weight.")] = None,
-    variance_weight: Annotated[float | None, Opt(help="VICReg variance weight.")] = None,
-    covariance_weight: Annotated[float | None, Opt(help="VICReg covariance weight.")] = None,
-    weight_sigma: Annotated[float | None, Opt(help="DCLW weighting sigma.")] = None,
-    margin: Annotated[float | None, Opt(help="Triplet margin.")] = None,
-    mining: Annotated[str | None, Opt(help="Triplet mining: none, batch-hard, semi-hard.")]
-    = None,
-    mask_ratio: Annotated[float | None, Opt(help="MAE share of patches masked.")] = None,
-    bn_groups: Annotated[int | None, Opt(help="MoCo v2 shuffling BN: ghost groups of the global "
-                                         "batch (under torchrun a multiple of the process "
-                                         "count).")] = None,
-    num_views: Annotated[int | None, Opt(help="SupCon: augmented views per image (2 as in the "
-                                         "paper; 1: the labels alone give the positives).")]
-    = None,
-    patch_size: Annotated[int | None, Opt(help="ViT patch size in pixels.")] = None,
-    loss_chunk_size: Annotated[int | None, Opt(help="Rows per tile of the memory-efficient exact "
-                                               "contrastive loss (default: tiled only when the "
-                                               "N x N logits would exceed 256 MiB).")] = None,
-    micro_batch: Annotated[int | None, Opt(help="GradCache: images per micro-batch of "
-                                           "activations; the gradient is the full batch's "
-                                           "(one extra encoder forward per step), except that "
-                                           "batch norm uses per-micro-batch statistics. One "
-                                           "process; SimCLR-like methods (see docs/cli.md).")]
-    = None,
-    num_local_crops: Annotated[int | None, Opt(help="Multi-crop: small views per image "
-                                               "(SwAV, DINO).")] = None,
-    local_crop_size: Annotated[int | None, Opt(help="Multi-crop: side of the small views.")]
-    = None,
-    local_crop_scale: Annotated[str | None, Opt(help="Multi-crop: area range of the small "
-                                                "views, e.g. 0.05,0.4.")] = None,
-    image_size: Annotated[int | None, Opt(help="Resize images / crop views to this size.")] = None,
-    crop_scale: Annotated[str | None, Opt(help="Random resized crop area range, e.g. 0.08,1.")]
-    = None,
-    jitter_strength: Annotated[float | None, Opt(help="Colour jitter strength s.")] = None,
-    jitter_p: Annotated[float | None, Opt(help="Probability of colour jitter.")] = None,
-    grey_p: Annotated[float | None, Opt(help="Probability of greyscale.")] = None,
-    blur_p: Annotated[float | None, Opt(help="Probability of Gaussian blur (>= 64 px).")] = None,
-    flip_p: Annotated[float | None, Opt(help="Probability of horizontal flip.")] = None,
-    rotation: Annotated[float | None, Opt(help="Turn each crop by up to +-this many degrees "
-                                          "(0: off; ~15 suits digits).")] = None,
-    test_fraction: Annotated[float | None, Opt(help="Held-out share where data has no split.")]
-    = None,
-    split_seed: Annotated[int | None, Opt(help="Seed of the stratified split.")] = None,
-    skip_bad_files: Annotated[bool | None, Opt("--skip-bad-files",
-                                               help="Skip unreadable images (counted).")] = None,
-    eval_every: Annotated[int | None, Opt(help="Evaluate every N epochs (0: only at the end).")]
-    = None,
-    diagnose_every: Annotated[int | None, Opt(help="Embedding diagnostics and collapse alarm "
-                                              "every N epochs and at the end (0: off).")] = None,
-    knn_k: Annotated[int | None, Opt(help="k of the kNN evaluation.")] = None,
-    precision: Annotated[str | None, Opt(help="auto, fp32, bf16, fp16 or fp64 (float64, for "
-                                         "exactness checks).")] = None,
-    deterministic: Annotated[bool | None, Opt("--deterministic",
-                                              help="Deterministic algorithms only.")] = None,
-    sync_batchnorm: Annotated[bool | None, Opt("--sync-batchnorm/--no-sync-batchnorm",
-                                               help="Under torchrun: batch norm statistics over "
-                                               "the global batch (default on).")] = None,
-    channels_last: Annotated[bool | None, Opt("--channels-last/--no-channels-last",
-                                              help="NHWC memory format (faster convolutions on "
-                                              "CPU and GPU).")] = None,
-    compile: Annotated[bool | None, Opt("--compile/--no-compile",
-                                        help="torch.compile the backbone (compiles during the "
-                                        "first steps; see docs/benchmarks.md for when it "
-                                        "pays).")] = None,
-    keep: Annotated[int | None, Opt(help="Also keep a checkpoint every N epochs "
-                                    "(checkpoints/epoch-N.pt); last.pt and best.pt always.")]
-    = None,
-    max_nonfinite_steps: Annotated[int | None, Opt(help="Stop after this many non-finite steps "
-                                                   "in a row (each is skipped).")] = None,
-    clip_grad_norm: Annotated[float | None, Opt(help="Clip the gradients' total L2 norm.")]
-    = None,
-) -> None:
-    """Train an encoder with a self-supervised method, then report kNN and linear-probe accuracy."""
-    from contrastlab.config import build_config
-    from contrastlab.train import train as run_training
-    from contrastlab.train.trainer import default_run_name
+def _train(**options: Any) -> None:
+    """Train an encoder with a self-supervised method, then report kNN and linear-probe accuracy.
 
-    overrides: dict[str, Any] = {
-        k: v for k, v in locals().items()
-        if k not in ("config", "build_config", "run_training", "default_run_name")
-    }
-    resolved = build_config(config, overrides)
-    if out is None and not _given_in_yaml(config, "out"):
-        resolved.out = default_run_name(resolved)
+    Settings come from the defaults, a recipe (--recipe), a YAML file (--config) and the flags,
+    later ones winning; `contrastlab recipes` lists the recipes.
+    """
+    from contrastlab.api import fit, resolve_config
+
+    config_file, recipe = options.pop("config"), options.pop("recipe")
+    resolved = resolve_config(options, config_file=config_file, recipe=recipe)
     try:
-        result = run_training(resolved, console=err_console)
+        result = fit(resolved, console=err_console)
     except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a new checkpoint
-        last = Path(resolved.out) / "checkpoints" / "last.pt"
+        last = Path(resolved.run.out) / "checkpoints" / "last.pt"
         err_console.print(
             "interrupted at once (second SIGINT): the steps since the last checkpoint are lost. "
-            + (f"Continue with: contrastlab train --resume --out {resolved.out}" if last.is_file()
-               else "No checkpoint was written yet: start the run again")
+            + (f"Continue with: contrastlab train --resume --out {resolved.run.out}"
+               if last.is_file() else "No checkpoint was written yet: start the run again")
         )
         raise typer.Exit(130) from None
     if result.stop_reason in ("SIGINT", "SIGTERM"):
@@ -204,12 +76,25 @@ def train(
         print(json.dumps({"run": str(result.run_dir), **summary}))
 
 
-def _given_in_yaml(path: Path | None, key: str) -> bool:
-    if path is None:
-        return False
-    from contrastlab.config import load_yaml
+def _register_train() -> None:
+    import inspect
 
-    return key in load_yaml(path)
+    from contrastlab.cli_settings import SectionedCommand, with_settings_options
+
+    extra = [
+        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[Path | None, Opt(
+                              help="YAML file of settings (flat or nested); flags override it.",
+                              rich_help_panel="Sources")]),
+        inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[str | None, Opt(
+                              help="Start from a named recipe (see `contrastlab recipes`); "
+                              "--config and flags override it.", rich_help_panel="Sources")]),
+    ]
+    app.command("train", cls=SectionedCommand)(with_settings_options(extra, _train))
+
+
+_register_train()
 
 
 def _print_scores(scores: dict[str, Any], as_json: bool) -> None:
@@ -227,7 +112,7 @@ def _evaluate(protocol: str, run: Path, data: str | None, k: int, temperature: f
               features: str = "backbone", subset_seed: int = 0) -> None:
     from contrastlab.eval.runs import check_features, evaluate_run
     from contrastlab.eval.subsets import check_label_fraction
-    from contrastlab.train.trainer import resolve_device
+    from contrastlab.runs.device import resolve_device
 
     check_label_fraction(label_fraction)
     check_features(features)
@@ -298,7 +183,7 @@ def eval_finetune(
 ) -> None:
     """Fine-tune a copy of the encoder with a new linear head on the labelled fraction."""
     from contrastlab.eval.finetune import FinetuneSettings, finetune_run
-    from contrastlab.train.trainer import resolve_device
+    from contrastlab.runs.device import resolve_device
 
     settings = FinetuneSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     settings.check()
@@ -334,7 +219,7 @@ def eval_fewshot(
 ) -> None:
     """N-way K-shot episodes on the test split: nearest cosine prototype, mean and 95% CI."""
     from contrastlab.eval.fewshot import check_fewshot_args, fewshot_run
-    from contrastlab.train.trainer import resolve_device
+    from contrastlab.runs.device import resolve_device
 
     shot_list = _parse_shots(shots)
     check_fewshot_args(ways, shot_list, episodes, queries)
@@ -358,7 +243,7 @@ def eval_transfer(
     """Frozen encoder on another dataset (and a probe carried over from --probe-data)."""
     from contrastlab.eval.runs import check_features
     from contrastlab.eval.transfer import transfer_run
-    from contrastlab.train.trainer import resolve_device
+    from contrastlab.runs.device import resolve_device
 
     check_features(features)
     scores = transfer_run(run, data, probe_data, k=k, temperature=temperature,

@@ -135,7 +135,7 @@ class Declaration:
     def describe_default(self) -> str:
         value = self.default
         if isinstance(value, tuple):
-            return ",".join(_number(v) if isinstance(v, float) else str(v) for v in value)
+            return ",".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)
         if isinstance(value, bool):
             return "on" if value else "off"
         return str(value)
@@ -219,7 +219,8 @@ class Settings:
             ConfigError: naming the first bad key, its value and what is allowed.
         """
         for declaration in declarations(type(self)):
-            value = check_value(declaration, getattr(self, declaration.name), source)
+            value = check_value(declaration, getattr(self, declaration.name), source,
+                                parse_strings=False)
             object.__setattr__(self, declaration.name, value)
         self.check_together()
 
@@ -254,10 +255,12 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def check_value(declaration: Declaration, value: Any, source: str = "configuration") -> Any:
-    """``value`` coerced to the declaration's type and checked against its limits."""
+def check_value(declaration: Declaration, value: Any, source: str = "configuration",
+                parse_strings: bool = True) -> Any:
+    """``value`` coerced to the declaration's type and checked against its limits (strings are
+    parsed as numbers, pairs and booleans only with ``parse_strings``, as for YAML and flags)."""
     key = declaration.key
-    value = coerce(key, value, declaration.annotation, source)
+    value = coerce(key, value, declaration.annotation, source, parse_strings)
     numbers = value if isinstance(value, tuple) else (value,)
     if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
         raise ConfigError(f"{key} must be a finite number, got {_show(value)}")
@@ -281,9 +284,11 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def coerce(key: str, value: Any, annotation: Any, source: str = "configuration") -> Any:
+def coerce(key: str, value: Any, annotation: Any, source: str = "configuration",
+           parse_strings: bool = True) -> Any:
     """Coerce a YAML or command-line value to ``annotation`` (bool, int, float, str, a tuple of
-    numbers given as a list or ``"a,b"``, or one of them or None).
+    numbers given as a list or ``"a,b"``, or one of them or None). Without ``parse_strings``
+    (values set from Python) a string is accepted only where a string is expected.
 
     Raises:
         ConfigError: ``"<key> in <source> must be of type <type>, got <value>"``.
@@ -294,7 +299,10 @@ def coerce(key: str, value: Any, annotation: Any, source: str = "configuration")
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return coerce(key, value, inner[0], source)
+        return coerce(key, value, inner[0], source, parse_strings)
+    if isinstance(value, str) and annotation is not str and not parse_strings:
+        raise ConfigError(f"{key} in {source} must be of type {_type_name(annotation)}, got "
+                          f"{value!r}")
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.replace(" ", "").split(",") if v]
@@ -302,7 +310,8 @@ def coerce(key: str, value: Any, annotation: Any, source: str = "configuration")
             raise ConfigError(
                 f"{key} in {source} must be {len(args)} numbers (e.g. 0.08,1.0), got {value!r}"
             )
-        return tuple(coerce(key, v, a, source) for v, a in zip(value, args, strict=True))
+        return tuple(coerce(key, v, a, source, parse_strings)
+                     for v, a in zip(value, args, strict=True))
     bad = ConfigError(f"{key} in {source} must be of type {_type_name(annotation)}, got {value!r}")
     if annotation is bool:
         if isinstance(value, bool):

@@ -12,11 +12,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from contrastlab import train
 from contrastlab.cli import app
 from contrastlab.config import build_config
 from contrastlab.errors import ConfigError, DataError
 from contrastlab.eval.threads import single_thread_if_small
-from contrastlab.train import train
 
 runner = CliRunner()
 

@@ -8,17 +8,17 @@ from contrastlab.errors import ConfigError
 
 def test_defaults_are_valid() -> None:
     config = TrainConfig()
-    assert config.method == "simclr" and config.data == "digits"
+    assert config.method.name == "simclr" and config.data.source == "digits"
 
 
 def test_yaml_and_flags_combine_flags_win(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("epochs: 3\nbatch_size: 64\ntemperature: 0.2\ncrop_scale: [0.2, 1.0]\n")
     config = build_config(path, {"epochs": 5, "batch_size": None})
-    assert config.epochs == 5  # flag wins
-    assert config.batch_size == 64  # from YAML (flag not given)
-    assert config.temperature == 0.2
-    assert config.crop_scale == (0.2, 1.0)
+    assert config.schedule.epochs == 5  # flag wins
+    assert config.schedule.batch_size == 64  # from YAML (flag not given)
+    assert config.method.temperature == 0.2
+    assert config.views.crop_scale == (0.2, 1.0)
 
 
 def test_unknown_yaml_key_suggests_closest(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
+from contrastlab import train
 from contrastlab.cli import app
 from contrastlab.config import build_config
 from contrastlab.errors import ConfigError
-from contrastlab.train import train
 
 
 @pytest.mark.parametrize(("values", "message"), [

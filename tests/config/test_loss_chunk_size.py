@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from contrastlab.cli import app
-from contrastlab.config import build_config, method_kwargs
+from contrastlab.config import build_config
 from contrastlab.errors import ConfigError
 from contrastlab.losses import nt_xent
 from contrastlab.methods import build_method
@@ -16,8 +16,8 @@ from contrastlab.methods import build_method
 def test_key_is_validated_and_reaches_simclr(tmp_path) -> None:
     config = build_config(None, {"method": "simclr", "loss_chunk_size": 48,
                                  "out": str(tmp_path / "run")})
-    assert method_kwargs(config)["loss_chunk_size"] == 48
-    assert build_config(None, {"out": str(tmp_path / "run")}).loss_chunk_size is None
+    assert config.method.to_dict()["loss_chunk_size"] == 48
+    assert build_config(None, {"out": str(tmp_path / "run")}).method.loss_chunk_size is None
     with pytest.raises(ConfigError, match="loss_chunk_size must be >= 1"):
         build_config(None, {"loss_chunk_size": 0, "out": str(tmp_path / "run")})
     with pytest.raises(ConfigError, match="loss_chunk_size"):

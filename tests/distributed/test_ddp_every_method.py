@@ -2,7 +2,7 @@
 
 One group of 2 and one of 3 gloo processes are spawned (torch imported once per process). In
 them every rank first checks the collectives, GlobalBatchNorm and the ghost-group running
-estimates (collective_checks.py), then the real trainer (``contrastlab.train.train``, which finds
+estimates (collective_checks.py), then the real trainer (``contrastlab.train``, which finds
 the initialised group) trains every method for 3 SGD steps on digits with a global batch of 12,
 in float64 (``precision: fp64``); rank 0 writes metrics.jsonl and checkpoints/last.pt. The same
 configurations are trained by one process here, meanwhile. The losses of the 3 steps and every
@@ -27,11 +27,11 @@ import torch
 from process_group import join, start_group
 from rich.console import Console
 
-from contrastlab.config import METHOD_FIELDS, build_config, method_parameters
+from contrastlab import train
+from contrastlab.config import build_config, method_users
 from contrastlab.errors import ConfigError
 from contrastlab.methods import list_methods
-from contrastlab.train import train
-from contrastlab.train.checkpoint import load_checkpoint
+from contrastlab.runs.checkpoint import load_checkpoint
 
 STEPS = 3
 GLOBAL_BATCH = 12
@@ -78,14 +78,14 @@ def cases_for(world: int) -> list[str]:
 
 
 def settings(method: str, out: Path, **extra: Any) -> dict[str, Any]:
-    accepted = method_parameters(method)
+    accepted = {name for name, users in method_users().items() if method in users}
     values: dict[str, Any] = {
         "method": method, "data": "digits", "backbone": "convnet-small", "epochs": 1,
         "batch_size": GLOBAL_BATCH, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9,
         "warmup_fraction": 0.0, "device": "cpu", "precision": "fp64", "log_every": 1,
         "diagnose_every": 0, "seed": 0, "out": str(out),
     }
-    values.update({k: v for k, v in SMALL.items() if k in accepted and k in METHOD_FIELDS})
+    values.update({k: v for k, v in SMALL.items() if k in accepted})
     values.update(extra)
     return values
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
-from contrastlab.train import train
-from contrastlab.train.checkpoint import load_checkpoint
+from contrastlab.runs.checkpoint import load_checkpoint
 
 FLAGS = {"data": "digits", "backbone": "convnet-small", "epochs": 1, "batch_size": 96,
          "precision": "fp64", "device": "cpu", "diagnose_every": 0, "knn_k": 20}

@@ -19,7 +19,7 @@ from contrastlab.eval.diagnostics import (
     uniformity,
 )
 from contrastlab.methods import build_method
-from contrastlab.views import SimCLRViews, channel_stats
+from contrastlab.views import AugmentedViews, channel_stats
 
 
 def unit(row):
@@ -185,7 +185,7 @@ def test_diagnose_method_leaves_training_state_untouched():
     torch.manual_seed(0)
     images = load_dataset("digits").train.images[:300]
     mean, std = channel_stats(images)
-    views = SimCLRViews(8, 1, mean, std)
+    views = AugmentedViews(8, 1, mean, std)
     method = build_method("simclr", "convnet-small", 1, projection_hidden_dim=32,
                           projection_dim=16)
     method.train()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
 from contrastlab.errors import ConfigError, DataError
 from contrastlab.eval.fewshot import (
@@ -18,7 +19,6 @@ from contrastlab.eval.fewshot import (
     sample_episode,
 )
 from contrastlab.eval.threads import single_thread_if_small
-from contrastlab.train import train
 
 
 def prototype_direct(support, support_labels, query, num_classes):

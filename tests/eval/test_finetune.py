@@ -6,13 +6,13 @@ import pytest
 import torch
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
 from contrastlab.data import ImageDataset, load_dataset
 from contrastlab.errors import ConfigError
 from contrastlab.eval.finetune import FinetuneSettings, finetune, finetune_run
 from contrastlab.eval.runs import load_run
 from contrastlab.eval.threads import single_thread_if_small
-from contrastlab.train import train
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import pytest
 import torch
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
 from contrastlab.data import ImageDataset
 from contrastlab.errors import DataError
 from contrastlab.eval.threads import single_thread_if_small
 from contrastlab.eval.transfer import align_labels, transfer_run
-from contrastlab.train import train
 
 
 def dataset(classes: list[str] | None, labels: list[int]) -> ImageDataset:

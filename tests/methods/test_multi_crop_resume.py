@@ -8,9 +8,9 @@ import pytest
 import torch
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
-from contrastlab.train import train
-from contrastlab.train.checkpoint import load_checkpoint
+from contrastlab.runs.checkpoint import load_checkpoint
 
 QUIET = Console(quiet=True)
 SETTINGS = {

@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
 from contrastlab.errors import ConfigError
 from contrastlab.losses import nt_xent, supcon_loss, supcon_loss_views
 from contrastlab.methods import build_method
 from contrastlab.methods.supcon import SupCon
 from contrastlab.models import build_backbone
-from contrastlab.train import train
 
 
 def test_training_step_is_supcon_of_the_projected_views_with_labels() -> None:
@@ -68,7 +68,7 @@ def test_one_view_per_image_uses_labels_alone() -> None:
 
 
 def test_trainer_builds_the_configured_number_of_views(tmp_path: Path) -> None:
-    from contrastlab.train.trainer import build_views
+    from contrastlab.runs import build_views
 
     one = build_config(None, {"method": "supcon", "num_views": 1, "out": str(tmp_path)})
     assert build_views(one, 8, 1, (0.5,), (0.5,)).num_views == 1

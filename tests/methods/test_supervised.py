@@ -9,7 +9,8 @@ from contrastlab.errors import ConfigError
 from contrastlab.methods import METHODS, build_method
 from contrastlab.methods.supervised import Supervised
 from contrastlab.models import build_backbone
-from contrastlab.train.trainer import build_views, full_method_kwargs
+from contrastlab.runs import build_views
+from contrastlab.runs.meta import method_settings_for_data
 
 
 def test_training_step_is_cross_entropy_of_one_view() -> None:
@@ -41,6 +42,6 @@ def test_trainer_passes_the_number_of_classes_and_makes_one_view(tmp_path) -> No
 
     config = build_config(None, {"method": "supervised", "out": str(tmp_path / "run")})
     splits = load_dataset("digits")
-    assert full_method_kwargs(config, splits)["num_classes"] == 10
+    assert method_settings_for_data(config, splits).num_classes == 10
     views = build_views(config, 8, 1, (0.5,), (0.25,))
     assert len(views(splits.train.images[:4], torch.Generator().manual_seed(0))) == 1

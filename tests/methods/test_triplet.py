@@ -31,7 +31,7 @@ def test_defaults_config_keys_and_errors(tmp_path) -> None:
     assert (method.margin, method.mining) == (0.2, "semi-hard")
     config = build_config(None, {"method": "triplet", "mining": "batch-hard", "margin": 0.3,
                                  "out": str(tmp_path / "run")})
-    assert (config.mining, config.margin) == ("batch-hard", 0.3)
+    assert (config.method.mining, config.method.margin) == ("batch-hard", 0.3)
     with pytest.raises(ConfigError, match="mining"):
         build_method("triplet", "convnet-small", 1, mining="hardest")
     with pytest.raises(ValueError, match="at least 2 views"):

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
 from contrastlab.data import load_dataset
 from contrastlab.errors import DataError
-from contrastlab.train import train
 
 
 def save(path: Path, image: Image.Image, **options: object) -> Path:

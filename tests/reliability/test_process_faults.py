@@ -26,10 +26,11 @@ import torch
 import yaml
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
 from contrastlab.errors import CheckpointError
-from contrastlab.train import load_checkpoint, train
-from contrastlab.train.checkpoint import SLOW_CHECKPOINT_VARIABLE
+from contrastlab.runs import load_checkpoint
+from contrastlab.runs.checkpoint import SLOW_CHECKPOINT_VARIABLE
 
 QUIET = Console(quiet=True)
 EPOCHS = 2

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from contrastlab.report.records import read_run
-from contrastlab.train import RunDirectory
+from contrastlab.runs import RunDirectory
 
 
 def killed_run(root: Path) -> RunDirectory:

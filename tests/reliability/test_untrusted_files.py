@@ -13,12 +13,12 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from contrastlab import train
 from contrastlab.cli import app
 from contrastlab.config import build_config
 from contrastlab.errors import CheckpointError
+from contrastlab.runs import CHECKPOINT_FORMAT, load_checkpoint
 from contrastlab.serve.encoders import encoder_from_artefact
-from contrastlab.train import load_checkpoint, train
-from contrastlab.train.trainer import CHECKPOINT_FORMAT
 
 
 class CreatesFile:

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from contrastlab import train
 from contrastlab.config import build_config
-from contrastlab.train import train
 
 QUIET = Console(quiet=True)
 

@@ -7,11 +7,10 @@ import torch
 from rich.console import Console
 
 from contrastlab.data import load_dataset
-from contrastlab.train import load_checkpoint
-from contrastlab.train.diagnose_hook import EpochDiagnostics
-from contrastlab.train.progress import TrainingProgress
-from contrastlab.train.run_dir import RunDirectory
-from contrastlab.views import SimCLRViews, channel_stats
+from contrastlab.eval.diagnostics_callback import EpochDiagnostics
+from contrastlab.runs import load_checkpoint
+from contrastlab.runs.directory import RunDirectory
+from contrastlab.views import AugmentedViews, channel_stats
 
 
 def records(run: Path, kind: str) -> list[dict]:
@@ -53,15 +52,14 @@ class Constant(torch.nn.Module):
 def test_a_collapsed_model_logs_an_alarm_and_says_it(tmp_path: Path) -> None:
     images = load_dataset("digits").train.images[:200]
     mean, std = channel_stats(images)
-    hook = EpochDiagnostics(images, SimCLRViews(8, 1, mean, std), torch.device("cpu"),
+    hook = EpochDiagnostics(images, AugmentedViews(8, 1, mean, std), torch.device("cpu"),
                             torch.contiguous_format, "simclr", seed=0)
     run = RunDirectory(tmp_path)
     console = Console(record=True, width=200)
-    progress = TrainingProgress(console, 10, by_time=False)
     method = Constant()
-    hook(method, 1, 10, 0.05, run, progress)  # in the grace period: not counted
-    hook(method, 2, 20, 0.2, run, progress)
-    hook(method, 3, 30, 0.3, run, progress)
+    hook(method, 1, 10, 0.05, run.log, console.print)  # in the grace period: not counted
+    hook(method, 2, 20, 0.2, run.log, console.print)
+    hook(method, 3, 30, 0.3, run.log, console.print)
     alarms = records(tmp_path, "alarm")
     assert len(records(tmp_path, "diagnostics")) == 3
     assert len(alarms) == 1 and alarms[0]["epoch"] == 3 and alarms[0]["kind"] == "complete"

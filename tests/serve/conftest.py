@@ -16,8 +16,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SimCLR convnet-small run on the bundled digits (8x8 grey), one short epoch."""
     from rich.console import Console
 
+    from contrastlab import train
     from contrastlab.config import build_config
-    from contrastlab.train import train
 
     out = tmp_path_factory.mktemp("serve") / "run"
     config = build_config(None, {"data": "digits", "epochs": 1, "out": str(out),

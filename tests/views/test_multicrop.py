@@ -7,8 +7,8 @@ import torch
 
 from contrastlab.config import build_config
 from contrastlab.errors import ConfigError
-from contrastlab.train.trainer import build_views
-from contrastlab.views import AugmentConfig, MultiCropViews, SimCLRViews
+from contrastlab.runs import build_views
+from contrastlab.views import AugmentConfig, AugmentedViews, MultiCropViews
 
 MEAN3, STD3 = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 PLAIN = AugmentConfig(crop_scale=(0.5, 1.0), flip_p=0.0, jitter_p=0.0, grey_p=0.0, blur_p=0.0)
@@ -69,10 +69,10 @@ def test_deterministic_with_a_seeded_generator() -> None:
 
 def test_global_views_are_the_simclr_views_of_the_same_draws() -> None:
     # the global group comes first and is drawn first: with the same generator state it equals
-    # SimCLRViews with the same settings
+    # AugmentedViews with the same settings
     images = uint8_images(4)
     multi = MultiCropViews(16, 8, 3, MEAN3, STD3, PLAIN, num_global=2, num_local=2)
-    simclr = SimCLRViews(16, 3, MEAN3, STD3, PLAIN, num_views=2)
+    simclr = AugmentedViews(16, 3, MEAN3, STD3, PLAIN, num_views=2)
     a = multi(images, torch.Generator().manual_seed(9))
     b = simclr(images, torch.Generator().manual_seed(9))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -124,7 +124,7 @@ def test_trainer_builds_multi_crop_for_swav_and_dino_only() -> None:
     assert tiny.local_augment.config.crop_scale == (0.1, 0.3)
     no_local = build_views(build_config(None, {"method": "swav", "num_local_crops": 0}), 8, 1,
                            (0.5,), (0.25,))
-    assert isinstance(no_local, SimCLRViews) and no_local.num_views == 2
+    assert isinstance(no_local, AugmentedViews) and no_local.num_views == 2
     with pytest.raises(ConfigError, match="multi-crop"):
         build_config(None, {"method": "simclr", "num_local_crops": 2})
 

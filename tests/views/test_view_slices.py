@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from contrastlab.views import AugmentConfig, MultiCropViews, SimCLRViews
+from contrastlab.views import AugmentConfig, AugmentedViews, MultiCropViews
 
 #: every augmentation on, blur included (outputs >= blur_min_size), solarisation and rotation on
 ALL_ON = AugmentConfig(jitter_p=0.9, grey_p=0.5, blur_p=0.5, solarize_p=0.5, blur_min_size=8,
@@ -23,7 +23,7 @@ def _images(n: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("world", [2, 3])
 def test_simclr_view_slices_equal_rows_of_the_full_batch(channels: int, world: int) -> None:
     images = _images(12, channels, 16)
-    views = SimCLRViews(12, channels, [0.5] * channels, [0.25] * channels, ALL_ON, num_views=3)
+    views = AugmentedViews(12, channels, [0.5] * channels, [0.25] * channels, ALL_ON, num_views=3)
     full = views(images, torch.Generator().manual_seed(3))
     per_rank = 12 // world
     for rank in range(world):
@@ -36,7 +36,7 @@ def test_simclr_view_slices_equal_rows_of_the_full_batch(channels: int, world: i
         assert torch.equal(generator.get_state(), _advanced_state(views, images, 3))
 
 
-def _advanced_state(views: SimCLRViews, images: torch.Tensor, seed: int) -> torch.Tensor:
+def _advanced_state(views: AugmentedViews, images: torch.Tensor, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     views(images, generator)
     return generator.get_state()
@@ -55,7 +55,7 @@ def test_multi_crop_view_slices_equal_rows_of_the_full_batch() -> None:
 
 
 def test_jitter_plan_round_trips_through_its_per_sample_parameters() -> None:
-    views = SimCLRViews(16, 3, [0.5] * 3, [0.25] * 3, ALL_ON)
+    views = AugmentedViews(16, 3, [0.5] * 3, [0.25] * 3, ALL_ON)
     params = views.augment.sample_params(10, 16, 16, torch.Generator().manual_seed(0))
     whole = params.jitter.select(0, 10)
     for name in ("gather", "regather", "restore", "factors"):
@@ -64,7 +64,7 @@ def test_jitter_plan_round_trips_through_its_per_sample_parameters() -> None:
 
 
 def test_a_slice_outside_the_global_batch_is_refused() -> None:
-    views = SimCLRViews(8, 1, [0.5], [0.25])
+    views = AugmentedViews(8, 1, [0.5], [0.25])
     with pytest.raises(ValueError, match="global batch of 6"):
         views(_images(4, 1, 8), torch.Generator(), global_batch=6, offset=4)
     with pytest.raises(ValueError, match="without global_batch"):

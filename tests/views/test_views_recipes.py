@@ -1,4 +1,4 @@
-"""SimCLRViews, EvalTransform and channel_stats."""
+"""AugmentedViews, EvalTransform and channel_stats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from contrastlab.errors import ConfigError
-from contrastlab.views import AugmentConfig, EvalTransform, SimCLRViews, channel_stats
+from contrastlab.views import AugmentConfig, AugmentedViews, EvalTransform, channel_stats
 from contrastlab.views import functional as VF
 
 CUDA = torch.cuda.is_available()
@@ -23,7 +23,7 @@ def uint8_images(n: int = 8, c: int = 3, h: int = 32, w: int = 32, seed: int = 0
 
 def test_simclr_views_shapes_and_independence() -> None:
     images = uint8_images(16)
-    views = SimCLRViews(32, 3, MEAN3, STD3)(images, torch.Generator().manual_seed(0))
+    views = AugmentedViews(32, 3, MEAN3, STD3)(images, torch.Generator().manual_seed(0))
     assert isinstance(views, list) and len(views) == 2
     for v in views:
         assert v.shape == (16, 3, 32, 32) and v.dtype == torch.float32
@@ -33,16 +33,16 @@ def test_simclr_views_shapes_and_independence() -> None:
 
 
 def test_simclr_defaults_follow_the_paper() -> None:
-    views = SimCLRViews(32, 3, MEAN3, STD3)
+    views = AugmentedViews(32, 3, MEAN3, STD3)
     assert views.config == AugmentConfig()
     assert views.num_views == 2
     assert not views.augment.blur_enabled  # below 64 px
-    assert SimCLRViews(96, 3, MEAN3, STD3).augment.blur_enabled
+    assert AugmentedViews(96, 3, MEAN3, STD3).augment.blur_enabled
 
 
 def test_simclr_views_deterministic() -> None:
     images = uint8_images(8)
-    recipe = SimCLRViews(24, 3, MEAN3, STD3, num_views=3)
+    recipe = AugmentedViews(24, 3, MEAN3, STD3, num_views=3)
     a = recipe(images, torch.Generator().manual_seed(4))
     b = recipe(images, torch.Generator().manual_seed(4))
     c = recipe(images, torch.Generator().manual_seed(5))
@@ -53,31 +53,31 @@ def test_simclr_views_deterministic() -> None:
 
 def test_recipes_pickle_and_channels_last_input() -> None:
     images = uint8_images(6)
-    recipe = SimCLRViews(16, 3, MEAN3, STD3)
+    recipe = AugmentedViews(16, 3, MEAN3, STD3)
     clone = pickle.loads(pickle.dumps(recipe))
     a = recipe(images, torch.Generator().manual_seed(2))
     b = clone(
         images.contiguous(memory_format=torch.channels_last), torch.Generator().manual_seed(2)
     )
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b, strict=True))
-    assert "SimCLRViews" in repr(recipe)
+    assert "AugmentedViews" in repr(recipe)
     assert "EvalTransform" in repr(EvalTransform(8, 1, (0,), (1,)))
 
 
 def test_simclr_views_single_channel() -> None:
     images = uint8_images(8, 1, 28, 28)
-    views = SimCLRViews(28, 1, (0.13,), (0.31,))(images, torch.Generator().manual_seed(0))
+    views = AugmentedViews(28, 1, (0.13,), (0.31,))(images, torch.Generator().manual_seed(0))
     assert [v.shape for v in views] == [(8, 1, 28, 28)] * 2
     assert all(torch.isfinite(v).all() for v in views)
 
 
 def test_simclr_views_invalid_arguments() -> None:
     with pytest.raises(ConfigError, match="num_views"):
-        SimCLRViews(32, 3, MEAN3, STD3, num_views=0)
+        AugmentedViews(32, 3, MEAN3, STD3, num_views=0)
     with pytest.raises(ConfigError, match="mean"):
-        SimCLRViews(32, 3, (0.5,), STD3)
+        AugmentedViews(32, 3, (0.5,), STD3)
     with pytest.raises(ConfigError, match="output_size"):
-        SimCLRViews(0, 3, MEAN3, STD3)
+        AugmentedViews(0, 3, MEAN3, STD3)
 
 
 def test_eval_transform_same_size_only_normalises() -> None:
@@ -131,7 +131,7 @@ def test_channel_stats_constant_and_invalid() -> None:
 @pytest.mark.skipif(not CUDA, reason="CUDA not available")
 def test_recipes_on_cuda_match_cpu() -> None:
     images = uint8_images(32)
-    recipe = SimCLRViews(32, 3, MEAN3, STD3)
+    recipe = AugmentedViews(32, 3, MEAN3, STD3)
     cpu = recipe(images, torch.Generator().manual_seed(0))
     cuda = recipe(images.cuda(), torch.Generator().manual_seed(0))
     for a, b in zip(cpu, cuda, strict=True):

@@ -218,7 +218,7 @@ def diagnose_method(
     """Diagnostics of a method's projector (``method.project``) and backbone (``method.encode``).
 
     A seeded subset of at most ``max_images`` of the uint8 ``images`` (N, C, H, W) is augmented
-    twice by ``views`` (e.g. the run's :class:`~contrastlab.views.SimCLRViews`, so with the run's
+    twice by ``views`` (e.g. the run's :class:`~contrastlab.views.AugmentedViews`, so with the run's
     normalisation) and embedded in eval mode; :func:`diagnose_embeddings` is applied to both
     spaces. The random draws come from a private generator seeded with ``seed`` (the same subset
     and views every call, and no global or training RNG state is touched); the method's

@@ -34,8 +34,8 @@ from contrastlab.errors import ConfigError, DataError
 from contrastlab.eval.subsets import check_label_fraction
 from contrastlab.eval.threads import single_thread_if_small
 from contrastlab.methods import Method
-from contrastlab.train.optim import set_lr, warmup_cosine
-from contrastlab.views import AugmentConfig, EvalTransform, SimCLRViews
+from contrastlab.optim import set_lr, warmup_cosine
+from contrastlab.views import AugmentConfig, AugmentedViews, EvalTransform
 
 
 @dataclass
@@ -148,7 +148,7 @@ def finetune(
     num_classes = num_classes or int(max(int(train.labels.max()), int(test.labels.max()))) + 1
     if num_classes < 2:
         raise DataError(f"fine-tuning needs at least 2 classes, '{train.name}' has {num_classes}")
-    augment = SimCLRViews(
+    augment = AugmentedViews(
         transform.output_size, transform.channels, transform.mean, transform.std,
         AugmentConfig(crop_scale=settings.crop_scale, flip_p=settings.flip_p or 0.0, jitter_p=0.0,
                       grey_p=0.0, blur_p=0.0),

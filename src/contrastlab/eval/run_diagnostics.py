@@ -12,7 +12,7 @@ from contrastlab.errors import DataError
 from contrastlab.eval.collapse import CollapseMonitor
 from contrastlab.eval.diagnostics import diagnose_method
 from contrastlab.eval.runs import load_run
-from contrastlab.views import SimCLRViews
+from contrastlab.views import AugmentedViews
 
 
 def diagnose_run(run: str | Path, data: str | None = None, device: torch.device | str = "cpu",
@@ -27,9 +27,7 @@ def diagnose_run(run: str | Path, data: str | None = None, device: torch.device 
     finding is ``{"kind", "space", "evidence"}`` for this one evaluation.
     """
     from contrastlab.config import TrainConfig
-    from contrastlab.train.checkpoint import load_checkpoint
-    from contrastlab.train.run_dir import RunDirectory
-    from contrastlab.train.trainer import build_views
+    from contrastlab.runs import RunDirectory, build_views, load_checkpoint
 
     loaded = load_run(run, device)
     config, meta = loaded.config, loaded.meta
@@ -47,7 +45,7 @@ def diagnose_run(run: str | Path, data: str | None = None, device: torch.device 
     mean, std = tuple(meta["mean"]), tuple(meta["std"])
     training_views = build_views(TrainConfig.from_dict(config, "the run's configuration"),
                                  meta["image_size"], meta["in_channels"], mean, std)
-    views = SimCLRViews(meta["image_size"], meta["in_channels"], mean, std,
+    views = AugmentedViews(meta["image_size"], meta["in_channels"], mean, std,
                         training_views.config)
     diagnostics = diagnose_method(loaded.method, splits.train.images, views, device,
                                   max_images=max_images,

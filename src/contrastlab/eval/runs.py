@@ -3,8 +3,6 @@ score it on the same test split the run held out, or on another dataset."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,66 +10,10 @@ import torch
 from torch import Tensor
 
 from contrastlab.data import DatasetSplits, ImageDataset, load_dataset
-from contrastlab.errors import CheckpointError, DataError, unknown_name
-from contrastlab.eval.features import extract_features
+from contrastlab.errors import DataError
 from contrastlab.eval.protocols import score_features
 from contrastlab.eval.subsets import check_label_fraction, label_fraction_subset
-from contrastlab.methods import Method, build_method
-from contrastlab.train.checkpoint import load_checkpoint
-from contrastlab.train.run_dir import RunDirectory
-from contrastlab.views import EvalTransform
-
-
-@dataclass
-class LoadedRun:
-    """A method rebuilt from a run's checkpoint, in eval mode, with its metadata."""
-
-    method: Method
-    meta: dict[str, Any]
-    config: dict[str, Any]
-
-    @property
-    def transform(self) -> EvalTransform:
-        m = self.meta
-        return EvalTransform(m["image_size"], m["in_channels"], tuple(m["mean"]), tuple(m["std"]))
-
-    def encoder(self, features: str = "backbone") -> Callable[[Tensor], Tensor]:
-        """``method.encode`` (backbone features) or ``method.project`` (projector output)."""
-        return self.method.project if check_features(features) == "projector" else \
-            self.method.encode
-
-    def features(self, dataset: ImageDataset, features: str = "backbone",
-                 device: torch.device | str = "cpu") -> Tensor:
-        """Frozen float32 (N, D) features of ``dataset`` (resized by :attr:`transform`)."""
-        with torch.no_grad():
-            return extract_features(self.encoder(features), dataset, self.transform, device)
-
-
-FEATURES = ("backbone", "projector")
-"""What evaluation embeds: backbone features (the standard) or the projector's output."""
-
-
-def check_features(features: str) -> str:
-    """Return ``features`` or raise ConfigError unless it is one of :data:`FEATURES`."""
-    if features not in FEATURES:
-        raise unknown_name("--features value", features, FEATURES)
-    return features
-
-
-def load_run(run: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
-    """Load ``RUN/checkpoints/last.pt`` (safely, weights only) and rebuild the method."""
-    run_dir = RunDirectory(run)
-    if not run_dir.root.is_dir():
-        raise CheckpointError(f"run directory '{run_dir.root}' does not exist")
-    state = load_checkpoint(run_dir.checkpoint_path)
-    if "model_meta" not in state or "model" not in state:
-        raise CheckpointError(f"'{run_dir.checkpoint_path}' is not a contrastlab checkpoint")
-    meta = state["model_meta"]
-    method = build_method(meta["method"], meta["backbone"], meta["in_channels"],
-                          backbone_options=meta.get("backbone_options"), **meta["method_kwargs"])
-    method.load_state_dict(state["model"])
-    method.to(device).eval()
-    return LoadedRun(method, meta, state["config"])
+from contrastlab.runs.loading import FEATURES, LoadedRun, check_features, load_run
 
 
 def load_eval_data(
@@ -167,3 +109,7 @@ def evaluate_run(
     if features != "backbone":
         scores["features"] = features
     return scores
+
+
+__all__ = ["FEATURES", "LoadedRun", "check_features", "evaluate_run", "labelled_subset",
+           "load_eval_data", "load_run", "require_labels", "require_test"]

@@ -23,7 +23,7 @@ Class attributes tell the trainer what a method needs:
 * ``supports_grad_cache``: the loss is a function of per-image embeddings of the whole batch
   and the method keeps no state that a forward pass changes (no queue, no EMA teacher), so the
   trainer may compute its gradient with GradCache (``--micro-batch``,
-  :mod:`contrastlab.train.micro_batch`). Such a method implements :meth:`Method.embed_views`
+  :mod:`contrastlab.training.micro_batch`). Such a method implements :meth:`Method.embed_views`
   and :meth:`Method.loss_from_embeddings`, and its :meth:`training_step` is their composition.
 
 The trainer calls the module itself, ``method(views, labels)``, which runs :meth:`training_step`

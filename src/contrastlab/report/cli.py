@@ -34,7 +34,7 @@ DIAGNOSTIC_ROWS = (
 
 
 def _device(name: str) -> Any:
-    from contrastlab.train.trainer import resolve_device
+    from contrastlab.runs.device import resolve_device
 
     return resolve_device(name)
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
+from contrastlab.config import flatten
 from contrastlab.errors import CheckpointError
-from contrastlab.train.run_dir import RunDirectory
+from contrastlab.runs.directory import RunDirectory
 
 
 @dataclass
@@ -59,7 +60,7 @@ def read_run(path: str | Path) -> RunRecords:
     result = RunRecords(run.root)
     if run.config_path.is_file():
         loaded = yaml.safe_load(run.config_path.read_text())
-        result.config = loaded if isinstance(loaded, dict) else {}
+        result.config = flatten(loaded) if isinstance(loaded, dict) else {}
     if run.metrics_path.is_file():
         for line in run.metrics_path.read_text().splitlines():
             if not line.strip():

@@ -56,10 +56,10 @@ def augmented_views(config: dict[str, Any], meta: dict[str, Any], dataset: Image
                     n_images: int = 6, n_views: int = 6,
                     seed: int = 0) -> tuple[list[list[np.ndarray]], list[str]]:
     """Rows of [original, view 1, ..., view k] for ``n_images`` training images, made by the
-    trainer's own view recipe (``contrastlab.train.trainer.build_views``) with the run's
+    trainer's own view recipe (``contrastlab.runs.build_views``) with the run's
     configuration and normalisation. Returns the rows and the column titles."""
     from contrastlab.config import TrainConfig
-    from contrastlab.train.trainer import build_views
+    from contrastlab.runs.views import build_views
 
     train_config = TrainConfig.from_dict(config, "the run's config.yaml")
     views = build_views(train_config, meta["image_size"], meta["in_channels"],

@@ -29,7 +29,7 @@ JsonOpt = Annotated[bool, Opt("--json", help="Print exactly one JSON object.")]
 
 
 def _device(name: str) -> Any:
-    from contrastlab.train.trainer import resolve_device
+    from contrastlab.runs.device import resolve_device
 
     return resolve_device(name)
 

@@ -3,7 +3,7 @@
 Views are computed on the device of the input images (CPU or CUDA) with per-sample random
 parameters drawn from a CPU ``torch.Generator``, so the same seed gives the same views anywhere.
 
-* ``SimCLRViews``: two (or more) augmented views per image, SimCLR recipe by default.
+* ``AugmentedViews``: two (or more) augmented views per image, SimCLR recipe by default.
 * ``MultiCropViews``: global + smaller local views (SwAV, DINO multi-crop).
 * ``EvalTransform``: deterministic resize + normalise.
 * ``AugmentConfig`` / ``BatchAugment``: the configurable augmentation pipeline.
@@ -13,14 +13,14 @@ parameters drawn from a CPU ``torch.Generator``, so the same seed gives the same
 
 from contrastlab.views import functional
 from contrastlab.views.augment import AugmentConfig, BatchAugment, ViewParams
-from contrastlab.views.recipes import EvalTransform, MultiCropViews, SimCLRViews, channel_stats
+from contrastlab.views.recipes import AugmentedViews, EvalTransform, MultiCropViews, channel_stats
 
 __all__ = [
     "AugmentConfig",
     "BatchAugment",
     "EvalTransform",
     "MultiCropViews",
-    "SimCLRViews",
+    "AugmentedViews",
     "ViewParams",
     "channel_stats",
     "functional",

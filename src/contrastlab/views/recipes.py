@@ -1,6 +1,6 @@
 """View recipes: the augmented views each method family trains on, and the evaluation transform.
 
-* ``SimCLRViews``: ``num_views`` independent ``BatchAugment`` views per image (SimCLR defaults).
+* ``AugmentedViews``: ``num_views`` independent ``BatchAugment`` views per image (SimCLR defaults).
 * ``MultiCropViews``: global views plus smaller local views (SwAV, DINO multi-crop).
 * ``EvalTransform``: deterministic resize + normalisation for evaluation and feature extraction.
 * ``channel_stats``: per-channel mean/std of a uint8 dataset, for the normalisation constants.
@@ -25,10 +25,10 @@ from contrastlab.views.augment import (
 )
 from contrastlab.views.functional import normalize, to_float
 
-__all__ = ["EvalTransform", "MultiCropViews", "SimCLRViews", "channel_stats"]
+__all__ = ["EvalTransform", "MultiCropViews", "AugmentedViews", "channel_stats"]
 
 
-class SimCLRViews:
+class AugmentedViews:
     """``num_views`` independently augmented views of every image (SimCLR, Chen et al. 2020).
 
     The default ``AugmentConfig`` is the paper's CIFAR-10 recipe: random resized crop with area
@@ -64,7 +64,7 @@ class SimCLRViews:
         self.num_views = num_views
 
     def __repr__(self) -> str:
-        return f"SimCLRViews({self.augment!r}, num_views={self.num_views})"
+        return f"AugmentedViews({self.augment!r}, num_views={self.num_views})"
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None, *,
                  global_batch: int | None = None, offset: int = 0) -> list[Tensor]:
@@ -78,7 +78,7 @@ class SimCLRViews:
         are drawn (the generator advances as in one process) and only this slice is augmented,
         so the result equals those rows of the full batch's views bit for bit.
         """
-        check_images(images, self.augment.channels, "SimCLRViews")
+        check_images(images, self.augment.channels, "AugmentedViews")
         x = to_float(images)  # converted once, shared by every view
         n, _, h, w = x.shape
         total = _check_slice(n, global_batch, offset)
@@ -100,7 +100,7 @@ class MultiCropViews:
 
     Args:
         global_size, local_size: sides of the global and local views in pixels.
-        channels, mean, std: as for :class:`SimCLRViews`.
+        channels, mean, std: as for :class:`AugmentedViews`.
         config: augmentation settings of the global views (``None``: defaults).
         num_global: global views per image (>= 1).
         num_local: local views per image (>= 0).
@@ -141,7 +141,7 @@ class MultiCropViews:
         """Global views then local views, float32, normalised, on ``images.device``.
 
         ``global_batch`` and ``offset``: this process's slice of a global batch, as for
-        :class:`SimCLRViews`.
+        :class:`AugmentedViews`.
         """
         check_images(images, self.global_augment.channels, "MultiCropViews")
         x = to_float(images)

@@ -1,0 +1,35 @@
+"""The data's settings (the ``data:`` section of a configuration)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from contrastlab.settings import Settings, setting
+
+DATA_HELP = (
+    "digits (bundled), fashion-mnist, a folder of images (class sub-folders, optional train/ and "
+    "test/), a .tar/.tar.gz of one, a CIFAR python-batches folder, an MNIST IDX folder, or an "
+    ".npz."
+)
+
+
+@dataclass
+class DataSettings(Settings):
+    """Where the images come from and how the held-out split is made."""
+
+    section: ClassVar[str] = "data"
+
+    source: str = setting("digits", DATA_HELP, key="data",
+                          source="here: bundled with scikit-learn, no download")
+    test_fraction: float = setting(0.2, "Held-out share where the data has no official split.",
+                                   source="here", gt=0, lt=1)
+    split_seed: int = setting(0, "Seed of the stratified train/test split.", source="here")
+    skip_bad_files: bool = setting(False, "Skip unreadable images (counted) instead of failing.",
+                                   source="here")
+    image_size: int | None = setting(
+        None, "Resize images (shorter side, centre crop) and crop views to this size; none: "
+        "the data's own size.", source="the data", ge=4, must_be=">= 4 pixels")
+
+
+__all__ = ["DATA_HELP", "DataSettings"]

@@ -1,0 +1,552 @@
+"""The training loop: data -> views -> method -> optimiser, with checkpoints and callbacks.
+
+:class:`Trainer` reads top to bottom in a few named phases:
+
+* :meth:`Trainer.setup`: device and processes, run folder, data and views, the method and its
+  optimiser, and the state of a run being resumed;
+* :meth:`Trainer.train_step`: one batch: views on the training device, the method's loss, the
+  backward pass, the optimiser step (skipped when anything is not finite), then the method's
+  after-step update (EMA teachers, queues);
+* :meth:`Trainer.end_of_epoch`: the epoch's record and the callbacks' epoch work (evaluation,
+  diagnostics);
+* :meth:`Trainer.save_checkpoint`: ``last.pt`` (and ``best.pt`` / ``epoch-N.pt``), atomically;
+* :meth:`Trainer.end_of_run`: the final record from the callbacks' final scores.
+
+Everything about where training is lives in :attr:`Trainer.state` (a :class:`TrainState`), which
+the checkpoint saves. The learning rate follows a warm-up + cosine schedule laid out over the
+epochs, or over the wall time when ``time_budget`` is set. Evaluation, diagnostics, the collapse
+alarm, the progress bar and loggers are :class:`~contrastlab.training.callbacks.Callback` objects
+handed in (``contrastlab.train`` adds the usual ones); this package imports none of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from contrastlab.config import TrainConfig, flatten
+from contrastlab.data import DatasetSplits, load_dataset
+from contrastlab.errors import CheckpointError, ConfigError
+from contrastlab.methods import Method, method_class
+from contrastlab.models.global_batch_norm import convert_to_global_batch_norm
+from contrastlab.optim import build_optimizer, default_lr, set_lr, warmup_cosine
+from contrastlab.runs import (
+    CHECKPOINT_FORMAT,
+    build_views,
+    capture_rng_state,
+    load_checkpoint,
+    memory_format_of,
+    model_meta,
+    rebuild_method,
+    resolve_device,
+    resolve_precision,
+    restore_rng_state,
+    save_atomic,
+)
+from contrastlab.training.callbacks import Callback
+from contrastlab.training.ddp import setup_distributed
+from contrastlab.training.micro_batch import check_micro_batch, grad_cache_step
+from contrastlab.training.signals import StopRequest
+from contrastlab.training.state import TrainResult, TrainState
+from contrastlab.views import EvalTransform, channel_stats
+
+#: settings a resumed run must share with the run it continues
+RESUME_IDENTITY = ("method", "backbone", "data", "batch_size", "seed", "image_size",
+                   "test_fraction", "split_seed", "optimizer")
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of the training set in ``epoch``: a function of (seed, epoch) only, so resuming
+    mid-run draws the same batches as an uninterrupted run."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def gradient_norm(parameters: list[torch.Tensor], clip: float | None) -> torch.Tensor:
+    """Total L2 norm of the gradients (clipped to ``clip`` when given), as a 0-d tensor; NaN/inf
+    when any gradient is not finite."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    if clip is not None:
+        return torch.nn.utils.clip_grad_norm_(parameters, clip).float()
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+
+
+class Trainer:
+    """Trains ``config.method`` on ``config.data``; everything lands in ``config.run.out``.
+
+    Under ``torchrun`` (or in a process group the caller initialised) every process runs a
+    Trainer with the same configuration and they train as one process on the whole (global)
+    batch; rank 0 logs, writes and runs the callbacks (see :mod:`contrastlab.training.ddp`,
+    docs/distributed.md).
+
+    Args:
+        config: a checked configuration.
+        callbacks: evaluation, diagnostics, progress, loggers (see
+            :mod:`contrastlab.training.callbacks`), called in this order.
+        console: where messages go (a quiet one is fine for tests).
+        backbone: an ``nn.Module`` to train instead of ``config.backbone`` (it needs an integer
+            ``output_dim``).
+        stop_after_step: stop (with a checkpoint) once this global step is reached, as an
+            interruption would; ``resume`` continues from there.
+    """
+
+    def __init__(self, config: TrainConfig, *, callbacks: Sequence[Callback] = (),
+                 console: Console | None = None, backbone: nn.Module | None = None,
+                 stop_after_step: int | None = None) -> None:
+        self.config = config
+        self.callbacks = list(callbacks)
+        self.console = console or Console(stderr=True)
+        self.custom_backbone = backbone
+        self.stop_after_step = stop_after_step
+        self.state = TrainState()
+        self.stop_reason: str | None = None
+
+    # ================================================================== the whole run
+    def fit(self) -> TrainResult:
+        """Set up, train until the schedule ends (or a stop), and finish the run."""
+        try:
+            self.setup()
+            self.call("on_train_start")
+            with StopRequest() as self.stop_request:
+                while not self.finished and self.stop_reason is None:
+                    self.run_epoch()
+            self.call("on_loop_end")
+            return self.end_of_run()
+        finally:
+            self.call("on_close")
+
+    # ================================================================== setup
+    def setup(self) -> None:
+        """Device and processes, run folder, data and views, method, optimiser, resume."""
+        config = self.config
+        device = resolve_device(config.run.device)
+        # torchrun: join the process group; rank 0 alone logs, prints and writes
+        self.ddp = ddp = setup_distributed(device)
+        self.device = ddp.device
+        if ddp.enabled:
+            run = dataclasses.replace(config.run, out=ddp.from_main(config.run.out))
+            self.config = config = config.replace(run=run)
+            if not ddp.is_main:
+                self.console = Console(quiet=True)
+        self.run = ddp.run_directory(config.run.out, config.run.resume)
+        self.autocast_dtype = resolve_precision(config.run.precision, self.device)
+        torch.manual_seed(config.run.seed)
+        if config.run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.setup_data()
+        self.setup_model()
+        if config.run.resume:
+            self.restore()
+        else:
+            ddp.on_main(lambda: config.save_yaml(self.run.config_path))
+        self.log({"type": "data", "name": self.train_set.name, "n_train": len(self.train_set),
+                  "n_test": 0 if self.splits.test is None else len(self.splits.test),
+                  "official_split": self.splits.official_split,
+                  "skipped_files": len(self.splits.skipped)})
+        self.model = ddp.wrap(self.method)  # DistributedDataParallel under torchrun
+        self.console.print(
+            f"training [bold]{config.method.name}[/bold] / {self.backbone_name} on "
+            f"{self.train_set.name}: {len(self.train_set)} images {self.train_set.channels}x"
+            f"{self.image_size}x{self.image_size}, batch {config.schedule.batch_size}, "
+            f"{config.optimizer.name} lr {self.base_lr:.3g}, device {self.device}"
+            + (f", budget {config.schedule.time_budget:.0f}s" if config.schedule.time_budget
+               else f", {config.schedule.epochs} epochs"))
+
+    @property
+    def backbone_name(self) -> str:
+        if self.custom_backbone is not None:
+            return type(self.custom_backbone).__name__
+        return self.config.backbone.name
+
+    def setup_data(self) -> None:
+        """Load the data, check it fits the batch and the processes, make the views."""
+        config, ddp = self.config, self.ddp
+        self.splits: DatasetSplits = load_dataset(
+            config.data.source, test_fraction=config.data.test_fraction,
+            split_seed=config.data.split_seed, skip_bad_files=config.data.skip_bad_files,
+            image_size=config.data.image_size)
+        self.train_set = train_set = self.splits.train
+        if self.splits.skipped:
+            self.console.print(f"[yellow]skipped {len(self.splits.skipped)} unreadable file(s) "
+                               f"(--skip-bad-files), e.g. {self.splits.skipped[0]}[/yellow]")
+        batch = config.schedule.batch_size
+        if len(train_set) < batch:
+            raise ConfigError(
+                f"batch_size {batch} is larger than the training set ({len(train_set)} images "
+                f"in {train_set.name}); pass --batch-size {max(2, len(train_set))} or less"
+            )
+        if batch % ddp.world_size:
+            raise ConfigError(
+                f"batch_size {batch} is the global batch and must divide evenly over the "
+                f"{ddp.world_size} processes; use a multiple of {ddp.world_size}, e.g. "
+                f"--batch-size {batch // ddp.world_size * ddp.world_size or ddp.world_size}"
+            )
+        self.local_batch = batch // ddp.world_size
+        if config.schedule.micro_batch is not None:
+            check_micro_batch(config.schedule.micro_batch, self.local_batch, ddp.world_size)
+        self.image_size = config.data.image_size or min(train_set.image_size)
+        self.mean, self.std = channel_stats(train_set.images)
+        self.views = build_views(config, self.image_size, train_set.channels, self.mean,
+                                 self.std)
+        self.eval_transform = EvalTransform(self.image_size, train_set.channels, self.mean,
+                                            self.std)
+        self.meta = model_meta(config, self.splits, self.image_size, self.mean, self.std,
+                               self.custom_backbone)
+        self.steps_per_epoch = len(train_set) // batch
+        self.total_steps = config.schedule.epochs * self.steps_per_epoch
+
+    def setup_model(self) -> None:
+        """The method on the training device, its optimiser and the fp16 loss scaler."""
+        config, train_set = self.config, self.train_set
+        method_type = method_class(config.method.name)
+        if method_type.needs_labels and train_set.labels is None:
+            raise ConfigError(
+                f"method '{config.method.name}' needs labels but {train_set.name} has none (a "
+                "flat folder of images is unlabelled); use class sub-folders or a "
+                "self-supervised method"
+            )
+        if method_type.uses_labels and train_set.labels is None:
+            raise ConfigError(
+                f"method '{config.method.name}' uses labels but {train_set.name} has none; "
+                "without labels it reduces to SimCLR: use --method simclr"
+            )
+        method = rebuild_method(self.meta, self.custom_backbone).to(self.device)
+        # fp64: parameters and views in float64 (exactness checks, e.g. several processes ==
+        # one process)
+        self.compute_dtype = torch.float64 if config.run.precision == "fp64" else torch.float32
+        method.to(dtype=self.compute_dtype)
+        if self.ddp.enabled and config.run.sync_batchnorm and method.sync_batch_norm:
+            convert_to_global_batch_norm(method)
+        self.memory_format = memory_format_of(config.run.channels_last)
+        method.to(memory_format=self.memory_format)
+        if config.run.compile:
+            # in place (nn.Module.compile): parameter names, hence checkpoints, are unchanged
+            method.backbone.compile()
+        self.method: Method = method
+        self.base_lr = config.optimizer.lr or default_lr(config.optimizer.name,
+                                                         config.schedule.batch_size)
+        self.optimizer = build_optimizer(method, config.optimizer.name, self.base_lr,
+                                         config.optimizer.weight_decay,
+                                         config.optimizer.momentum)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.autocast_dtype == torch.float16)
+        self.view_generator = torch.Generator().manual_seed(config.run.seed)
+        self.trainable = [p for p in method.parameters() if p.requires_grad]
+        self.last_lr = float("nan")
+
+    def restore(self) -> None:
+        """Continue the run in the folder: model, optimiser, scaler, generators and state."""
+        path = self.run.checkpoint_path
+        saved = load_checkpoint(path)
+        check_resumable(saved, self.config, self.meta, path)
+        self.method.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.view_generator.set_state(saved["view_generator"])
+        restore_rng_state(saved["rng"])
+        self.state = TrainState.from_checkpoint(saved)
+        self.ddp.share_random_state()  # the CUDA states were captured per device on rank 0
+        self.console.print(f"resumed from {path} at epoch {self.state.epoch}, step "
+                           f"{self.state.global_step}")
+
+    # ================================================================== the loop
+    @property
+    def schedule_progress(self) -> float:
+        """Share of the schedule done, in [0, 1]: steps, or seconds under a time budget."""
+        budget = self.config.schedule.time_budget
+        if budget is not None:
+            return self.state.elapsed / budget
+        return self.state.global_step / max(self.total_steps, 1)
+
+    @property
+    def finished(self) -> bool:
+        """The schedule is complete (all epochs, or the time budget spent)."""
+        budget = self.config.schedule.time_budget
+        if budget is not None:
+            return self.state.elapsed >= budget
+        return self.state.epoch >= self.config.schedule.epochs
+
+    @property
+    def epochs_done(self) -> float:
+        """Epochs done, with the fraction of the current one."""
+        return self.state.epoch + self.state.batch_in_epoch / max(self.steps_per_epoch, 1)
+
+    def run_epoch(self) -> None:
+        """The remaining batches of the current epoch (or until a stop), then the epoch's end
+        when it is complete, then a checkpoint."""
+        state = self.state
+        order = epoch_permutation(len(self.train_set), self.config.run.seed, state.epoch)
+        self.epoch_loss_sum = torch.zeros((), device=self.device)
+        self.epoch_steps = 0
+        self.window_start, self.window_images = time.perf_counter(), 0
+        budget = self.config.schedule.time_budget
+        while state.batch_in_epoch < self.steps_per_epoch:
+            self.train_step(order)
+            if self.stop_reason is not None:
+                break
+            if budget is not None and state.elapsed >= budget:
+                break
+        extra_copies: list[Path] = []
+        if state.batch_in_epoch >= self.steps_per_epoch:
+            extra_copies = self.end_of_epoch()
+        checkpoint_start = time.perf_counter()
+        self.save_checkpoint(*extra_copies)
+        state.elapsed += time.perf_counter() - checkpoint_start
+        _, state.elapsed = self.ddp.agree(None, state.elapsed)
+
+    def train_step(self, order: torch.Tensor) -> None:
+        """One optimiser step on the next batch of ``order`` (the epoch's permutation)."""
+        config, state, ddp = self.config, self.state, self.ddp
+        batch = config.schedule.batch_size
+        step_start = time.perf_counter()
+        index = order[state.batch_in_epoch * batch:(state.batch_in_epoch + 1) * batch]
+        local = index[ddp.rank * self.local_batch:(ddp.rank + 1) * self.local_batch]  # this rank's
+        images = self.train_set.images[local].to(self.device, non_blocking=True)
+        labels = None
+        if self.train_set.labels is not None:
+            labels = self.train_set.labels[local].to(self.device, non_blocking=True)
+        lr = self.base_lr * warmup_cosine(self.schedule_progress, config.optimizer.warmup_fraction)
+        set_lr(self.optimizer, lr)
+        views = [v.to(self.compute_dtype).contiguous(memory_format=self.memory_format)
+                 for v in self.views(images, self.view_generator, global_batch=batch,
+                                     offset=ddp.rank * self.local_batch)]
+        progress = self.schedule_progress
+        self.method.on_step_start(state.global_step, progress)
+        output = self.forward_backward(views, labels)
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = gradient_norm(self.trainable, config.optimizer.clip_grad_norm)
+        # the global batch's loss and metrics (`output.loss` and its metrics in one process)
+        step_loss, step_metrics = ddp.mean_step(output.loss.detach(), output.metrics)
+        # one host sync: NaN/inf in the loss or any gradient makes the sum non-finite
+        if bool(torch.isfinite(step_loss.float() + grad_norm)):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.method.on_step_end(state.global_step, progress)
+            state.nonfinite_in_a_row = 0
+            self.epoch_loss_sum += step_loss
+            self.epoch_steps += 1
+        else:
+            self.skip_step(step_loss, grad_norm, lr)
+        state.global_step += 1
+        state.batch_in_epoch += 1
+        self.window_images += len(index)
+        state.elapsed += time.perf_counter() - step_start
+        stop_now = ("stop_after_step" if self.stop_after_step is not None
+                    and state.global_step >= self.stop_after_step
+                    else self.stop_request.received)
+        stop_now, state.elapsed = ddp.agree(stop_now, state.elapsed)  # the same on every rank
+        if (state.global_step % config.run.log_every == 0
+                or state.batch_in_epoch == self.steps_per_epoch):
+            now = time.perf_counter()
+            images_per_s = self.window_images / max(now - self.window_start, 1e-9)
+            self.window_start, self.window_images = now, 0
+            self.log({"type": "step", "epoch": state.epoch, "step": state.global_step,
+                      "loss": float(step_loss), "lr": lr, "images_per_s": images_per_s,
+                      "grad_norm": float(grad_norm), "elapsed": state.elapsed, **step_metrics})
+        self.last_lr = lr
+        self.call("on_step_end")
+        if stop_now is not None:
+            self.stop_reason = stop_now
+
+    def forward_backward(self, views: list[torch.Tensor], labels: torch.Tensor | None) -> Any:
+        """The method's loss on the views and its gradient (GradCache with ``micro_batch``)."""
+        micro_batch = self.config.schedule.micro_batch
+        autocast = (torch.autocast(self.device.type, dtype=self.autocast_dtype)
+                    if self.autocast_dtype is not None else contextlib.nullcontext())
+        if micro_batch is None:
+            with autocast:
+                output = self.model(views, labels)  # DDP: gradients averaged over ranks
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(output.loss).backward()
+            return output
+        # GradCache: the full batch's gradient, a micro-batch of activations at a time
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.ddp.no_sync(self.model):  # the passes bypass DDP's forward: reduce once,
+            output = grad_cache_step(self.method, views, labels, micro_batch,
+                                     autocast=autocast, scale_loss=self.scaler.scale)
+        self.ddp.average_gradients(self.trainable)  # ... here, as DDP would have
+        return output
+
+    def skip_step(self, step_loss: torch.Tensor, grad_norm: torch.Tensor, lr: float) -> None:
+        """A non-finite loss or gradient: no update; stop after too many in a row."""
+        state = self.state
+        if self.scaler.is_enabled():
+            self.scaler.update()  # lowers the fp16 loss scale
+        self.optimizer.zero_grad(set_to_none=True)
+        state.skipped_steps += 1
+        state.nonfinite_in_a_row += 1
+        self.log({"type": "skipped_step", "epoch": state.epoch, "step": state.global_step,
+                  "loss": float(step_loss), "grad_norm": float(grad_norm)})
+        if state.nonfinite_in_a_row >= self.config.run.max_nonfinite_steps:
+            raise FloatingPointError(
+                f"the loss or gradients were not finite for {state.nonfinite_in_a_row} steps in "
+                f"a row (the last at step {state.global_step}; {state.skipped_steps} skipped in "
+                f"all); stopped without saving these steps. The last good checkpoint is "
+                f"{self.run.checkpoint_path}. Likely causes: a learning rate too high (--lr, now "
+                f"{lr:.3g}), a temperature too low (--temperature), or reduced precision (try "
+                f"--precision fp32). Continue from the checkpoint with --resume --out "
+                f"{self.run.root} after changing them."
+            )
+
+    # ================================================================== epoch end, checkpoints
+    def end_of_epoch(self) -> list[Path]:
+        """Close the epoch: its record, the callbacks' epoch work (evaluation, diagnostics);
+        returns the extra checkpoint copies to write (best.pt, epoch-N.pt)."""
+        state, config = self.state, self.config
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        mean_loss = float(self.epoch_loss_sum) / max(self.epoch_steps, 1)
+        self.log({"type": "epoch", "epoch": state.epoch, "step": state.global_step,
+                  "loss": mean_loss, "lr": self.last_lr, "elapsed": state.elapsed,
+                  "skipped_steps": state.skipped_steps})
+        extra: list[Path] = []
+        scores = self.epoch_callbacks()
+        if scores:
+            self.log({"type": "eval", "epoch": state.epoch, "step": state.global_step, **scores})
+            if scores.get("knn_top1", -math.inf) > state.best_score:
+                state.best_score = scores["knn_top1"]
+                extra.append(self.run.best_checkpoint_path)
+        if config.run.keep and state.epoch % config.run.keep == 0:
+            extra.append(self.run.epoch_checkpoint_path(state.epoch))
+        return extra
+
+    def epoch_callbacks(self) -> dict[str, Any]:
+        """Run every callback's ``on_epoch_end`` on rank 0; their scores, merged."""
+
+        def run_all() -> tuple[bool, dict[str, Any]]:
+            scores: dict[str, Any] = {}
+            worked = False
+            for callback in self.callbacks:
+                result = callback.on_epoch_end(self)
+                if result is not None:
+                    worked = True
+                    scores.update(result)
+            return worked, scores
+
+        worked, scores = self.ddp.on_main(run_all) or (False, {})
+        self.ddp.share_random_state()  # rank-0-only work must not make the ranks' states differ
+        if worked:
+            self.method.train()
+        return scores
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: model, optimiser, scaler, generators, state."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model_meta": self.meta,
+            "config": self.config.to_dict(),
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            **self.state.to_checkpoint(),
+            "view_generator": self.view_generator.get_state(),
+            "rng": capture_rng_state(),
+        }
+
+    def save_checkpoint(self, *extra: Path) -> None:
+        """last.pt (and copies such as best.pt / epoch-N.pt); a failed write leaves the previous
+        file intact and stops training with the reason. Rank 0 writes; the others wait."""
+        run = self.run
+
+        def write() -> None:
+            state = self.checkpoint_state()
+            for path in (run.checkpoint_path, *extra):
+                try:
+                    save_atomic(state, path)
+                except OSError as error:
+                    raise CheckpointError(
+                        f"could not write checkpoint '{path}' ({error.strerror or error}); the "
+                        "previous checkpoint there is intact. Free disk space or fix the "
+                        f"folder's permissions, then continue with --resume --out {run.root}"
+                    ) from error
+
+        self.ddp.on_main(write)
+
+    # ================================================================== the end
+    def end_of_run(self) -> TrainResult:
+        """Say how the run ended; for a finished run, the callbacks' final scores become the
+        ``final`` record and final_metrics.json."""
+        state, run = self.state, self.run
+        if self.stop_reason in ("SIGINT", "SIGTERM"):
+            self.console.print(
+                f"{self.stop_reason} received: finished step {state.global_step} and wrote the "
+                f"checkpoint {run.checkpoint_path}. Continue with: contrastlab train --resume "
+                f"--out {run.root}")
+        result = TrainResult(run.root, global_step=state.global_step, epoch=state.epoch,
+                             finished=self.stop_reason is None, stop_reason=self.stop_reason,
+                             skipped_steps=state.skipped_steps)
+        if self.stop_reason is not None:
+            if self.stop_reason == "stop_after_step":
+                self.console.print(f"stopped at step {state.global_step}; continue with "
+                                   f"--resume --out {run.root}")
+            self.ddp.close()
+            return result
+        self.ddp.close()  # the other ranks are done; rank 0 finishes alone
+        if self.ddp.is_main:
+            scores: dict[str, Any] = {}
+            for callback in self.callbacks:
+                scores.update(callback.on_train_end(self) or {})
+            if scores:
+                test = self.splits.test
+                final = {"epoch": state.epoch, "step": state.global_step,
+                         "train_seconds": round(state.elapsed, 2), "n_train": len(self.train_set),
+                         "n_test": 0 if test is None else len(test),
+                         "skipped_steps": state.skipped_steps, **scores}
+                self.log({"type": "final", **final})
+                run.write_final(final)
+                result.metrics = final
+        self.console.print(f"run saved in {run.root}")
+        return result
+
+    # ================================================================== helpers
+    def log(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to metrics.jsonl (rank 0) and show it to the callbacks."""
+        self.run.log(record)
+        if self.ddp.is_main:
+            for callback in self.callbacks:
+                callback.on_record(self, record)
+
+    def note(self, message: str) -> None:
+        """A line for the user (printed above the progress bar)."""
+        self.console.print(message)
+
+    def call(self, hook: str) -> None:
+        """Call ``hook`` of every callback, on rank 0 only (before setup: on this process)."""
+        ddp = getattr(self, "ddp", None)
+        if ddp is not None and not ddp.is_main:
+            return
+        for callback in self.callbacks:
+            getattr(callback, hook)(self)
+
+
+def check_resumable(state: dict[str, Any], config: TrainConfig, meta: dict[str, Any],
+                    path: Path) -> None:
+    """Refuse to continue a checkpoint with settings that would make it another run."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"'{path}' is not a {CHECKPOINT_FORMAT} checkpoint")
+    saved, asked = flatten(state["config"]), config.flat()
+    for key in RESUME_IDENTITY:
+        if saved.get(key) != asked[key]:
+            raise CheckpointError(
+                f"cannot resume '{path}': it was trained with {key}={saved.get(key)!r} but this "
+                f"run asks for {key}={asked[key]!r}; use the same value or a new --out"
+            )
+    if state["model_meta"]["in_channels"] != meta["in_channels"]:
+        raise CheckpointError(f"cannot resume '{path}': the data's channel count changed")
+    if not math.isfinite(state["elapsed"]):
+        raise CheckpointError(f"'{path}' holds a non-finite elapsed time")
+
+
+__all__ = ["RESUME_IDENTITY", "Trainer", "check_resumable", "epoch_permutation",
+           "gradient_norm"]

@@ -1,9 +1,0 @@
-from pathlib import Path
-
-from training_check import assert_trains_without_collapse, train_two_short_epochs
-
-
-def test_moco_v3_trains_two_short_epochs_without_collapse(tmp_path: Path) -> None:
-    result = train_two_short_epochs("moco-v3", tmp_path / "run", projection_dim=16,
-                                    projection_hidden_dim=64, prediction_hidden_dim=64)
-    assert_trains_without_collapse(result)
