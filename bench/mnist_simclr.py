@@ -20,24 +20,11 @@ from contrastlab import train
 from contrastlab.config import build_config
 from contrastlab.data import load_dataset
 from contrastlab.eval import score_features
+from contrastlab.recipes import load_recipe
 
-# The recipe used for the MNIST figure (digits are small and centred: milder crops, small
-# rotations, no flips; the backbone pools 256 centred features, see docs/benchmarks.md).
-RECIPE = {
-    "backbone": "convnet-small-x256",
-    "batch_size": 128,
-    "optimizer": "adamw",
-    "lr": 3e-3,
-    "weight_decay": 1e-4,
-    "temperature": 2.0,
-    "projection_dim": 128,
-    "projection_hidden_dim": 512,
-    "crop_scale": (0.5, 1.0),
-    "rotation": 10.0,
-    "flip_p": 0.0,
-    "jitter_strength": 0.5,
-    "warmup_fraction": 0.05,
-}
+# The recipe of the MNIST figure is the shipped one (contrastlab train --recipe mnist-simclr;
+# src/contrastlab/recipes/mnist-simclr.yaml): a user's run and this figure cannot drift apart.
+RECIPE = "mnist-simclr"
 
 
 def raw_pixel_baselines(spec: str) -> dict[str, float]:
@@ -65,8 +52,9 @@ def main() -> None:
 
     spec = str(shared_path("mnist-test"))
     out = args.out or tempfile.mkdtemp(prefix="bench-mnist-")
-    config = build_config(None, {**RECIPE, "data": spec, "out": out, "seed": args.seed,
-                                 "time_budget": args.time_budget, "device": args.device})
+    config = build_config(None, {"data": spec, "out": out, "seed": args.seed,
+                                 "time_budget": args.time_budget, "device": args.device},
+                          recipe=load_recipe(RECIPE).settings, recipe_name=RECIPE)
     start = time.perf_counter()
     result = train(config, console=Console(stderr=True))
     wall = time.perf_counter() - start

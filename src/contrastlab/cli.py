@@ -97,6 +97,48 @@ def _register_train() -> None:
 _register_train()
 
 
+@app.command("recipes")
+def recipes(
+    name: Annotated[str | None, typer.Argument(help="Show this recipe's settings.")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print exactly one JSON object.")] = False,
+) -> None:
+    """The shipped recipes: tuned settings by name, what they were tuned on and the figure each
+    reached (use one with `contrastlab train --recipe NAME`)."""
+    from rich.table import Table
+
+    from contrastlab.recipes import all_recipes, load_recipe
+
+    if name is not None:
+        recipe = load_recipe(name)
+        if as_json:
+            print(json.dumps({"name": recipe.name, "about": recipe.about,
+                              "settings": recipe.settings}))
+            return
+        print(f"# {recipe.name}: {recipe.summary}")
+        for key, value in recipe.about.items():
+            if key != "summary":
+                print(f"# {key}: {value}")
+        import yaml
+
+        print(yaml.safe_dump(recipe.settings, sort_keys=False, default_flow_style=None).strip())
+        return
+    found = all_recipes()
+    if as_json:
+        print(json.dumps([{"name": r.name, **r.about, "method": r.settings.get("method"),
+                           "backbone": r.settings.get("backbone")} for r in found]))
+        return
+    table = Table(title="recipes (contrastlab train --recipe NAME)", show_lines=True)
+    for column in ("name", "tuned on", "method / backbone", "figure", "measured by"):
+        table.add_column(column, overflow="fold")
+    for recipe in found:
+        table.add_row(recipe.name, str(recipe.about.get("tuned_on", "")),
+                      f"{recipe.settings.get('method', 'simclr')} / "
+                      f"{recipe.settings.get('backbone', 'convnet')}",
+                      str(recipe.about.get("figure", "")),
+                      str(recipe.about.get("command", "")))
+    Console().print(table)
+
+
 def _print_scores(scores: dict[str, Any], as_json: bool) -> None:
     """Exactly one JSON object with ``--json``, else one ``key: value`` line per score."""
     if as_json:
