@@ -82,7 +82,6 @@ class NNCLR(Method):
                                               s.projection_dim, num_layers=2,
                                               last_batch_norm=False)
         self.support = FeatureQueue(s.queue_size, s.projection_dim, normalize_init=True)
-        self._pending: Tensor | None = None
 
     def neighbours(self, z: Tensor) -> Tensor:
         """NN(z, Q): the support vector nearest (cosine) to each row; z itself while Q is empty."""
@@ -102,14 +101,12 @@ class NNCLR(Method):
         # the loss contrasts with every rank's predictions (gathered with gradient)
         loss = 0.5 * (in_batch_info_nce(nn1, p[n:], self.temperature)
                       + in_batch_info_nce(nn2, p[:n], self.temperature))
-        self._pending = gather_no_grad(F.normalize(z1.detach().float(), dim=1))
-        return StepOutput(loss=loss)
+        new_support = gather_no_grad(F.normalize(z1.detach().float(), dim=1))  # every rank's
+        return StepOutput(loss=loss, after_step={"projections": new_support})
 
-    def on_step_end(self, step: int, progress: float) -> None:
-        """The first view's normalised projections enter the support set."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.support.enqueue(pending)
+    def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
+        """enqueue(Q, normalize(z1)): the step's first-view projections enter the support set."""
+        self.support.enqueue(output.after_step["projections"])
 
     def project(self, images: Tensor) -> Tensor:
         """The projection z = g(f(x)) (the space of the support set)."""

@@ -406,7 +406,7 @@ def train(
                 if bool(torch.isfinite(step_loss.float() + grad_norm)):
                     scaler.step(optimizer)
                     scaler.update()
-                    method.on_step_end(global_step, progress_now)
+                    method.on_step_end(global_step, progress_now, output)
                     nonfinite_in_a_row = 0
                     epoch_loss_sum += step_loss
                     epoch_steps += 1
