@@ -181,14 +181,8 @@ def nt_xent(
     return _nt_xent(z1, z2, temperature, None, gather)
 
 
-def tiled_nt_xent(
-    z1: Tensor,
-    z2: Tensor,
-    temperature: float = 0.5,
-    *,
-    chunk_size: int | None = None,
-    gather: bool = True,
-) -> Tensor:
+def tiled_nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *,
+                  chunk_size: int | None = None, gather: bool = True) -> Tensor:
     """:func:`nt_xent` in tiles whatever the batch size (what ``nt_xent`` calls when given a
     ``chunk_size``): memory O(N D + chunk_size^2); ``chunk_size`` None is
     :func:`contrastlab.losses.tiled.default_chunk_size`."""

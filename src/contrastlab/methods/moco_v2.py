@@ -37,10 +37,8 @@ Choices made here (see docs/methods.md):
 * The key encoder follows the query encoder with momentum ``ema_momentum`` (0.999), optionally
   raised to 1 on a cosine over training (``ema_cosine``).
 * Head: ``Linear -> BN -> ReLU -> Linear -> BN`` (SimCLR's head) by default; the paper's head is
-  ``Linear -> ReLU -> Linear`` (``head_batch_norm=False``). On the small ConvNets trained briefly
-  here the BN-free head drifted towards one common direction (a shortcut: all current keys move
-  away from the older queued ones together) and the loss stayed at log(K + 1); with BN, whose
-  groups are shuffled like the backbone's, it learned (measurements in docs/methods.md).
+  ``Linear -> ReLU -> Linear`` (``head_batch_norm=False``); why the default differs is in
+  docs/methods.md (moco-v2).
 """
 
 from __future__ import annotations

@@ -17,10 +17,9 @@ tau = 0.1. The neighbour is a stored vector, so no gradient flows through it; th
 through the predictor. Heads: projection MLP 3 layers with BN (2048 hidden, 256 out in the paper),
 prediction MLP 2 layers (4096 hidden); defaults here 1024 hidden and 256 out for small CPU
 backbones. Support set: 98,304 in the paper for ImageNet's 1.28M images (about 8% of an epoch);
-the default here is 4096, about half an epoch of the 8,000-image MNIST benchmark, because a queue
-spanning several epochs is dominated by stale copies of the same images (on tiny data such as
-digits use ``--queue-size 512``). Before the first enqueue the support set is empty and each view
-is its own neighbour (SimCLR-like with a predictor), for that one step only.
+the default here is 4096, for small data sets (docs/methods.md, nnclr). Before the first enqueue
+the support set is empty and each view is its own neighbour (SimCLR-like with a predictor), for
+that one step only.
 """
 
 from __future__ import annotations
