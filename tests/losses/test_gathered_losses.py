@@ -47,12 +47,21 @@ CASES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
         torch.cat([a, b]), global_index(a.shape[0]).repeat(2), 0.5, "batch-hard"),
     "triplet semi-hard": lambda a, b: triplet_loss(
         torch.cat([a, b]), global_index(a.shape[0]).repeat(2), 0.5, "semi-hard"),
+    "triplet random (image-major rows)": lambda a, b: _random_triplets(a, b),
     "clip direct": lambda a, b: clip_loss(a, b, LOG_SCALE),
     "clip tiled": lambda a, b: clip_loss(a, b, LOG_SCALE, chunk_size=3),
     "siglip": lambda a, b: siglip_loss(a, b, LOG_SCALE, BIAS),
     "in-batch InfoNCE": lambda a, b: in_batch_info_nce(a, b, 0.3),
     "MoCo v3 (keys detached)": lambda a, b: moco_v3_info_nce(a, b, 0.3),
 }
+
+
+def _random_triplets(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Random mining from the global generator, seeded alike in every process: with the rows
+    laid out image by image, each rank draws the negatives one process draws for its rows."""
+    torch.manual_seed(7)
+    rows = torch.stack([a, b], dim=1).flatten(0, 1)
+    return triplet_loss(rows, global_index(a.shape[0]).repeat_interleave(2), 0.5, "none")
 
 
 def _local(labels: torch.Tensor) -> torch.Tensor:

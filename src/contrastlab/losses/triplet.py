@@ -125,13 +125,10 @@ def mine_triplets(
         negatives = torch.where(negative_mask, distances, inf).argmin(dim=1)
         return anchors, positives, negatives
     anchors, positives = positive_mask.nonzero(as_tuple=True)
-    candidates = negative_mask[anchors]  # (T, M)
+    candidates = negative_mask[anchors]  # (T, K)
     if mining == "none":
-        if generator is None:
-            scores = torch.rand(candidates.shape, device=distances.device)
-        else:
-            scores = torch.rand(candidates.shape, generator=generator).to(distances.device)
-        negatives = torch.where(candidates, scores, -1.0).argmax(dim=1)
+        scores = _pair_scores(column_ids, row_offset, anchors.shape[0], generator)
+        negatives = torch.where(candidates, scores.to(distances.device), -1.0).argmax(dim=1)
         return anchors, positives, negatives
     anchor_negative = distances[anchors]  # (T, M)
     anchor_positive = distances[anchors, positives][:, None]
@@ -141,6 +138,23 @@ def mine_triplets(
     hardest = torch.where(candidates, anchor_negative, inf).argmin(dim=1)
     negatives = torch.where(semi_hard.any(dim=1), closest_semi_hard, hardest)
     return anchors, positives, negatives
+
+
+def _pair_scores(column_ids: Tensor, row_offset: int, pairs: int,
+                 generator: torch.Generator | None) -> Tensor:
+    """Uniform scores (pairs, K) of random mining for the (anchor, positive) pairs of anchors
+    ``row_offset...``: the rows that one draw for the pairs of every column as an anchor gives,
+    so that a process's rows get the negatives one process on the whole batch would draw (and
+    the random generator advances as much)."""
+    _, column_class = torch.unique(column_ids, return_inverse=True)
+    positives_per_anchor = torch.bincount(column_class)[column_class] - 1
+    start = int(positives_per_anchor[:row_offset].sum())
+    shape = (int(positives_per_anchor.sum()), column_ids.shape[0])
+    if generator is None:
+        scores = torch.rand(shape, device=column_ids.device)
+    else:
+        scores = torch.rand(shape, generator=generator)
+    return scores[start : start + pairs]
 
 
 def triplet_loss(
@@ -157,7 +171,9 @@ def triplet_loss(
     Args:
         embeddings: (M, D) embeddings of all views (normalised here).
         ids: (M,) identity of each view (the index of its image, unique over processes, e.g.
-            :func:`contrastlab.distributed.global_index`).
+            :func:`contrastlab.distributed.global_index`). With ``gather``, laying the rows out
+            image by image (all views of image 0, then of image 1...) makes the gathered rows
+            the one-process layout, so random mining draws the one-process negatives.
         margin: alpha > 0 (squared distances on the unit sphere lie in [0, 4]).
         mining: ``none``, ``batch-hard`` or ``semi-hard``.
         generator: random source of ``none``.

@@ -74,9 +74,9 @@ class Triplet(Method):
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """Mined triplets over the global batch; a view's identity is its image."""
         n, num_views = embeddings.shape[:2]
-        views = embeddings.transpose(0, 1).flatten(0, 1)  # view-major, as torch.cat(views)
-        images = global_index(n, embeddings.device).repeat(num_views)
-        loss = triplet_loss(views, images, self.margin, self.mining)
+        # image by image, so every rank's rows gathered are the global batch's in one order
+        images = global_index(n, embeddings.device).repeat_interleave(num_views)
+        loss = triplet_loss(embeddings.flatten(0, 1), images, self.margin, self.mining)
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:
