@@ -71,6 +71,25 @@ def gather_no_grad(tensor: Tensor) -> Tensor:
     return torch.cat(parts, dim=0)
 
 
+def gather_columns(local: Tensor, gather: bool = True) -> tuple[Tensor, int]:
+    """The columns a loss contrasts its local rows with, and where the local rows sit among them.
+
+    With ``gather`` and several processes: every rank's ``local`` concatenated in rank order with
+    gradient (:func:`gather_with_grad`) and ``rank() * len(local)``. Otherwise (one process, or
+    ``gather=False``): ``local`` itself and 0, so the loss is the plain one-process loss.
+    """
+    if gather and is_distributed():
+        return gather_with_grad(local), rank() * local.shape[0]
+    return local, 0
+
+
+def global_index(count: int, device: torch.device | str | None = None) -> Tensor:
+    """Positions of this process's ``count`` samples in the global batch (rank-major, as
+    :func:`gather_with_grad` lays them out): ``arange(count) + rank() * count``. An image's
+    identity for losses whose positives are the views of the same image."""
+    return torch.arange(count, device=device) + rank() * count
+
+
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum of ``tensor`` over ranks (a new tensor; differentiable: the backward also sums)."""
     if not is_distributed():
@@ -93,5 +112,6 @@ def local_slice(global_batch: int) -> slice:
     return slice(rank() * per_rank, (rank() + 1) * per_rank)
 
 
-__all__ = ["all_reduce_mean", "all_reduce_sum", "gather_no_grad", "gather_with_grad",
-           "is_distributed", "is_main_process", "local_slice", "rank", "world_size"]
+__all__ = ["all_reduce_mean", "all_reduce_sum", "gather_columns", "gather_no_grad",
+           "gather_with_grad", "global_index", "is_distributed", "is_main_process", "local_slice",
+           "rank", "world_size"]

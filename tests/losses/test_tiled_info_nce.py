@@ -2,11 +2,14 @@
 
 The references below build the full logit matrix and apply the formula as written: SimCLR
 Algorithm 1 (NT-Xent), Khosla et al. 2020 eq. 2 (SupCon L_out), MoCo Algorithm 1 and CLIP's
-Figure 3. Tile sizes are chosen not to divide N so that ragged last tiles are exercised.
+Figure 3. Each family's function tiles when given a ``chunk_size``; tile sizes are chosen not to
+divide N so that ragged last tiles are exercised. The ``*_rows`` forms are the per-process form
+of the gathered losses.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 
@@ -18,16 +21,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from contrastlab.errors import ConfigError
 from contrastlab.losses import (
     NTXentLoss,
+    clip_loss,
+    clip_loss_rows,
+    info_nce_loss,
     nt_xent,
-    tiled_clip_loss,
-    tiled_clip_loss_rows,
-    tiled_info_nce,
+    nt_xent_rows,
+    queue_info_nce,
+    supcon_loss_views,
+    supcon_rows,
     tiled_logsumexp,
-    tiled_moco_info_nce,
     tiled_nt_xent,
-    tiled_nt_xent_rows,
-    tiled_supcon,
-    tiled_supcon_rows,
 )
 from contrastlab.losses.tiled import auto_chunk_size
 
@@ -134,7 +137,7 @@ def test_supcon_matches_direct(m, classes, chunk, dtype) -> None:
     (z,) = leaves((m, 8), dtype=dtype, seed=m)
     labels = torch.randint(0, classes, (m,), generator=torch.Generator().manual_seed(m))
     labels[0] = 1000  # an anchor without positive: excluded from the mean
-    ours = tiled_supcon(z, labels, 0.1, chunk_size=chunk)
+    ours = supcon_loss_views([z], labels, 0.1, chunk_size=chunk)
     direct = direct_supcon(z, labels, 0.1)
     close(ours, direct, dtype)
     close(torch.autograd.grad(ours, z)[0], torch.autograd.grad(direct, z)[0], dtype)
@@ -143,20 +146,21 @@ def test_supcon_matches_direct(m, classes, chunk, dtype) -> None:
 def test_supcon_with_one_positive_per_anchor_is_nt_xent() -> None:
     z1, z2 = leaves((9, 5), (9, 5), dtype=torch.float64, seed=3)
     labels = torch.arange(9).repeat(2)
-    close(tiled_supcon(torch.cat([z1, z2]), labels, 0.3, chunk_size=4),
+    close(supcon_loss_views([torch.cat([z1, z2])], labels, 0.3, chunk_size=4),
           nt_xent(z1, z2, 0.3), torch.float64)
 
 
 def test_supcon_without_any_positive_is_refused() -> None:
     with pytest.raises(ValueError, match="same label"):
-        tiled_supcon(torch.randn(4, 3), torch.arange(4), 0.1)
+        z = torch.randn(4, 3)
+        supcon_rows(z, z, torch.arange(4), 0, 0.1)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,queue_size,chunk", [(10, 37, 8), (33, 5, 7), (4, 0, 3)])
 def test_moco_queue_matches_direct(n, queue_size, chunk, dtype) -> None:
     q, k, queue = leaves((n, 6), (n, 6), (queue_size, 6), dtype=dtype, seed=n + queue_size)
-    ours = tiled_moco_info_nce(q, k, queue, 0.07, chunk_size=chunk)
+    ours = queue_info_nce(q, k, queue, 0.07, chunk_size=chunk)
     direct = direct_moco(q, k, queue, 0.07)
     close(ours, direct, dtype)
     for a, b in zip(torch.autograd.grad(ours, (q, k, queue), allow_unused=True),
@@ -168,7 +172,7 @@ def test_moco_queue_matches_direct(n, queue_size, chunk, dtype) -> None:
 
 def test_moco_detached_keys_and_queue_get_no_gradient() -> None:
     q, k, queue = leaves((5, 4), (5, 4), (9, 4), dtype=torch.float32, seed=0)
-    loss = tiled_moco_info_nce(q, k.detach(), queue.detach(), 0.2, chunk_size=4)
+    loss = queue_info_nce(q, k.detach(), queue.detach(), 0.2, chunk_size=4)
     loss.backward()
     assert q.grad is not None and k.grad is None and queue.grad is None
 
@@ -178,7 +182,7 @@ def test_moco_detached_keys_and_queue_get_no_gradient() -> None:
 def test_clip_matches_direct_including_learned_scale(n, chunk, dtype) -> None:
     images, texts = leaves((n, 12), (n, 12), dtype=dtype, seed=n)
     log_scale = torch.tensor(2.659, dtype=dtype, requires_grad=True)  # log(1 / 0.07)
-    ours = tiled_clip_loss(images, texts, log_scale.exp(), chunk_size=chunk)
+    ours = clip_loss(images, texts, log_scale, chunk_size=chunk)
     direct = direct_clip(images, texts, log_scale.exp())
     close(ours, direct, dtype)
     for a, b in zip(torch.autograd.grad(ours, (images, texts, log_scale)),
@@ -191,7 +195,7 @@ def test_general_info_nce_matches_cross_entropy(dtype) -> None:
     anchors, candidates = leaves((13, 5), (29, 5), dtype=dtype, seed=7)
     positive = torch.randint(0, 29, (13,), generator=torch.Generator().manual_seed(1))
     positive[positive == torch.arange(13) + 4] = 0  # never the masked self column
-    ours = tiled_info_nce(anchors, candidates, positive, 3.0, self_offset=4, chunk_size=6)
+    ours = info_nce_loss(anchors, candidates, positive, 3.0, self_offset=4, chunk_size=6)
     logits = 3.0 * anchors @ candidates.T
     logits[torch.arange(13), torch.arange(13) + 4] = float("-inf")
     direct = F.cross_entropy(logits, positive)
@@ -204,7 +208,8 @@ def test_general_info_nce_matches_cross_entropy(dtype) -> None:
 # ----------------------------------------------------------------------------- (e) distributed
 
 
-def test_nt_xent_two_simulated_ranks_equal_the_full_batch() -> None:
+@pytest.mark.parametrize("chunk", [5, None])
+def test_nt_xent_two_simulated_ranks_equal_the_full_batch(chunk) -> None:
     """Rank r: its 2n views as rows, all ranks' views (rank-major, as gathering gives) as
     columns. DDP averages the ranks' gradients, so the sum of the per-rank gradients divided by
     the number of ranks must be the full loss's gradient (and the mean loss the full loss)."""
@@ -213,7 +218,7 @@ def test_nt_xent_two_simulated_ranks_equal_the_full_batch() -> None:
     full = nt_xent(z1, z2, 0.2)
     local_views = [torch.cat([z1[r * n:(r + 1) * n], z2[r * n:(r + 1) * n]]) for r in range(world)]
     columns = torch.cat(local_views)  # what gather_with_grad returns on every rank
-    per_rank = [tiled_nt_xent_rows(local_views[r], columns, r * 2 * n, 0.2, chunk_size=5)
+    per_rank = [nt_xent_rows(local_views[r], columns, r * 2 * n, 0.2, chunk_size=chunk)
                 for r in range(world)]
     close(sum(per_rank) / world, full, torch.float64)
     summed = torch.autograd.grad(sum(per_rank), (z1, z2))
@@ -221,27 +226,29 @@ def test_nt_xent_two_simulated_ranks_equal_the_full_batch() -> None:
         close(a / world, b, torch.float64)
 
 
+@pytest.mark.parametrize("chunk", [4, None])
 @pytest.mark.parametrize("world", [2, 3])
-def test_supcon_simulated_ranks_equal_the_full_batch(world: int) -> None:
+def test_supcon_simulated_ranks_equal_the_full_batch(world: int, chunk) -> None:
     """Ranks hold different numbers of anchors with a positive; the loss stays exact."""
     m = 6
     (z,) = leaves((world * m, 5), dtype=torch.float64, seed=world)
     labels = torch.tensor([0, 0, 1, 2, 3, 4] + [0, 1, 1, 5, 6, 7] + [2, 2, 3, 3, 8, 9])[: world * m]
     full = direct_supcon(z, labels, 0.1)
-    per_rank = [tiled_supcon_rows(z[r * m:(r + 1) * m], z, labels, r * m, 0.1, chunk_size=4)
+    per_rank = [supcon_rows(z[r * m:(r + 1) * m], z, labels, r * m, 0.1, chunk_size=chunk)
                 for r in range(world)]
     close(sum(per_rank) / world, full, torch.float64)
     close(torch.autograd.grad(sum(per_rank), z)[0] / world, torch.autograd.grad(full, z)[0],
           torch.float64)
 
 
-def test_clip_two_simulated_ranks_equal_the_full_batch() -> None:
+@pytest.mark.parametrize("chunk", [3, None])
+def test_clip_two_simulated_ranks_equal_the_full_batch(chunk) -> None:
     world, n = 2, 5
     images, texts = leaves((world * n, 4), (world * n, 4), dtype=torch.float64, seed=5)
     full = direct_clip(images, texts, 10.0)
     per_rank = [
-        tiled_clip_loss_rows(images[r * n:(r + 1) * n], texts[r * n:(r + 1) * n], images, texts,
-                             r * n, 10.0, chunk_size=3)
+        clip_loss_rows(images[r * n:(r + 1) * n], texts[r * n:(r + 1) * n], images, texts,
+                       r * n, 10.0, chunk_size=chunk)
         for r in range(world)
     ]
     close(sum(per_rank) / world, full, torch.float64)
@@ -310,13 +317,13 @@ def test_half_precision_inputs_do_not_overflow_at_temperature_001(dtype, form) -
         loss = tiled_nt_xent(x, y, 0.01, chunk_size=7)
         reference = direct_nt_xent(base.double(), near.double(), 0.01)
     elif form == "supcon":
-        loss = tiled_supcon(torch.cat([x, y]), labels.repeat(2), 0.01, chunk_size=7)
+        loss = supcon_loss_views([torch.cat([x, y])], labels.repeat(2), 0.01, chunk_size=7)
         reference = direct_supcon(torch.cat([base, near]).double(), labels.repeat(2), 0.01)
     elif form == "moco":
-        loss = tiled_moco_info_nce(x, y, x[:30], 0.01, chunk_size=7)
+        loss = queue_info_nce(x, y, x[:30], 0.01, chunk_size=7)
         reference = direct_moco(base.double(), near.double(), base[:30].double(), 0.01)
     else:
-        loss = tiled_clip_loss(x, y, 100.0, chunk_size=7)
+        loss = clip_loss(x, y, torch.tensor(math.log(100.0)), chunk_size=7)
         reference = direct_clip(base.double(), near.double(), 100.0)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
@@ -365,7 +372,7 @@ def test_gradcheck_of_supcon_and_nt_xent() -> None:
     assert torch.autograd.gradcheck(
         lambda a, b: tiled_nt_xent(a, b, 0.5, chunk_size=3), (z1, z2))
     assert torch.autograd.gradcheck(
-        lambda a, b: tiled_supcon(torch.cat([a, b]), labels, 0.5, chunk_size=3), (z1, z2))
+        lambda a, b: supcon_loss_views([torch.cat([a, b])], labels, 0.5, chunk_size=3), (z1, z2))
 
 
 # ----------------------------------------------------------------------------- memory
@@ -429,10 +436,11 @@ def test_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="same shape"):
         tiled_nt_xent(torch.randn(4, 3), torch.randn(5, 3), 0.5)
     with pytest.raises(ValueError, match="row_offset"):
-        tiled_nt_xent_rows(torch.randn(4, 3), torch.randn(8, 3), 6, 0.5)
+        nt_xent_rows(torch.randn(4, 3), torch.randn(8, 3), 6, 0.5)
     with pytest.raises(ValueError, match="dimensions differ"):
-        tiled_moco_info_nce(torch.randn(4, 3), torch.randn(4, 3), torch.randn(9, 2), 0.5)
+        queue_info_nce(torch.randn(4, 3), torch.randn(4, 3), torch.randn(9, 2), 0.5)
     with pytest.raises(ConfigError, match="logit_scale"):
-        tiled_clip_loss(torch.randn(4, 3), torch.randn(4, 3), -1.0)
+        a, b = torch.randn(4, 3), torch.randn(4, 3)
+        clip_loss_rows(a, b, a, b, 0, -1.0)
     with pytest.raises(ValueError, match="labels"):
-        tiled_supcon(torch.randn(4, 3), torch.arange(3), 0.5)
+        supcon_loss_views([torch.randn(4, 3)], torch.arange(3), 0.5)

@@ -6,6 +6,7 @@ import torch
 
 from contrastlab.losses import byol_loss
 from contrastlab.methods import build_method
+from contrastlab.methods.base import StepOutput
 from contrastlab.methods.byol import BYOL
 from contrastlab.models import build_backbone
 from contrastlab.models.ema import cosine_momentum
@@ -47,7 +48,7 @@ def test_target_update_follows_cosine_schedule() -> None:
     method.on_step_start(3, 0.4)
     tau = method.current_ema_momentum()
     assert tau == pytest.approx(cosine_momentum(0.996, 0.4))
-    method.on_step_end(3, 0.4)
+    method.on_step_end(3, 0.4, StepOutput(loss=torch.zeros(())))  # BYOL needs no after_step
     for old, new, theta in zip(before, method.target_backbone.parameters(),
                                method.backbone.parameters(), strict=True):
         torch.testing.assert_close(new, tau * old + (1 - tau) * theta)
@@ -60,7 +61,7 @@ def test_defaults_and_state_dict_round_trip() -> None:
     method = build_method("byol", "convnet-small", 1)
     assert (method.ema_momentum, method.ema_cosine) == (0.996, True)
     assert method.project(torch.randn(3, 1, 8, 8)).shape == (3, 256)
-    method.on_step_end(0, 0.0)
+    method.on_step_end(0, 0.0, StepOutput(loss=torch.zeros(())))
     state = method.state_dict()
     assert any(k.startswith("target_backbone.") for k in state)
     restored = build_method("byol", "convnet-small", 1)

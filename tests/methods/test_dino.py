@@ -102,10 +102,10 @@ def test_ema_and_center_updates_after_the_step() -> None:
     old_center = method.criterion.center.clone()
     progress = 0.25
     method.on_step_start(5, progress)
-    method.training_step(views, None)
+    out = method.training_step(views, None)
     with torch.no_grad():
         teacher_out = method.teacher_head(method.teacher_backbone(torch.cat(views[:2])))
-    method.on_step_end(5, progress)
+    method.on_step_end(5, progress, out)
     m = cosine_momentum(0.996, progress)
     for new, old, s in zip(method.teacher_head.parameters(), old_teacher, student, strict=True):
         torch.testing.assert_close(new, m * old + (1 - m) * s)
@@ -131,8 +131,8 @@ def test_constant_momentum_and_temperature_endpoints() -> None:
 def test_state_dict_round_trip_includes_teacher_and_center() -> None:
     method = small_dino()
     method.on_step_start(0, 0.0)
-    method.training_step(multi_crop_views(), None)
-    method.on_step_end(0, 0.0)
+    out = method.training_step(multi_crop_views(), None)
+    method.on_step_end(0, 0.0, out)
     state = method.state_dict()
     assert "criterion.center" in state
     assert any(key.startswith("teacher_backbone.") for key in state)

@@ -45,7 +45,7 @@ def test_loss_uses_queue_before_enqueue_and_queue_keeps_newest_keys_in_order() -
         q, k = _queries_and_keys(method, x1, x2)
         torch.testing.assert_close(out.loss, moco_info_nce(q, k, queue_before, 0.2))
         assert torch.equal(method.queue.features, queue_before)  # not enqueued by the loss
-        method.on_step_end(step, step / 4)
+        method.on_step_end(step, step / 4, out)
         written.append(k)
         expected = torch.cat(written)[-10:]
         torch.testing.assert_close(method.queue.ordered(), expected)
@@ -61,7 +61,7 @@ def test_symmetric_loss_averages_both_directions_and_enqueues_both_views() -> No
     expected = 0.5 * (moco_info_nce(q1, k2, queue_before, 0.2)
                       + moco_info_nce(q2, k1, queue_before, 0.2))
     torch.testing.assert_close(out.loss, expected)
-    method.on_step_end(0, 0.0)
+    method.on_step_end(0, 0.0, out)
     torch.testing.assert_close(method.queue.ordered(), torch.cat([k1, k2]))
 
 
@@ -77,7 +77,7 @@ def test_keys_receive_no_gradient_and_momentum_update_follows_formula() -> None:
         for p in method.backbone.parameters():
             p.add_(0.1)
     before = [p.clone() for p in method.key_backbone.parameters()]
-    method.on_step_end(0, 0.0)
+    method.on_step_end(0, 0.0, out)
     for old, new, theta in zip(before, method.key_backbone.parameters(),
                                method.backbone.parameters(), strict=True):
         torch.testing.assert_close(new, 0.9 * old + 0.1 * theta)
@@ -116,8 +116,8 @@ def test_a_keys_batch_norm_group_is_never_its_querys_group(batch: int, groups: i
 
 def test_state_dict_round_trip_includes_queue_key_encoder_and_shuffle_seed() -> None:
     method = _method().eval()
-    method.training_step(_views(0), None)
-    method.on_step_end(0, 0.0)
+    out = method.training_step(_views(0), None)
+    method.on_step_end(0, 0.0, out)
     state = method.state_dict()
     for key in ("queue.features", "queue.pointer", "queue.filled", "shuffle_seed"):
         assert key in state

@@ -39,7 +39,8 @@ def test_loss_is_ctr_q1_k2_plus_ctr_q2_k1() -> None:
 
 def test_keys_get_no_gradient_and_momentum_encoder_follows_formula() -> None:
     method = _method(ema_momentum=0.8, ema_cosine=False).train()
-    method.training_step(_views(), None).loss.backward()
+    out = method.training_step(_views(), None)
+    out.loss.backward()
     for module in (method.momentum_backbone, method.momentum_projection_head):
         assert all(not p.requires_grad and p.grad is None for p in module.parameters())
     assert all(p.grad is not None for p in method.parameters() if p.requires_grad)
@@ -48,7 +49,7 @@ def test_keys_get_no_gradient_and_momentum_encoder_follows_formula() -> None:
         for p in method.projection_head.parameters():
             p.mul_(1.5)
     before = [p.clone() for p in method.momentum_projection_head.parameters()]
-    method.on_step_end(0, 0.3)
+    method.on_step_end(0, 0.3, out)
     for old, new, theta in zip(before, method.momentum_projection_head.parameters(),
                                method.projection_head.parameters(), strict=True):
         torch.testing.assert_close(new, 0.8 * old + 0.2 * theta)

@@ -52,7 +52,7 @@ def test_loss_uses_exact_neighbours_and_support_keeps_newest_z1_in_order() -> No
         expected = 0.5 * (in_batch_info_nce(nn1, p[4:], 0.1) + in_batch_info_nce(nn2, p[:4], 0.1))
         torch.testing.assert_close(out.loss, expected)
         assert torch.equal(method.support.valid(), support_before)  # not enqueued by the loss
-        method.on_step_end(step, 0.0)
+        method.on_step_end(step, 0.0, out)
         written.append(F.normalize(z1, dim=1))
         torch.testing.assert_close(method.support.ordered(), torch.cat(written)[-10:])
 
@@ -72,8 +72,8 @@ def test_defaults_and_state_dict_round_trip() -> None:
     assert (method.temperature, method.support.size) == (0.1, 4096)
     assert method.project(torch.randn(3, 1, 8, 8)).shape == (3, 256)
     small = _method()
-    small.training_step(_views(0), None)
-    small.on_step_end(0, 0.0)
+    out = small.training_step(_views(0), None)
+    small.on_step_end(0, 0.0, out)
     state = small.state_dict()
     assert {"support.features", "support.pointer", "support.filled"} <= set(state)
     restored = _method()

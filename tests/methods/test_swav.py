@@ -87,12 +87,12 @@ def test_queue_holds_global_projections_and_feeds_the_codes() -> None:
     for step in range(2):
         views = multi_crop_views(seed=step)
         method.on_step_start(step, 0.0)
-        method.training_step(views, None)
+        out = method.training_step(views, None)
         method.eval()
         with torch.no_grad():
             enqueued.append([method.project(views[s]) for s in range(2)])
         method.train()
-        method.on_step_end(step, 0.0)
+        method.on_step_end(step, 0.0, out)
     for view in range(2):
         assert int(method.queues[view].filled) == 12
     # the queue is full now: the codes of the next step use queue + batch columns
@@ -119,12 +119,12 @@ def test_queue_contents_are_the_newest_global_projections_in_order() -> None:
     for step in range(3):
         views = multi_crop_views(seed=step)
         method.on_step_start(step, 0.0)
-        method.training_step(views, None)
-        pending = method._pending
+        out = method.training_step(views, None)
+        pending = out.after_step["projections"]
         assert pending is not None
         for view in range(2):
             seen[view].append(pending[view].clone())
-        method.on_step_end(step, 0.0)
+        method.on_step_end(step, 0.0, out)
     for view in range(2):
         newest = torch.cat(seen[view])[-8:]
         torch.testing.assert_close(method.queues[view].ordered(), newest)
@@ -135,8 +135,8 @@ def test_queue_contents_are_the_newest_global_projections_in_order() -> None:
 def test_state_dict_round_trip_includes_prototypes_and_queue() -> None:
     method = small_swav(queue_size=6)
     method.on_step_start(0, 0.0)
-    method.training_step(multi_crop_views(), None)
-    method.on_step_end(0, 0.0)
+    out = method.training_step(multi_crop_views(), None)
+    method.on_step_end(0, 0.0, out)
     state = method.state_dict()
     assert {"prototypes.weight", "queues.0.features", "queues.1.pointer"} <= set(state)
     clone = small_swav(queue_size=6)

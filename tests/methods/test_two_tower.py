@@ -8,6 +8,7 @@ from torch import nn
 
 from contrastlab.losses import clip_loss, siglip_loss
 from contrastlab.methods import build_method
+from contrastlab.methods.base import StepOutput
 from contrastlab.methods.clip import CLIP
 from contrastlab.methods.siglip import SigLIP
 from contrastlab.methods.two_tower import fresh_copy
@@ -70,7 +71,7 @@ def test_siglip_step_is_siglip_loss_of_the_two_towers() -> None:
 def test_clip_scale_is_clipped_after_the_step() -> None:
     method = build_method("clip", "convnet-small", 1, temperature=0.001)
     assert method.loss.log_scale.item() == pytest.approx(math.log(1000))
-    method.on_step_end(0, 0.0)
+    method.on_step_end(0, 0.0, StepOutput(loss=torch.zeros(())))
     assert method.loss.log_scale.item() == pytest.approx(math.log(100))
 
 

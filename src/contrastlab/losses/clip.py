@@ -23,9 +23,12 @@ diagonal, with a learnable temperature :math:`t = e^{t'}` (t' initialised to log
         \log \sigma\big(z_{ij} (t \, x_i^\top y_j + b)\big), \qquad
         z_{ij} = 1 \text{ if } i = j \text{ else } -1
 
-Distributed training: embeddings are gathered from every process with gradients
-(:func:`contrastlab.distributed.gather_with_grad`); each process scores its local rows against the
-global columns, so the average over processes equals the loss of the global batch.
+Distributed training (``gather``, the default): embeddings are gathered from every process with
+gradients (:func:`contrastlab.distributed.gather_columns`); each process scores its local rows
+against the global columns, so the average over processes equals the loss of the global batch.
+CLIP's two cross-entropies are :func:`contrastlab.losses.info_nce.info_nce_loss`, whose
+log-sum-exp is direct or tiled (``chunk_size``) as for every InfoNCE form here; SigLIP has no
+log-sum-exp.
 """
 
 from __future__ import annotations
@@ -36,7 +39,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastlab.distributed import gather_with_grad, rank
+from contrastlab.distributed import gather_columns
+from contrastlab.losses.checks import (
+    check_pair,
+    check_positive,
+    check_row_offset,
+    check_same_width,
+    check_temperature,
+)
+from contrastlab.losses.info_nce import info_nce_loss
+from contrastlab.losses.tiled import check_chunk_size, compute_dtype
 
 CLIP_INIT_TEMPERATURE = 0.07
 CLIP_MAX_SCALE = 100.0
@@ -44,18 +56,8 @@ SIGLIP_INIT_TEMPERATURE = 10.0  # t = exp(t'), t' = log 10
 SIGLIP_INIT_BIAS = -10.0
 
 
-def _check_pairs(x: Tensor, y: Tensor) -> None:
-    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != y.shape[1]:
-        raise ValueError(
-            f"paired embeddings must both be (N, D) with the same shape, got {tuple(x.shape)} and "
-            f"{tuple(y.shape)}"
-        )
-
-
 def _normalized(x: Tensor) -> Tensor:
-    if x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()  # similarities and log-sum-exp in at least float32
-    return F.normalize(x, dim=1)
+    return F.normalize(x.to(compute_dtype(x)), dim=1)  # similarities in at least float32
 
 
 def clip_logit_scale(log_scale: Tensor) -> Tensor:
@@ -63,27 +65,79 @@ def clip_logit_scale(log_scale: Tensor) -> Tensor:
     return log_scale.clamp(max=math.log(CLIP_MAX_SCALE)).exp()
 
 
-def clip_loss(image_embeddings: Tensor, text_embeddings: Tensor, log_scale: Tensor) -> Tensor:
+def clip_loss_rows(
+    image_embeddings: Tensor,
+    text_embeddings: Tensor,
+    all_image_embeddings: Tensor,
+    all_text_embeddings: Tensor,
+    row_offset: int,
+    logit_scale: float | Tensor,
+    *,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""CLIP's symmetric loss of n local pairs against K global pairs (the distributed form).
+
+    Local image ``i`` is contrasted with every text (its own, ``all_text_embeddings[row_offset
+    + i]``, is the positive) and local text ``i`` with every image; the loss is the mean of the
+    two cross-entropies over the local rows. All embeddings are L2-normalised here.
+
+    Args:
+        image_embeddings, text_embeddings: (n, D) local pairs.
+        all_image_embeddings, all_text_embeddings: (K, D) all pairs, the local ones at
+            ``row_offset : row_offset + n``.
+        row_offset: position of the local pairs.
+        logit_scale: the multiplier of the cosine similarities (CLIP's ``exp(t)``), a float or
+            a scalar tensor that may be learned.
+        chunk_size: rows and columns per tile; None: automatic.
+    """
+    if not isinstance(logit_scale, Tensor):
+        check_positive(logit_scale, "logit_scale")
+    check_same_width(
+        image_embeddings=image_embeddings, text_embeddings=text_embeddings,
+        all_image_embeddings=all_image_embeddings, all_text_embeddings=all_text_embeddings,
+    )
+    n, k = image_embeddings.shape[0], all_image_embeddings.shape[0]
+    if text_embeddings.shape[0] != n or all_text_embeddings.shape[0] != k:
+        raise ValueError(
+            "image and text embeddings must come in pairs: got "
+            f"{n} local images and {text_embeddings.shape[0]} texts, {k} global images and "
+            f"{all_text_embeddings.shape[0]} texts"
+        )
+    check_row_offset(row_offset, n, k)
+    images, texts = _normalized(image_embeddings), _normalized(text_embeddings)
+    all_images = (images if all_image_embeddings is image_embeddings
+                  else _normalized(all_image_embeddings))
+    all_texts = (texts if all_text_embeddings is text_embeddings
+                 else _normalized(all_text_embeddings))
+    positive_index = torch.arange(row_offset, row_offset + n, device=images.device)
+    image_to_text = info_nce_loss(images, all_texts, positive_index, logit_scale,
+                             chunk_size=chunk_size)
+    text_to_image = info_nce_loss(texts, all_images, positive_index, logit_scale,
+                             chunk_size=chunk_size)
+    return (image_to_text + text_to_image) / 2
+
+
+def clip_loss(image_embeddings: Tensor, text_embeddings: Tensor, log_scale: Tensor, *,
+              chunk_size: int | None = None, gather: bool = True) -> Tensor:
     """CLIP's symmetric InfoNCE over the N x N pairs (see the module docstring).
 
     Args:
         image_embeddings: (N, D) embeddings of the first modality (need not be normalised).
         text_embeddings: (N, D) embeddings of the second; row i is paired with row i.
         log_scale: scalar tensor theta, the logits are exp(theta) (<= 100) times cosines.
+        chunk_size: rows and columns per tile; None: automatic.
+        gather: under ``torch.distributed`` with several processes, contrast with every
+            process's pairs; nothing changes in one process.
     """
-    _check_pairs(image_embeddings, text_embeddings)
-    x, y = _normalized(image_embeddings), _normalized(text_embeddings)
-    x_all, y_all = gather_with_grad(x), gather_with_grad(y)
-    scale = clip_logit_scale(log_scale).to(x.dtype)
-    n = x.shape[0]
-    targets = torch.arange(n, device=x.device) + rank() * n
-    image_to_text = F.cross_entropy(scale * x @ y_all.t(), targets)
-    text_to_image = F.cross_entropy(scale * y @ x_all.t(), targets)
-    return (image_to_text + text_to_image) / 2
+    check_pair(image_embeddings, text_embeddings, "paired embeddings")
+    all_images, row_offset = gather_columns(image_embeddings, gather)
+    all_texts, _ = gather_columns(text_embeddings, gather)
+    return clip_loss_rows(image_embeddings, text_embeddings, all_images, all_texts, row_offset,
+                          clip_logit_scale(log_scale), chunk_size=chunk_size)
 
 
 def siglip_loss(image_embeddings: Tensor, text_embeddings: Tensor, log_temperature: Tensor,
-                bias: Tensor) -> Tensor:
+                bias: Tensor, *, gather: bool = True) -> Tensor:
     """SigLIP's pairwise sigmoid loss (see the module docstring), normalised by N.
 
     Args:
@@ -91,25 +145,30 @@ def siglip_loss(image_embeddings: Tensor, text_embeddings: Tensor, log_temperatu
         text_embeddings: (N, D) embeddings of the second; row i is paired with row i.
         log_temperature: scalar t', the logits are exp(t') times cosines plus ``bias``.
         bias: scalar b.
+        gather: under ``torch.distributed`` with several processes, the local images against
+            every process's texts; nothing changes in one process.
     """
-    _check_pairs(image_embeddings, text_embeddings)
+    check_pair(image_embeddings, text_embeddings, "paired embeddings")
     x, y = _normalized(image_embeddings), _normalized(text_embeddings)
-    y_all = gather_with_grad(y)
+    y_all, row_offset = gather_columns(y, gather)
     n = x.shape[0]
     logits = log_temperature.exp().to(x.dtype) * x @ y_all.t() + bias.to(x.dtype)
     signs = -torch.ones_like(logits)
     local = torch.arange(n, device=x.device)
-    signs[local, local + rank() * n] = 1.0
+    signs[local, local + row_offset] = 1.0
     return -F.logsigmoid(signs * logits).sum() / n
 
 
 class CLIPLoss(nn.Module):
-    """:func:`clip_loss` with its learnable log-scale (initialised to log(1 / temperature))."""
+    """:func:`clip_loss` with its learnable log-scale (initialised to log(1 / temperature)) and
+    an optional tile size."""
 
-    def __init__(self, temperature: float = CLIP_INIT_TEMPERATURE) -> None:
+    def __init__(self, temperature: float = CLIP_INIT_TEMPERATURE,
+                 chunk_size: int | None = None) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
+        check_chunk_size(chunk_size)
+        self.chunk_size = chunk_size
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
 
     @torch.no_grad()
@@ -118,7 +177,8 @@ class CLIPLoss(nn.Module):
         self.log_scale.clamp_(0.0, math.log(CLIP_MAX_SCALE))
 
     def forward(self, image_embeddings: Tensor, text_embeddings: Tensor) -> Tensor:
-        return clip_loss(image_embeddings, text_embeddings, self.log_scale)
+        return clip_loss(image_embeddings, text_embeddings, self.log_scale,
+                         chunk_size=self.chunk_size)
 
 
 class SigLIPLoss(nn.Module):
@@ -132,8 +192,7 @@ class SigLIPLoss(nn.Module):
     def __init__(self, init_scale: float = SIGLIP_INIT_TEMPERATURE,
                  init_bias: float = SIGLIP_INIT_BIAS) -> None:
         super().__init__()
-        if not init_scale > 0:
-            raise ValueError(f"init_scale must be > 0, got {init_scale}")
+        check_positive(init_scale, "init_scale")
         self.log_temperature = nn.Parameter(torch.tensor(math.log(init_scale)))
         self.bias = nn.Parameter(torch.tensor(float(init_bias)))
 
@@ -141,4 +200,5 @@ class SigLIPLoss(nn.Module):
         return siglip_loss(image_embeddings, text_embeddings, self.log_temperature, self.bias)
 
 
-__all__ = ["CLIPLoss", "SigLIPLoss", "clip_logit_scale", "clip_loss", "siglip_loss"]
+__all__ = ["CLIPLoss", "SigLIPLoss", "clip_logit_scale", "clip_loss", "clip_loss_rows",
+           "siglip_loss"]

@@ -30,34 +30,42 @@ differentiated through (the paper defines no stop-gradient).
 
 The paper sums the loss over both view directions; here it is the mean over the 2N anchors (the
 same normalisation as :func:`contrastlab.losses.nt_xent`, half the paper's sum).
+
+Distributed (``gather``, the default): each process's 2n views are its anchors and every
+process's views, gathered with gradient, the columns; DCLW's weights are normalised over the
+global batch's pairs. A rank's loss is the mean over its anchors, so DDP's gradient averaging
+gives the global batch's loss exactly. The logits are one matrix (no tiled form: the
+denominator leaves out two columns per anchor).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastlab.errors import ConfigError
+from contrastlab.distributed import gather_columns
+from contrastlab.losses.checks import check_pair, check_temperature
+from contrastlab.losses.tiled import compute_dtype
 
 
 def _check(temperature: float, weight_sigma: float | None) -> None:
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
-    if weight_sigma is not None and not weight_sigma > 0:
-        raise ConfigError(f"weight_sigma must be > 0, got {weight_sigma}")
+    check_temperature(temperature)
+    if weight_sigma is not None:
+        check_temperature(weight_sigma, "weight_sigma")
 
 
 def dclw_weights(z1: Tensor, z2: Tensor, weight_sigma: float = 0.5) -> Tensor:
     """DCLW's weight of each positive pair, 2 - N softmax_n(cos(z1_n, z2_n) / sigma) (N,)."""
     cosine = (F.normalize(z1, dim=1) * F.normalize(z2, dim=1)).sum(dim=1)
-    if cosine.dtype in (torch.float16, torch.bfloat16):
-        cosine = cosine.float()
+    cosine = cosine.to(compute_dtype(cosine))
     return 2 - z1.shape[0] * torch.softmax(cosine / weight_sigma, dim=0)
 
 
 def dcl_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1,
-             weight_sigma: float | None = None) -> Tensor:
+             weight_sigma: float | None = None, *, gather: bool = True) -> Tensor:
     """DCL (``weight_sigma=None``) or DCLW loss of two (N, D) batches (row i: image i).
 
     Args:
@@ -65,34 +73,37 @@ def dcl_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1,
         z2: (N, D) embeddings of the second views.
         temperature: tau > 0.
         weight_sigma: sigma of DCLW's weighting function; None for unweighted DCL.
+        gather: under ``torch.distributed`` with several processes, contrast the local anchors
+            with every process's views; nothing changes in one process.
 
     Returns:
-        The mean over the 2N anchors of -w s_ij / tau + log sum_{k != i, j} exp(s_ik / tau).
+        The mean over the (local) 2N anchors of -w s_ij / tau + log sum_{k != i, j}
+        exp(s_ik / tau).
     """
     _check(temperature, weight_sigma)
-    if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(
-            f"z1 and z2 must both be (N, D) with the same shape, got {tuple(z1.shape)} and "
-            f"{tuple(z2.shape)}"
-        )
+    check_pair(z1, z2)
     n = z1.shape[0]
-    if n < 2:
-        raise ValueError(f"DCL needs at least 2 images (a negative to contrast), got N={n}")
-    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
-    similarity = z @ z.t()
-    if similarity.dtype in (torch.float16, torch.bfloat16):
-        similarity = similarity.float()
-    logits = similarity / temperature
-    anchors = torch.arange(2 * n, device=z.device)
-    positive_index = (anchors + n) % (2 * n)
-    positive_logit = logits[anchors, positive_index]
-    excluded = torch.zeros_like(logits, dtype=torch.bool)
-    excluded[anchors, anchors] = True
-    excluded[anchors, positive_index] = True
-    negative_term = torch.logsumexp(logits.masked_fill(excluded, float("-inf")), dim=1)
-    if weight_sigma is not None:
-        weight = dclw_weights(z1, z2, weight_sigma)
-        positive_logit = positive_logit * torch.cat([weight, weight])
+    views = torch.cat([z1, z2], dim=0)
+    columns, row_offset = gather_columns(views, gather)
+    if columns.shape[0] < 4:
+        raise ValueError(f"DCL needs at least 2 images (a negative to contrast), got "
+                         f"N={columns.shape[0] // 2}")
+    dtype = compute_dtype(views, columns)
+    anchors = F.normalize(views.to(dtype), dim=1)
+    candidates = anchors if columns is views else F.normalize(columns.to(dtype), dim=1)
+    logits = anchors @ candidates.t() / temperature
+    local = torch.arange(2 * n, device=logits.device)
+    positive_index = row_offset + (local + n) % (2 * n)
+    positive_logit = logits[local, positive_index]
+    excluded = (torch.cat([local, local]), torch.cat([row_offset + local, positive_index]))
+    negative_term = torch.logsumexp(
+        logits.index_put(excluded, torch.tensor(-math.inf, dtype=dtype, device=logits.device)),
+        dim=1)
+    if weight_sigma is not None:  # every process's pairs: blocks of (first views, second views)
+        pairs = candidates.unflatten(0, (-1, 2, n))
+        weight = dclw_weights(pairs[:, 0].flatten(0, 1), pairs[:, 1].flatten(0, 1), weight_sigma)
+        local_weight = weight[row_offset // 2 : row_offset // 2 + n]
+        positive_logit = positive_logit * torch.cat([local_weight, local_weight])
     return (negative_term - positive_logit).mean()
 
 

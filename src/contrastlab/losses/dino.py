@@ -14,7 +14,9 @@ another view is softened, and the student is trained to match the teacher:
         \frac{1}{B} \sum_b -\sum_k P_t^{(k)} \log P_s^{(k)}
 
 over pairs of a teacher view t (the 2 global views) and a student view s (every view, global and
-local, except t itself). No gradient flows into the teacher. The centre follows the teacher's
+local, except t itself): the cross-view cross-entropy that SwAV also uses
+(:func:`contrastlab.losses.cross_view.cross_view_cross_entropy`). No gradient flows into the
+teacher. The centre follows the teacher's
 mean output with momentum m (Eq. 4):
 
 .. math::  c \leftarrow m\,c + (1 - m) \frac{1}{B} \sum_{b} g_t(x_b)
@@ -31,11 +33,9 @@ from torch import Tensor, nn
 
 from contrastlab.distributed import all_reduce_sum, world_size
 from contrastlab.errors import ConfigError
-
-
-def _check_temperature(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
+from contrastlab.losses.checks import check_temperature
+from contrastlab.losses.cross_view import check_cross_view_shapes, cross_view_cross_entropy
+from contrastlab.losses.tiled import compute_dtype
 
 
 def dino_loss(
@@ -58,31 +58,14 @@ def dino_loss(
     Returns:
         The mean over pairs (t, s != t) and the batch of ``-sum_k P_t log P_s``.
     """
-    _check_temperature("temperature", student_temperature)
-    _check_temperature("teacher_temperature", teacher_temperature)
-    if (student_output.ndim != 3 or teacher_output.ndim != 3
-            or teacher_output.shape[1:] != student_output.shape[1:]):
-        raise ValueError(
-            "student_output must be (V, B, K) and teacher_output (T, B, K) with the same B and K, "
-            f"got {tuple(student_output.shape)} and {tuple(teacher_output.shape)}"
-        )
-    num_student, batch = student_output.shape[0], student_output.shape[1]
-    num_teacher = teacher_output.shape[0]
-    if not 1 <= num_teacher <= num_student or num_student < 2:
-        raise ValueError(
-            f"need at least 2 student views and 1 <= teacher views <= student views, got "
-            f"{num_teacher} teacher and {num_student} student views"
-        )
-    if student_output.dtype in (torch.float16, torch.bfloat16):
-        student_output = student_output.float()
-    log_p_student = torch.log_softmax(student_output / student_temperature, dim=-1)
-    teacher = teacher_output.detach().to(log_p_student.dtype)
+    check_temperature(student_temperature)
+    check_temperature(teacher_temperature, "teacher_temperature")
+    check_cross_view_shapes(teacher_output, student_output, "teacher")
+    teacher = teacher_output.detach().to(compute_dtype(student_output))
     p_teacher = torch.softmax((teacher - center.detach().reshape(1, 1, -1).to(teacher.dtype))
                               / teacher_temperature, dim=-1)
-    # cross[t, s] = mean over the batch of -sum_k P_t log P_s
-    cross = -torch.einsum("tbk,sbk->ts", p_teacher, log_p_student) / batch
-    pairs = ~torch.eye(num_teacher, num_student, dtype=torch.bool, device=cross.device)
-    return cross[pairs].mean()
+    return cross_view_cross_entropy(p_teacher, student_output, student_temperature,
+                                    target_kind="teacher")
 
 
 @torch.no_grad()
@@ -127,7 +110,7 @@ class DINOLoss(nn.Module):
     def __init__(self, num_prototypes: int, student_temperature: float = 0.1,
                  center_momentum: float = 0.9) -> None:
         super().__init__()
-        _check_temperature("temperature", student_temperature)
+        check_temperature(student_temperature)
         if not 0.0 <= center_momentum <= 1.0:
             raise ConfigError(f"center_momentum must be in [0, 1], got {center_momentum}")
         self.student_temperature = student_temperature

@@ -21,6 +21,14 @@ the loss is exactly SimCLR's NT-Xent (:func:`contrastlab.losses.nt_xent`).
 
 :func:`supcon_loss_views` is the same equation over V views per image (V = 1 included: the labels
 alone then give the positives).
+
+The loss of anchor i is :math:`\mathrm{LSE}_{a \ne i}(z_i \cdot z_a / \tau) - z_i \cdot (\sum_{p
+\in P(i)} z_p) / (\tau |P(i)|)`: the log-sum-exp comes from
+:func:`contrastlab.losses.tiled.logsumexp_over_columns` (direct or in tiles) and the positive
+term from per-class sums, so no N x N mask is built. Under ``torch.distributed`` (``gather``)
+each process's views are its anchors and every process's views (and labels) the columns
+(:func:`supcon_rows`), normalised so that DDP's gradient averaging gives the global batch's
+loss exactly, also when ranks hold different numbers of anchors with a positive.
 """
 
 from __future__ import annotations
@@ -29,38 +37,86 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from contrastlab.errors import ConfigError
+from contrastlab.distributed import gather_columns, gather_no_grad
+from contrastlab.losses.checks import (
+    check_matrix,
+    check_pair,
+    check_row_offset,
+    check_same_width,
+    check_temperature,
+)
+from contrastlab.losses.tiled import compute_dtype, logsumexp_over_columns
 
 
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+def _classes(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Class index of each label (0..C-1) and the number of columns of each class."""
+    _, label_class = torch.unique(labels, return_inverse=True)
+    return label_class, torch.bincount(label_class)
 
 
-def supcon_loss(z1: Tensor, z2: Tensor, labels: Tensor | None = None,
-                temperature: float = 0.1) -> Tensor:
-    """SupCon L_out over the 2N views of N images (row i of ``z1`` and ``z2``: image i).
+def supcon_rows(
+    embeddings: Tensor,
+    columns: Tensor,
+    column_labels: Tensor,
+    row_offset: int,
+    temperature: float = 0.1,
+    *,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r""":math:`\mathcal{L}^{sup}_{out}` of local anchors against K columns (the distributed form).
 
     Args:
-        z1: (N, D) embeddings of the first views (need not be normalised).
-        z2: (N, D) embeddings of the second views.
-        labels: (N,) integer class of each image, or None (each image its own class: NT-Xent).
-        temperature: tau > 0.
+        embeddings: (M, D) local anchors (every view of every local sample); L2-normalised here.
+        columns: (K, D) all contrasted views, ``columns[row_offset : row_offset + M]`` being
+            ``embeddings``; L2-normalised here.
+        column_labels: (K,) integer class labels of the columns (those of the anchors are
+            ``column_labels[row_offset : row_offset + M]``).
+        row_offset: position of the local anchors in ``columns``.
+        temperature: tau > 0 (no tau / base_tau factor).
+        chunk_size: rows and columns per tile; None: automatic.
 
     Returns:
-        The mean over the 2N anchors of -1/|P(i)| sum_p log softmax_i(p). Half-precision inputs
-        have their similarities promoted to float32; float64 stays float64.
+        ``(K / M) * sum_{local i with a positive} l_i / (number of columns with a positive)``:
+        the mean over anchors with a positive in one process, and exactly the global batch's
+        mean after averaging over ranks. Raises ``ValueError`` when no column has a positive.
     """
-    if z1.ndim != 2 or z1.shape != z2.shape:
+    check_temperature(temperature)
+    check_same_width(embeddings=embeddings, columns=columns)
+    m, k = embeddings.shape[0], columns.shape[0]
+    if column_labels.shape != (k,):
+        raise ValueError(f"column_labels must have shape ({k},), got {tuple(column_labels.shape)}")
+    check_row_offset(row_offset, m, k)
+    column_class, class_count = _classes(column_labels)
+    anchors_with_positive = int((class_count[column_class] > 1).sum())
+    if anchors_with_positive == 0:
         raise ValueError(
-            f"z1 and z2 must both be (N, D) with the same shape, got {tuple(z1.shape)} and "
-            f"{tuple(z2.shape)}"
+            "SupCon needs at least two views with the same label (no anchor has a positive)"
         )
-    return supcon_loss_views([z1, z2], labels, temperature)
+    dtype = compute_dtype(embeddings, columns)
+    anchors = F.normalize(embeddings.to(dtype), dim=1)
+    candidates = anchors if columns is embeddings else F.normalize(columns.to(dtype), dim=1)
+    scale = 1.0 / temperature
+    lse = logsumexp_over_columns(anchors * scale, candidates, self_offset=row_offset,
+                                 chunk_size=chunk_size)
+    class_sum = candidates.new_zeros(class_count.shape[0], candidates.shape[1]).index_add(
+        0, column_class, candidates
+    )
+    row_class = column_class[row_offset : row_offset + m]
+    positive_sum = class_sum[row_class] - candidates[row_offset : row_offset + m]
+    num_positives = class_count[row_class] - 1
+    mean_positive_logit = scale * (anchors * positive_sum).sum(dim=1) / num_positives.clamp_min(1)
+    losses = torch.where(num_positives > 0, lse - mean_positive_logit, torch.zeros_like(lse))
+    return losses.sum() * (k / m) / anchors_with_positive
 
 
-def supcon_loss_views(views: list[Tensor] | tuple[Tensor, ...], labels: Tensor | None = None,
-                      temperature: float = 0.1) -> Tensor:
+def supcon_loss_views(
+    views: list[Tensor] | tuple[Tensor, ...],
+    labels: Tensor | None = None,
+    temperature: float = 0.1,
+    *,
+    chunk_size: int | None = None,
+    gather: bool = True,
+) -> Tensor:
     """SupCon L_out over V >= 1 views of N images: ``views[v]`` is (N, D), row i image i.
 
     The paper's batch has V = 2; the equation is the same for any V (the multiviewed batch of
@@ -74,12 +130,19 @@ def supcon_loss_views(views: list[Tensor] | tuple[Tensor, ...], labels: Tensor |
         labels: (N,) integer class of each image, or None (each image its own class; needs
             V >= 2).
         temperature: tau > 0.
+        chunk_size: rows and columns per tile; None: automatic.
+        gather: under ``torch.distributed`` with several processes, every process's views and
+            labels are contrasted with the local anchors; nothing changes in one process.
+
+    Returns:
+        The loss in float32 (float64 for float64 inputs).
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     if len(views) == 0:
         raise ValueError("SupCon needs at least one view of the batch, got none")
     first = views[0]
-    if first.ndim != 2 or any(v.shape != first.shape for v in views):
+    check_matrix("views[0]", first)
+    if any(v.shape != first.shape for v in views):
         raise ValueError(
             "every view must be (N, D) with the same shape, got "
             f"{[tuple(v.shape) for v in views]}"
@@ -87,30 +150,44 @@ def supcon_loss_views(views: list[Tensor] | tuple[Tensor, ...], labels: Tensor |
     num_views, n = len(views), first.shape[0]
     if num_views * n < 2:
         raise ValueError(f"SupCon needs at least 2 images (a view to contrast), got N={n}")
-    if labels is None:
-        if num_views == 1:
-            raise ValueError(
-                "SupCon with one view per image needs labels: without them no anchor has a "
-                "positive (use two views, or --method simclr)"
-            )
-        labels = torch.arange(n, device=first.device)
-    elif labels.shape != (n,):
+    if labels is not None and labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
-    z = F.normalize(torch.cat(list(views), dim=0), dim=1)
-    similarity = z @ z.t()
-    if similarity.dtype in (torch.float16, torch.bfloat16):
-        similarity = similarity.float()
-    total = num_views * n
-    self_mask = torch.eye(total, dtype=torch.bool, device=z.device)
-    logits = (similarity / temperature).masked_fill(self_mask, float("-inf"))
-    log_probability = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    view_labels = labels.to(z.device).repeat(num_views)
-    positive = (view_labels[:, None] == view_labels[None, :]) & ~self_mask
-    positive_log_probability = log_probability.masked_fill(~positive, 0.0).sum(dim=1)
-    positive_count = positive.sum(dim=1)
-    has_positive = positive_count > 0  # all anchors when V >= 2 (the other views of the image)
-    per_anchor = positive_log_probability / positive_count.clamp(min=1)
-    return -(per_anchor * has_positive).sum() / has_positive.sum().clamp(min=1)
+    if labels is None and num_views == 1:
+        raise ValueError(
+            "SupCon with one view per image needs labels: without them no anchor has a "
+            "positive (use two views, or --method simclr)"
+        )
+    embeddings = torch.cat(list(views), dim=0)
+    columns, row_offset = gather_columns(embeddings, gather)
+    if labels is None:  # each image its own class, distinct over processes
+        labels = torch.arange(n, device=first.device) + row_offset // num_views
+    view_labels = labels.to(first.device).repeat(num_views)
+    column_labels = gather_no_grad(view_labels) if gather else view_labels
+    _, class_count = _classes(column_labels)
+    if not bool((class_count > 1).any()):  # one view, every class once: nothing to learn
+        return embeddings.to(compute_dtype(embeddings)).sum() * 0.0
+    return supcon_rows(embeddings, columns, column_labels, row_offset, temperature,
+                       chunk_size=chunk_size)
+
+
+def supcon_loss(z1: Tensor, z2: Tensor, labels: Tensor | None = None,
+                temperature: float = 0.1, *, chunk_size: int | None = None,
+                gather: bool = True) -> Tensor:
+    """SupCon L_out over the 2N views of N images (row i of ``z1`` and ``z2``: image i).
+
+    Args:
+        z1: (N, D) embeddings of the first views (need not be normalised).
+        z2: (N, D) embeddings of the second views.
+        labels: (N,) integer class of each image, or None (each image its own class: NT-Xent).
+        temperature: tau > 0.
+        chunk_size, gather: as in :func:`supcon_loss_views`.
+
+    Returns:
+        The mean over the 2N anchors of -1/|P(i)| sum_p log softmax_i(p).
+    """
+    check_pair(z1, z2)
+    return supcon_loss_views([z1, z2], labels, temperature, chunk_size=chunk_size,
+                             gather=gather)
 
 
 class SupConLoss(nn.Module):
@@ -118,7 +195,7 @@ class SupConLoss(nn.Module):
 
     def __init__(self, temperature: float = 0.1) -> None:
         super().__init__()
-        _check_temperature(temperature)
+        check_temperature(temperature)
         self.temperature = temperature
 
     def forward(self, z1: Tensor, z2: Tensor, labels: Tensor | None = None) -> Tensor:
@@ -126,3 +203,6 @@ class SupConLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
+
+
+__all__ = ["SupConLoss", "supcon_loss", "supcon_loss_views", "supcon_rows"]

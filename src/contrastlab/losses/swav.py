@@ -26,7 +26,8 @@ the scores of view t and :math:`q_s` the code of view s,
 
 and the loss averages :math:`\ell` over the batch and over the pairs (s, t != s), where s runs over
 the views that have codes (the global views) and t over all views (global and local, multi-crop,
-Sec. 3.2), with tau = 0.1.
+Sec. 3.2), with tau = 0.1: the cross-view cross-entropy that DINO also uses
+(:func:`contrastlab.losses.cross_view.cross_view_cross_entropy`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from torch import Tensor, nn
 
 from contrastlab.distributed import all_reduce_sum, is_distributed, world_size
 from contrastlab.errors import ConfigError
+from contrastlab.losses.checks import check_temperature
+from contrastlab.losses.cross_view import cross_view_cross_entropy
 
 
 def _all_reduce_max(tensor: Tensor) -> Tensor:
@@ -65,11 +68,6 @@ def _logsumexp_over_ranks(x: Tensor, dim: int) -> Tensor:
     return peak + torch.log(all_reduce_sum(torch.exp(local - peak)))
 
 
-def _check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name} must be > 0, got {value}")
-
-
 @torch.no_grad()
 def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
     """SwAV codes of a batch of prototype scores (Caron et al. 2020, Algorithm 1).
@@ -84,7 +82,7 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -
         (B, K) codes in at least float32: every row sums to 1; every column sums to about
         B_global / K, exactly in the limit of many iterations.
     """
-    _check_positive("sinkhorn_epsilon", epsilon)
+    check_temperature(epsilon, "sinkhorn_epsilon")
     if iterations < 1:
         raise ConfigError(f"sinkhorn_iterations must be >= 1, got {iterations}")
     if scores.ndim != 2:
@@ -117,27 +115,7 @@ def swapped_prediction_loss(scores: Tensor, codes: Tensor, temperature: float = 
     Returns:
         The mean over s < S, t != s and the batch of ``-sum_k q_s^(k) log p_t^(k)``.
     """
-    _check_positive("temperature", temperature)
-    if scores.ndim != 3 or codes.ndim != 3 or codes.shape[1:] != scores.shape[1:]:
-        raise ValueError(
-            f"scores must be (V, B, K) and codes (S, B, K) with the same B and K, got "
-            f"{tuple(scores.shape)} and {tuple(codes.shape)}"
-        )
-    num_views, batch = scores.shape[0], scores.shape[1]
-    num_coded = codes.shape[0]
-    if not 1 <= num_coded <= num_views or num_views < 2:
-        raise ValueError(
-            f"need at least 2 views and 1 <= coded views <= views, got {num_coded} coded of "
-            f"{num_views}"
-        )
-    if scores.dtype in (torch.float16, torch.bfloat16):
-        scores = scores.float()
-    log_p = torch.log_softmax(scores / temperature, dim=-1)
-    codes = codes.detach().to(log_p.dtype)
-    # cross[s, t] = mean over the batch of -sum_k q_s^(k) log p_t^(k)
-    cross = -torch.einsum("sbk,tbk->st", codes, log_p) / batch
-    off_diagonal = ~torch.eye(num_coded, num_views, dtype=torch.bool, device=cross.device)
-    return cross[off_diagonal].mean()
+    return cross_view_cross_entropy(codes, scores, temperature, target_kind="coded")
 
 
 class SwappedPredictionLoss(nn.Module):
@@ -151,8 +129,8 @@ class SwappedPredictionLoss(nn.Module):
     def __init__(self, temperature: float = 0.1, epsilon: float = 0.05, iterations: int = 3,
                  num_coded: int = 2) -> None:
         super().__init__()
-        _check_positive("temperature", temperature)
-        _check_positive("sinkhorn_epsilon", epsilon)
+        check_temperature(temperature)
+        check_temperature(epsilon, "sinkhorn_epsilon")
         self.temperature, self.epsilon, self.iterations = temperature, epsilon, iterations
         self.num_coded = num_coded
 

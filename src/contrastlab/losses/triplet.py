@@ -39,7 +39,14 @@ NeurIPS 2016, Sec. 3): for N pairs :math:`(f_i, f_i^+)` of unnormalised embeddin
 every other pair's positive acting as a negative. The embeddings are not normalised; instead the
 paper regularises their L2 norm to be small. The weight used here, :math:`\lambda = 0.002`, is not
 from the paper: it is the default of the widely used TensorFlow ``npairs_loss``, applied to the
-mean squared norm of the 2N embeddings as written above.
+mean squared norm of the 2N embeddings as written above. The first term is
+:func:`contrastlab.losses.info_nce.info_nce_loss` with scale 1 (direct or tiled, ``chunk_size``).
+
+**Distributed** (``gather``, the default of both): each process's embeddings are the anchors and
+every process's embeddings (gathered with gradient) the candidates: the triplets are mined among
+all ranks' views, the N-pair softmax runs over all ranks' positives. A rank's loss is the mean
+over its own triplets (anchors), the same number on every rank, so DDP's gradient averaging
+gives the global batch's loss exactly.
 """
 
 from __future__ import annotations
@@ -48,22 +55,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastlab.distributed import gather_columns, gather_no_grad
 from contrastlab.errors import ConfigError, unknown_name
+from contrastlab.losses.checks import check_pair, check_positive
+from contrastlab.losses.info_nce import info_nce_loss
+from contrastlab.losses.tiled import compute_dtype
 
 MINING = ("none", "batch-hard", "semi-hard")
 
 
 def _check_triplet(margin: float, mining: str) -> None:
-    if not margin > 0:
-        raise ConfigError(f"margin must be > 0, got {margin}")
+    check_positive(margin, "margin")
     if mining not in MINING:
         raise unknown_name("mining", mining, MINING)
 
 
-def squared_distances(embeddings: Tensor) -> Tensor:
-    """Squared Euclidean distances 2 - 2 cos between the L2-normalised rows (M, M)."""
+def squared_distances(embeddings: Tensor, columns: Tensor | None = None) -> Tensor:
+    """Squared Euclidean distances 2 - 2 cos between the L2-normalised rows of ``embeddings``
+    and those of ``columns`` (default: ``embeddings`` itself), (M, K)."""
     z = F.normalize(embeddings, dim=1)
-    return (2 - 2 * (z @ z.t())).clamp_min(0)
+    c = z if columns is None else F.normalize(columns, dim=1)
+    return (2 - 2 * (z @ c.t())).clamp_min(0)
 
 
 @torch.no_grad()
@@ -73,25 +85,34 @@ def mine_triplets(
     mining: str = "semi-hard",
     margin: float = 0.2,
     generator: torch.Generator | None = None,
+    *,
+    column_ids: Tensor | None = None,
+    row_offset: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Select triplets (anchor, positive, negative indices) from a distance matrix.
 
     Args:
-        distances: (M, M) anchor-to-candidate distances.
-        ids: (M,) identity of each row (the image a view comes from); rows with the same id are
-            positives of each other, rows with another id negatives.
+        distances: (M, K) anchor-to-candidate distances (K = M: the anchors are the candidates).
+        ids: (M,) identity of each anchor (the image a view comes from); candidates with the
+            same id are its positives, candidates with another id its negatives.
         mining: ``none``, ``batch-hard`` or ``semi-hard`` (see the module docstring).
         margin: alpha, the semi-hard window.
         generator: random source of ``none`` (a CPU generator; the global RNG when None).
+        column_ids: (K,) identity of each candidate; default ``ids``.
+        row_offset: anchor i is candidate ``row_offset + i`` (never its own positive).
 
     Returns:
-        Three (T,) index tensors: T = M for batch-hard (one triplet per anchor), the number of
-        (anchor, positive) pairs otherwise.
+        Three (T,) index tensors, anchors as row indices and positives and negatives as column
+        indices: T = M for batch-hard (one triplet per anchor), the number of (anchor,
+        positive) pairs otherwise.
     """
     _check_triplet(margin, mining)
-    m = distances.shape[0]
-    same = ids[:, None] == ids[None, :]
-    positive_mask = same & ~torch.eye(m, dtype=torch.bool, device=distances.device)
+    m, k = distances.shape
+    column_ids = ids if column_ids is None else column_ids
+    same = ids[:, None] == column_ids[None, :]
+    own_column = torch.arange(k, device=distances.device)[None, :] == (
+        torch.arange(m, device=distances.device)[:, None] + row_offset)
+    positive_mask = same & ~own_column
     negative_mask = ~same
     if not bool(positive_mask.any(dim=1).all()):
         raise ValueError("every anchor needs a positive: each id must occur at least twice")
@@ -104,13 +125,10 @@ def mine_triplets(
         negatives = torch.where(negative_mask, distances, inf).argmin(dim=1)
         return anchors, positives, negatives
     anchors, positives = positive_mask.nonzero(as_tuple=True)
-    candidates = negative_mask[anchors]  # (T, M)
+    candidates = negative_mask[anchors]  # (T, K)
     if mining == "none":
-        if generator is None:
-            scores = torch.rand(candidates.shape, device=distances.device)
-        else:
-            scores = torch.rand(candidates.shape, generator=generator).to(distances.device)
-        negatives = torch.where(candidates, scores, -1.0).argmax(dim=1)
+        scores = _pair_scores(column_ids, row_offset, anchors.shape[0], generator)
+        negatives = torch.where(candidates, scores.to(distances.device), -1.0).argmax(dim=1)
         return anchors, positives, negatives
     anchor_negative = distances[anchors]  # (T, M)
     anchor_positive = distances[anchors, positives][:, None]
@@ -122,21 +140,46 @@ def mine_triplets(
     return anchors, positives, negatives
 
 
+def _pair_scores(column_ids: Tensor, row_offset: int, pairs: int,
+                 generator: torch.Generator | None) -> Tensor:
+    """Uniform scores (pairs, K) of random mining for the (anchor, positive) pairs of anchors
+    ``row_offset...``: the rows that one draw for the pairs of every column as an anchor gives,
+    so that a process's rows get the negatives one process on the whole batch would draw (and
+    the random generator advances as much)."""
+    _, column_class = torch.unique(column_ids, return_inverse=True)
+    positives_per_anchor = torch.bincount(column_class)[column_class] - 1
+    start = int(positives_per_anchor[:row_offset].sum())
+    shape = (int(positives_per_anchor.sum()), column_ids.shape[0])
+    if generator is None:
+        scores = torch.rand(shape, device=column_ids.device)
+    else:
+        scores = torch.rand(shape, generator=generator)
+    return scores[start : start + pairs]
+
+
 def triplet_loss(
     embeddings: Tensor,
     ids: Tensor,
     margin: float = 0.2,
     mining: str = "semi-hard",
     generator: torch.Generator | None = None,
+    *,
+    gather: bool = True,
 ) -> Tensor:
     """Triplet loss [d(a,p) - d(a,n) + margin]_+ averaged over the mined triplets.
 
     Args:
         embeddings: (M, D) embeddings of all views (normalised here).
-        ids: (M,) identity of each view (the index of its image).
+        ids: (M,) identity of each view (the index of its image, unique over processes, e.g.
+            :func:`contrastlab.distributed.global_index`). With ``gather``, laying the rows out
+            image by image (all views of image 0, then of image 1...) makes the gathered rows
+            the one-process layout, so random mining draws the one-process negatives.
         margin: alpha > 0 (squared distances on the unit sphere lie in [0, 4]).
         mining: ``none``, ``batch-hard`` or ``semi-hard``.
         generator: random source of ``none``.
+        gather: under ``torch.distributed`` with several processes, mine positives and
+            negatives among every process's views (gathered with gradient, ids without);
+            nothing changes in one process.
     """
     _check_triplet(margin, mining)
     if embeddings.ndim != 2 or ids.shape != embeddings.shape[:1]:
@@ -144,11 +187,14 @@ def triplet_loss(
             f"embeddings must be (M, D) and ids (M,), got {tuple(embeddings.shape)} and "
             f"{tuple(ids.shape)}"
         )
-    if embeddings.dtype in (torch.float16, torch.bfloat16):
-        embeddings = embeddings.float()
-    distances = squared_distances(embeddings)
-    anchors, positives, negatives = mine_triplets(distances.detach(), ids.to(distances.device),
-                                                  mining, margin, generator)
+    embeddings = embeddings.to(compute_dtype(embeddings))
+    columns, row_offset = gather_columns(embeddings, gather)
+    ids = ids.to(embeddings.device)
+    column_ids = gather_no_grad(ids) if gather else ids
+    distances = squared_distances(embeddings, None if columns is embeddings else columns)
+    anchors, positives, negatives = mine_triplets(distances.detach(), ids, mining, margin,
+                                                  generator, column_ids=column_ids,
+                                                  row_offset=row_offset)
     violation = distances[anchors, positives] - distances[anchors, negatives] + margin
     return torch.relu(violation).mean()
 
@@ -158,31 +204,31 @@ def _check_l2_weight(l2_weight: float) -> None:
         raise ConfigError(f"l2_weight must be >= 0, got {l2_weight}")
 
 
-def npair_loss(anchors: Tensor, positives: Tensor, l2_weight: float = 0.002) -> Tensor:
+def npair_loss(anchors: Tensor, positives: Tensor, l2_weight: float = 0.002, *,
+               chunk_size: int | None = None, gather: bool = True) -> Tensor:
     """Sohn's multi-class N-pair loss with the L2 penalty on the embeddings.
 
     Args:
         anchors: (N, D) embeddings f_i (unnormalised).
         positives: (N, D) embeddings f_i^+ (row i: the positive of anchor i).
         l2_weight: lambda of the penalty on the mean squared norm.
+        chunk_size: anchors and positives per tile of the softmax; None: automatic.
+        gather: under ``torch.distributed`` with several processes, every process's positives
+            are the negatives; nothing changes in one process.
 
     Returns:
         mean_i log(1 + sum_{j != i} exp(f_i.f_j+ - f_i.f_i+)) + lambda * mean squared norm.
     """
     _check_l2_weight(l2_weight)
-    if anchors.ndim != 2 or anchors.shape != positives.shape:
-        raise ValueError(
-            f"anchors and positives must both be (N, D) with the same shape, got "
-            f"{tuple(anchors.shape)} and {tuple(positives.shape)}"
-        )
-    n = anchors.shape[0]
-    if n < 2:
-        raise ValueError(f"the N-pair loss needs at least 2 pairs, got N={n}")
-    if anchors.dtype in (torch.float16, torch.bfloat16):
-        anchors, positives = anchors.float(), positives.float()
-    logits = anchors @ positives.t()
-    # log(1 + sum_{j != i} exp(l_ij - l_ii)) = logsumexp_j(l_ij) - l_ii: cross-entropy with target i
-    pair_term = F.cross_entropy(logits, torch.arange(n, device=logits.device))
+    check_pair(anchors, positives, "anchors and positives")
+    dtype = compute_dtype(anchors, positives)
+    anchors, positives = anchors.to(dtype), positives.to(dtype)
+    all_positives, row_offset = gather_columns(positives, gather)
+    if all_positives.shape[0] < 2:
+        raise ValueError(f"the N-pair loss needs at least 2 pairs, got N={all_positives.shape[0]}")
+    # log(1 + sum_{j != i} exp(l_ij - l_ii)) = logsumexp_j(l_ij) - l_ii: InfoNCE with target i
+    positive_index = torch.arange(anchors.shape[0], device=anchors.device) + row_offset
+    pair_term = info_nce_loss(anchors, all_positives, positive_index, 1.0, chunk_size=chunk_size)
     squared_norms = torch.cat([anchors, positives]).pow(2).sum(dim=1)
     return pair_term + l2_weight * squared_norms.mean()
 

@@ -7,10 +7,8 @@ statistics.
 
 The running batch-norm statistics (what evaluation uses) are estimated here from the first group
 only, the global views, which have the size evaluation images have: local crops of very small
-images have quite different statistics (4x4 crops of 8x8 digits), and mixing them into the
-running estimates collapsed the evaluation-mode embeddings of a SwAV run on digits (std of the
-normalised projections 0.04 in eval mode against 0.20 in training mode). The local groups are
-still normalised with their own batch statistics during training.
+images have quite different statistics (the measurement is in docs/methods.md, swav). The local
+groups are still normalised with their own batch statistics during training.
 """
 
 from __future__ import annotations

@@ -2,8 +2,14 @@
 
 A method is an ``nn.Module`` that owns its encoder, heads, loss and any training state (queues, EMA
 teachers, centres, prototypes) as submodules or registered buffers, so checkpoints and DDP see all
-of it. The trainer asks it for a loss on a batch of views and tells it when a step starts and ends;
-it knows nothing about SimCLR or any other method.
+of it. The trainer asks it for a loss on a batch of views and tells it when a step starts and
+when the optimiser step has been applied; it knows nothing about SimCLR or any other method.
+
+State that must change only after a step that was taken (keys entering MoCo's queue, DINO's
+centre) is computed in :meth:`Method.training_step`, returned in :attr:`StepOutput.after_step`
+and applied in :meth:`Method.on_step_end`, which the trainer calls with that output only after a
+step whose loss and gradients were finite. A skipped step therefore leaves the state as it was,
+and nothing is parked on the method between the two calls.
 
 Class attributes tell the trainer what a method needs:
 
@@ -46,10 +52,21 @@ from contrastlab.models import Backbone
 
 @dataclass
 class StepOutput:
-    """What a training step returns: the loss to minimise and detached scalars to log."""
+    """What a training step returns: the loss to minimise, detached scalars to log, and the
+    tensors the method needs once the optimiser step has been applied (``after_step``: keys for
+    a queue, teacher outputs for a centre), which the trainer hands back to
+    :meth:`Method.on_step_end` after a successful step. ``after_step`` tensors are detached here.
+
+    Under DDP the module call returns this object unchanged (DDP passes non-tensor outputs
+    through), ``after_step`` included.
+    """
 
     loss: Tensor
     metrics: dict[str, float] = field(default_factory=dict)
+    after_step: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.after_step = {name: value.detach() for name, value in self.after_step.items()}
 
 
 def per_image(z: Tensor, num_views: int) -> Tensor:
@@ -62,7 +79,8 @@ class Method(nn.Module):
 
     Subclasses implement :meth:`training_step`, and :meth:`project` when they have a projection
     head; if they keep state that changes between steps (EMA teacher, queue, schedules) they
-    update it in :meth:`on_step_end`. ``self.step`` and ``self.progress`` (the share of the
+    update it in :meth:`on_step_end`, from the step's :attr:`StepOutput.after_step` where it
+    depends on the batch. ``self.step`` and ``self.progress`` (the share of the
     schedule done, in [0, 1]; over wall time under ``--time-budget``) are set by the trainer
     before every step, for schedules such as teacher temperature warm-up or frozen prototypes.
     """
@@ -148,8 +166,11 @@ class Method(nn.Module):
         self.step = step
         self.progress = progress
 
-    def on_step_end(self, step: int, progress: float) -> None:
-        """Update non-gradient state after the optimiser step (EMA, queue, schedules)."""
+    def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
+        """Update non-gradient state after a successful optimiser step (EMA, queue, schedules).
+
+        ``output`` is the step's :class:`StepOutput` (its :attr:`~StepOutput.after_step`
+        tensors); the trainer does not call this for a skipped (non-finite) step."""
 
     def encode(self, images: Tensor) -> Tensor:
         """The representation used for evaluation and serving: backbone features."""

@@ -33,7 +33,7 @@ from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
-from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
+from contrastlab.models.momentum_teacher import MomentumTeacher
 
 
 @dataclass
@@ -60,21 +60,20 @@ class BYOL(Method):
                  **overrides: Any) -> None:
         super().__init__(backbone, settings, **overrides)
         s = self.settings
-        self.ema_momentum = s.ema_momentum
-        self.ema_cosine = s.ema_cosine
+        self.ema_momentum, self.ema_cosine = s.ema_momentum, s.ema_cosine
         self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
                                               s.projection_dim, num_layers=2,
                                               last_batch_norm=False)
         self.prediction_head = ProjectionHead(s.projection_dim, s.prediction_hidden_dim,
                                               s.projection_dim, num_layers=2,
                                               last_batch_norm=False)
-        self.target_backbone = make_teacher(backbone)
-        self.target_projection_head = make_teacher(self.projection_head)
+        self.momentum_teacher = MomentumTeacher(s.ema_momentum, s.ema_cosine)
+        self.target_backbone = self.momentum_teacher.copy_of(backbone)
+        self.target_projection_head = self.momentum_teacher.copy_of(self.projection_head)
 
     def current_ema_momentum(self) -> float:
-        if self.ema_cosine:
-            return cosine_momentum(self.ema_momentum, self.progress)
-        return self.ema_momentum
+        """tau at the current progress."""
+        return self.momentum_teacher.momentum(self.progress)
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
         if len(views) != 2:
@@ -87,12 +86,10 @@ class BYOL(Method):
         loss = byol_loss(p[:n], p[n:], targets[:n], targets[n:])
         return StepOutput(loss=loss, metrics={"ema_momentum": self.current_ema_momentum()})
 
-    def on_step_end(self, step: int, progress: float) -> None:
-        """EMA update of the target network (encoder and projector)."""
+    def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
+        """xi <- tau xi + (1 - tau) theta for the target encoder and projector."""
         self.progress = progress
-        momentum = self.current_ema_momentum()
-        ema_update(self.target_backbone, self.backbone, momentum)
-        ema_update(self.target_projection_head, self.projection_head, momentum)
+        self.momentum_teacher.update(progress)
 
     def project(self, images: Tensor) -> Tensor:
         """The online projection z = g_theta(f_theta(x))."""

@@ -63,5 +63,6 @@ class CLIP(TwoTowerMethod):
         scale = float(clip_logit_scale(self.loss.log_scale.detach()))
         return StepOutput(loss=loss, metrics={"logit_scale": scale})
 
-    def on_step_end(self, step: int, progress: float) -> None:
+    def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
+        """Clip the logit scale's parameter at log 100 after the optimiser step."""
         self.loss.clip_scale()

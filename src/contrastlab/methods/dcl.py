@@ -10,8 +10,8 @@ Yeh, Hong, Hsu, Liu, Chen & LeCun, ECCV 2022::
 
 Identical to SimCLR except for the loss: without the positive in the denominator the gradient
 loses NT-Xent's negative-positive coupling factor, which matters most with small batches. T = 0.1
-(the paper's). Embeddings are gathered across ranks with gradient, so the negatives are the whole
-global batch; every rank computes the loss of the global batch.
+(the paper's). The loss gathers every rank's embeddings with gradient, so the negatives are the
+whole global batch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 from torch import Tensor
 
-from contrastlab.distributed import gather_with_grad
 from contrastlab.losses.dcl import dcl_loss
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
@@ -62,9 +61,9 @@ class DCL(Method):
         return None
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
-        """The decoupled loss over the global batch (embeddings gathered with gradient)."""
-        loss = dcl_loss(gather_with_grad(embeddings[:, 0]), gather_with_grad(embeddings[:, 1]),
-                        self.temperature, self.weight_sigma_or_none())
+        """The decoupled loss over the global batch (the loss gathers every rank's views)."""
+        loss = dcl_loss(embeddings[:, 0], embeddings[:, 1], self.temperature,
+                        self.weight_sigma_or_none())
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone
 from contrastlab.models.dino_head import DINOHead
-from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
+from contrastlab.models.momentum_teacher import MomentumTeacher
 from contrastlab.settings import setting
 
 
@@ -87,15 +87,14 @@ class DINO(Method):
         self.teacher_temperature = s.teacher_temperature
         self.warmup_teacher_temperature = s.warmup_teacher_temperature
         self.teacher_temperature_warmup = s.teacher_temperature_warmup
-        self.ema_momentum = s.ema_momentum
-        self.ema_cosine = s.ema_cosine
+        self.ema_momentum, self.ema_cosine = s.ema_momentum, s.ema_cosine
         self.freeze_prototypes_steps = s.freeze_prototypes_steps
         self.head = DINOHead(backbone.output_dim, s.projection_hidden_dim, s.projection_dim,
                              s.num_prototypes, batch_norm=s.head_batch_norm)
-        self.teacher_backbone = make_teacher(backbone)
-        self.teacher_head = make_teacher(self.head)
+        self.momentum_teacher = MomentumTeacher(s.ema_momentum, s.ema_cosine)
+        self.teacher_backbone = self.momentum_teacher.copy_of(backbone)
+        self.teacher_head = self.momentum_teacher.copy_of(self.head)
         self.criterion = DINOLoss(s.num_prototypes, s.temperature, s.center_momentum)
-        self._pending_teacher_output: Tensor | None = None
 
     def current_teacher_temperature(self) -> float:
         """tau_t at the current progress (linear warm-up, then constant)."""
@@ -104,9 +103,7 @@ class DINO(Method):
 
     def current_ema_momentum(self) -> float:
         """Teacher momentum at the current progress (cosine from the base value to 1)."""
-        if self.ema_cosine:
-            return cosine_momentum(self.ema_momentum, self.progress)
-        return self.ema_momentum
+        return self.momentum_teacher.momentum(self.progress)
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
         if len(views) < self.num_views:
@@ -124,19 +121,16 @@ class DINO(Method):
             teacher = teacher.view(self.num_views, batch, -1)
         tau_t = self.current_teacher_temperature()
         loss = self.criterion(student, teacher, tau_t)
-        self._pending_teacher_output = teacher
         return StepOutput(loss=loss, metrics={"teacher_temperature": tau_t,
-                                              "ema_momentum": self.current_ema_momentum()})
+                                              "ema_momentum": self.current_ema_momentum()},
+                          after_step={"teacher_output": teacher})
 
-    def on_step_end(self, step: int, progress: float) -> None:
-        """Teacher EMA update, then the centre update from this step's teacher outputs."""
+    def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
+        """gt = l gt + (1 - l) gs, then C = m C + (1 - m) mean(t) with the step's teacher
+        outputs."""
         self.progress = progress
-        momentum = self.current_ema_momentum()
-        ema_update(self.teacher_backbone, self.backbone, momentum)
-        ema_update(self.teacher_head, self.head, momentum)
-        pending, self._pending_teacher_output = self._pending_teacher_output, None
-        if pending is not None:
-            self.criterion.update_center(pending)
+        self.momentum_teacher.update(progress)
+        self.criterion.update_center(output.after_step["teacher_output"])
 
     def project(self, images: Tensor) -> Tensor:
         """The student head's output (N, K), the logits the loss acts on."""

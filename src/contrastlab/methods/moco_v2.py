@@ -31,15 +31,14 @@ Choices made here (see docs/methods.md):
   ``l(q1, k2)`` and ``l(q2, k1)``, as many reimplementations do, and enqueues the keys of both
   views.
 * The queue starts as random unit vectors, as in the reference code, so the number of negatives is
-  K from the first step; keys are enqueued in :meth:`on_step_end`, after the loss and the optimiser
-  step, so the loss always sees the queue from before this batch.
+  K from the first step; the step returns its keys (``after_step["keys"]``, every rank's) and
+  :meth:`on_step_end` enqueues them after the optimiser step, so the loss always sees the queue
+  from before this batch and a skipped step enqueues nothing.
 * The key encoder follows the query encoder with momentum ``ema_momentum`` (0.999), optionally
   raised to 1 on a cosine over training (``ema_cosine``).
 * Head: ``Linear -> BN -> ReLU -> Linear -> BN`` (SimCLR's head) by default; the paper's head is
-  ``Linear -> ReLU -> Linear`` (``head_batch_norm=False``). On the small ConvNets trained briefly
-  here the BN-free head drifted towards one common direction (a shortcut: all current keys move
-  away from the older queued ones together) and the loss stayed at log(K + 1); with BN, whose
-  groups are shuffled like the backbone's, it learned (measurements in docs/methods.md).
+  ``Linear -> ReLU -> Linear`` (``head_batch_norm=False``); why the default differs is in
+  docs/methods.md (moco-v2).
 """
 
 from __future__ import annotations
@@ -58,8 +57,8 @@ from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
-from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
 from contrastlab.models.ghost_running_stats import running_statistics_over_ranks
+from contrastlab.models.momentum_teacher import MomentumTeacher
 from contrastlab.models.queue import FeatureQueue
 from contrastlab.models.shuffle_bn import effective_groups, forward_in_groups, shuffled_forward
 from contrastlab.settings import setting
@@ -104,25 +103,23 @@ class MoCoV2(Method):
                 f"{s.queue_size}; use --queue-size 4096 or so on small data (65536 in the paper)"
             )
         self.temperature = s.temperature
-        self.ema_momentum = s.ema_momentum
-        self.ema_cosine = s.ema_cosine
+        self.ema_momentum, self.ema_cosine = s.ema_momentum, s.ema_cosine
         self.symmetric = s.symmetric
         self.bn_groups = s.bn_groups
         self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
                                               s.projection_dim, num_layers=2,
                                               last_batch_norm=s.head_batch_norm,
                                               hidden_batch_norm=s.head_batch_norm)
-        self.key_backbone = make_teacher(backbone)
-        self.key_projection_head = make_teacher(self.projection_head)
+        self.momentum_teacher = MomentumTeacher(s.ema_momentum, s.ema_cosine)
+        self.key_backbone = self.momentum_teacher.copy_of(backbone)
+        self.key_projection_head = self.momentum_teacher.copy_of(self.projection_head)
         self.queue = FeatureQueue(s.queue_size, s.projection_dim, normalize_init=True)
         # seeds the key shuffle together with the step; a buffer, so every DDP rank agrees
         self.register_buffer("shuffle_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.long))
-        self._pending_keys: Tensor | None = None
 
     def current_ema_momentum(self) -> float:
-        if self.ema_cosine:
-            return cosine_momentum(self.ema_momentum, self.progress)
-        return self.ema_momentum
+        """m at the current progress."""
+        return self.momentum_teacher.momentum(self.progress)
 
     def _query_encoder(self, images: Tensor) -> Tensor:
         return self.projection_head(self.backbone(images))
@@ -159,24 +156,21 @@ class MoCoV2(Method):
         k2, k2_all = self.keys(views[1], salt=1)
         if not self.symmetric:
             loss = moco_info_nce(q1, k2, negatives, self.temperature)
-            self._pending_keys = k2_all
+            new_keys = k2_all
         else:
             q2 = self.queries(views[1])
             k1, k1_all = self.keys(views[0], salt=0)
             loss = 0.5 * (moco_info_nce(q1, k2, negatives, self.temperature)
                           + moco_info_nce(q2, k1, negatives, self.temperature))
-            self._pending_keys = torch.cat([k1_all, k2_all])
-        return StepOutput(loss=loss, metrics={"ema_momentum": self.current_ema_momentum()})
+            new_keys = torch.cat([k1_all, k2_all])
+        return StepOutput(loss=loss, metrics={"ema_momentum": self.current_ema_momentum()},
+                          after_step={"keys": new_keys})
 
-    def on_step_end(self, step: int, progress: float) -> None:
-        """Momentum update of the key encoder, then the keys of this step enter the queue."""
+    def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
+        """f_k = m f_k + (1 - m) f_q, then enqueue(queue, k) with the step's keys."""
         self.progress = progress
-        momentum = self.current_ema_momentum()
-        ema_update(self.key_backbone, self.backbone, momentum)
-        ema_update(self.key_projection_head, self.projection_head, momentum)
-        pending, self._pending_keys = self._pending_keys, None
-        if pending is not None:
-            self.queue.enqueue(pending)
+        self.momentum_teacher.update(progress)
+        self.queue.enqueue(output.after_step["keys"])
 
     def project(self, images: Tensor) -> Tensor:
         """The query head's output q = g(f_q(x)) (before normalisation)."""

@@ -33,13 +33,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from contrastlab.distributed import gather_no_grad, rank
 from contrastlab.losses.moco import moco_v3_info_nce
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
-from contrastlab.models.ema import cosine_momentum, ema_update, make_teacher
+from contrastlab.models.momentum_teacher import MomentumTeacher
 
 
 @dataclass
@@ -68,46 +67,42 @@ class MoCoV3(Method):
         super().__init__(backbone, settings, **overrides)
         s = self.settings
         self.temperature = s.temperature
-        self.ema_momentum = s.ema_momentum
-        self.ema_cosine = s.ema_cosine
+        self.ema_momentum, self.ema_cosine = s.ema_momentum, s.ema_cosine
         self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
                                               s.projection_dim, num_layers=3,
                                               last_batch_norm=True)
         self.prediction_head = ProjectionHead(s.projection_dim, s.prediction_hidden_dim,
                                               s.projection_dim, num_layers=2,
                                               last_batch_norm=False)
-        self.momentum_backbone = make_teacher(backbone)
-        self.momentum_projection_head = make_teacher(self.projection_head)
+        self.momentum_teacher = MomentumTeacher(s.ema_momentum, s.ema_cosine)
+        self.momentum_backbone = self.momentum_teacher.copy_of(backbone)
+        self.momentum_projection_head = self.momentum_teacher.copy_of(self.projection_head)
 
     def current_ema_momentum(self) -> float:
-        if self.ema_cosine:
-            return cosine_momentum(self.ema_momentum, self.progress)
-        return self.ema_momentum
+        """m at the current progress."""
+        return self.momentum_teacher.momentum(self.progress)
 
     def _query(self, images: Tensor) -> Tensor:
         return self.prediction_head(self.projection_head(self.backbone(images)))
 
     @torch.no_grad()
     def _key(self, images: Tensor) -> Tensor:
-        return gather_no_grad(self.momentum_projection_head(self.momentum_backbone(images)))
+        return self.momentum_projection_head(self.momentum_backbone(images))
 
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
         if len(views) != 2:
             raise ValueError(f"MoCo v3 expects exactly 2 views per image, got {len(views)}")
         x1, x2 = views
         q1, q2 = self._query(x1), self._query(x2)
-        k1, k2 = self._key(x1), self._key(x2)
-        offset = rank() * x1.shape[0]
-        loss = (moco_v3_info_nce(q1, k2, self.temperature, offset)
-                + moco_v3_info_nce(q2, k1, self.temperature, offset))
+        k1, k2 = self._key(x1), self._key(x2)  # the loss gathers every rank's keys
+        loss = (moco_v3_info_nce(q1, k2, self.temperature)
+                + moco_v3_info_nce(q2, k1, self.temperature))
         return StepOutput(loss=loss, metrics={"ema_momentum": self.current_ema_momentum()})
 
-    def on_step_end(self, step: int, progress: float) -> None:
-        """Momentum update of the key encoder (backbone and projector)."""
+    def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
+        """f_k = m f_k + (1 - m) f_q for the momentum backbone and projector."""
         self.progress = progress
-        momentum = self.current_ema_momentum()
-        ema_update(self.momentum_backbone, self.backbone, momentum)
-        ema_update(self.momentum_projection_head, self.projection_head, momentum)
+        self.momentum_teacher.update(progress)
 
     def project(self, images: Tensor) -> Tensor:
         """The projector's output (the space the momentum keys live in)."""

@@ -17,10 +17,9 @@ tau = 0.1. The neighbour is a stored vector, so no gradient flows through it; th
 through the predictor. Heads: projection MLP 3 layers with BN (2048 hidden, 256 out in the paper),
 prediction MLP 2 layers (4096 hidden); defaults here 1024 hidden and 256 out for small CPU
 backbones. Support set: 98,304 in the paper for ImageNet's 1.28M images (about 8% of an epoch);
-the default here is 4096, about half an epoch of the 8,000-image MNIST benchmark, because a queue
-spanning several epochs is dominated by stale copies of the same images (on tiny data such as
-digits use ``--queue-size 512``). Before the first enqueue the support set is empty and each view
-is its own neighbour (SimCLR-like with a predictor), for that one step only.
+the default here is 4096, for small data sets (docs/methods.md, nnclr). Before the first enqueue
+the support set is empty and each view is its own neighbour (SimCLR-like with a predictor), for
+that one step only.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastlab.distributed import gather_no_grad, gather_with_grad, rank
+from contrastlab.distributed import gather_no_grad
 from contrastlab.errors import ConfigError
 from contrastlab.losses.moco import in_batch_info_nce
 from contrastlab.methods import settings as common
@@ -82,7 +81,6 @@ class NNCLR(Method):
                                               s.projection_dim, num_layers=2,
                                               last_batch_norm=False)
         self.support = FeatureQueue(s.queue_size, s.projection_dim, normalize_init=True)
-        self._pending: Tensor | None = None
 
     def neighbours(self, z: Tensor) -> Tensor:
         """NN(z, Q): the support vector nearest (cosine) to each row; z itself while Q is empty."""
@@ -99,18 +97,15 @@ class NNCLR(Method):
         p = self.prediction_head(z)
         z1, z2 = z[:n], z[n:]
         nn1, nn2 = self.neighbours(z1), self.neighbours(z2)
-        p1_all, p2_all = gather_with_grad(p[:n]), gather_with_grad(p[n:])
-        offset = rank() * n
-        loss = 0.5 * (in_batch_info_nce(nn1, p2_all, self.temperature, offset)
-                      + in_batch_info_nce(nn2, p1_all, self.temperature, offset))
-        self._pending = gather_no_grad(F.normalize(z1.detach().float(), dim=1))
-        return StepOutput(loss=loss)
+        # the loss contrasts with every rank's predictions (gathered with gradient)
+        loss = 0.5 * (in_batch_info_nce(nn1, p[n:], self.temperature)
+                      + in_batch_info_nce(nn2, p[:n], self.temperature))
+        new_support = gather_no_grad(F.normalize(z1.detach().float(), dim=1))  # every rank's
+        return StepOutput(loss=loss, after_step={"projections": new_support})
 
-    def on_step_end(self, step: int, progress: float) -> None:
-        """The first view's normalised projections enter the support set."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.support.enqueue(pending)
+    def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
+        """enqueue(Q, normalize(z1)): the step's first-view projections enter the support set."""
+        self.support.enqueue(output.after_step["projections"])
 
     def project(self, images: Tensor) -> Tensor:
         """The projection z = g(f(x)) (the space of the support set)."""

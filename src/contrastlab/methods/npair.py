@@ -11,7 +11,7 @@ softmax. The embeddings are not normalised (no temperature); the L2 penalty keep
 small (lambda = 0.002, see :func:`contrastlab.losses.npair_loss`). The paper's loss is
 asymmetric (anchors vs positives); with two views it is averaged over both directions here. The
 projection head has no final batch norm, so the penalty acts on the norm the loss sees.
-Embeddings are gathered across ranks with gradient; every rank computes the global loss.
+Under DDP the loss takes its negatives from every rank's positives (gathered with gradient).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 from torch import Tensor
 
-from contrastlab.distributed import gather_with_grad
 from contrastlab.losses.triplet import npair_loss
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
@@ -62,7 +61,7 @@ class NPair(Method):
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """The symmetrised N-pair loss over the global batch."""
-        z1, z2 = gather_with_grad(embeddings[:, 0]), gather_with_grad(embeddings[:, 1])
+        z1, z2 = embeddings[:, 0], embeddings[:, 1]
         loss = 0.5 * (npair_loss(z1, z2, self.l2_weight) + npair_loss(z2, z1, self.l2_weight))
         return StepOutput(loss=loss)
 

@@ -12,8 +12,8 @@ Chen, Kornblith, Norouzi & Hinton, ICML 2020, Algorithm 1::
 
 Both views pass through the encoder as one batch of 2N images (one forward, batch-norm statistics
 over all 2N views, as in the paper's implementation). Under multi-process training the negatives
-are the views of the global batch (gathered with gradient) and batch norm is global (the
-trainer's GlobalBatchNorm), as with the paper's cross-core batch norm and global negatives.
+are the views of the global batch (the loss gathers them with gradient) and batch norm is global
+(the trainer's GlobalBatchNorm), as with the paper's cross-core batch norm and global negatives.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from typing import Any
 
 from torch import Tensor
 
-from contrastlab.distributed import is_distributed
 from contrastlab.losses import nt_xent
-from contrastlab.losses.tiled import tiled_nt_xent
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.settings import MethodSettings
@@ -64,14 +62,8 @@ class SimCLR(Method):
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """NT-Xent between the two views' projections (global negatives under DDP)."""
-        z1, z2 = embeddings[:, 0], embeddings[:, 1]
-        if is_distributed():
-            # global negatives: this rank's anchors against every rank's views (gathered with
-            # gradient); the mean over ranks is the loss of the whole batch
-            loss = tiled_nt_xent(z1, z2, self.temperature,
-                                 chunk_size=self.loss_chunk_size, gather=True)
-        else:
-            loss = nt_xent(z1, z2, self.temperature, chunk_size=self.loss_chunk_size)
+        loss = nt_xent(embeddings[:, 0], embeddings[:, 1], self.temperature,
+                       chunk_size=self.loss_chunk_size)
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:

@@ -19,9 +19,9 @@ is the same for any number (Sec. 3.1's multiviewed batch), and with 1 view the l
 the positives, at twice the images per second of two views (an anchor whose class appears once
 in the batch has no positive and is left out of the mean).
 
-Distributed: the embeddings are gathered across ranks with gradient and the labels without, so
-every view of the global batch is an anchor and a contrast view; every rank computes the loss of
-the global batch (DDP's gradient average then gives its exact gradient).
+Distributed: the loss contrasts each rank's views with every rank's views and labels (gathered,
+the embeddings with gradient), so every view of the global batch is an anchor and a contrast
+view, and DDP's gradient average gives the global batch's exact gradient.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from typing import Any
 
 from torch import Tensor
 
-from contrastlab.distributed import gather_no_grad, gather_with_grad
 from contrastlab.losses.supcon import supcon_loss_views
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
@@ -73,11 +72,9 @@ class SupCon(Method):
         )
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
-        """L_out over the global batch (embeddings gathered with gradient, labels without)."""
-        views = [gather_with_grad(embeddings[:, v]) for v in range(embeddings.shape[1])]
-        global_labels = None if labels is None else gather_no_grad(labels)
-        loss = supcon_loss_views(views, global_labels, self.temperature)
-        return StepOutput(loss=loss)
+        """L_out over the global batch (the loss gathers every rank's views and labels)."""
+        views = [embeddings[:, v] for v in range(embeddings.shape[1])]
+        return StepOutput(loss=supcon_loss_views(views, labels, self.temperature))
 
     def project(self, images: Tensor) -> Tensor:
         """Projection-head output (the space the loss acts on)."""

@@ -88,7 +88,6 @@ class SwAV(Method):
             [FeatureQueue(s.queue_size, s.projection_dim) for _ in range(self.num_views)]
             if s.queue_size > 0 else []
         )
-        self._pending: Tensor | None = None
 
     def prototypes_frozen(self) -> bool:
         """True while the prototypes get no gradient (the first ``freeze_prototypes_steps``)."""
@@ -116,17 +115,18 @@ class SwAV(Method):
         scores = scores.view(len(views), batch, -1)
         codes = torch.stack([self.codes(scores[s].detach(), s) for s in range(self.num_views)])
         loss = swapped_prediction_loss(scores, codes, self.temperature)
-        if self.queues:
-            pending = z[: self.num_views * batch].detach().view(self.num_views, batch, -1)
-            self._pending = torch.stack([gather_no_grad(view) for view in pending])
-        return StepOutput(loss=loss, metrics={"prototypes_frozen": float(self.prototypes_frozen())})
+        after_step: dict[str, Tensor] = {}
+        if self.queues:  # every rank's global-view projections, for the queues
+            global_views = z[: self.num_views * batch].detach().view(self.num_views, batch, -1)
+            after_step["projections"] = torch.stack([gather_no_grad(v) for v in global_views])
+        return StepOutput(loss=loss, metrics={"prototypes_frozen": float(self.prototypes_frozen())},
+                          after_step=after_step)
 
-    def on_step_end(self, step: int, progress: float) -> None:
+    def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
         """Enqueue this step's global-view projections (after the codes used the old queue)."""
-        if self._pending is not None:
-            for view, queue in enumerate(self.queues):
-                queue.enqueue(self._pending[view])
-            self._pending = None
+        for queue, projections in zip(self.queues, output.after_step.get("projections", ()),
+                                      strict=True):
+            queue.enqueue(projections)
 
     def _embed(self, images: Tensor) -> Tensor:
         return F.normalize(self.projection_head(self.backbone(images)), dim=1)

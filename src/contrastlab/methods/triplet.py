@@ -11,8 +11,8 @@ Beyer & Leibe, 2017 (batch-hard mining)::
 
 Margin 0.2 on L2-normalised embeddings with squared distances (FaceNet's value). Semi-hard
 mining is the default: FaceNet reports that the hardest negatives can collapse the model early
-in training. Embeddings are gathered across ranks with gradient so the negatives come from the
-global batch; every rank computes the loss of the global batch.
+in training. Under DDP the loss mines among every rank's views (gathered with gradient), so the
+negatives come from the global batch.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from contrastlab.distributed import gather_with_grad
+from contrastlab.distributed import global_index
 from contrastlab.losses.triplet import MINING, triplet_loss
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput, per_image
@@ -64,7 +64,6 @@ class Triplet(Method):
             backbone.output_dim, s.projection_hidden_dim, s.projection_dim, num_layers=2
         )
 
-
     def embed_views(self, views: list[Tensor]) -> Tensor:
         """Projections of all views in one batch, as ``(n, V, D)`` rows per image."""
         if len(views) < 2:
@@ -74,11 +73,10 @@ class Triplet(Method):
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """Mined triplets over the global batch; a view's identity is its image."""
-        num_views = embeddings.shape[1]
-        per_view = [gather_with_grad(embeddings[:, v]) for v in range(num_views)]
-        images = torch.arange(per_view[0].shape[0], device=embeddings.device)
-        loss = triplet_loss(torch.cat(per_view), images.repeat(num_views), self.margin,
-                            self.mining)
+        n, num_views = embeddings.shape[:2]
+        # image by image, so every rank's rows gathered are the global batch's in one order
+        images = global_index(n, embeddings.device).repeat_interleave(num_views)
+        loss = triplet_loss(embeddings.flatten(0, 1), images, self.margin, self.mining)
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:

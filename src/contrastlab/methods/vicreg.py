@@ -16,10 +16,9 @@ Bardes, Ponce & LeCun, ICLR 2022, Algorithm 1::
         loss = lambda * sim_loss + mu * std_loss + nu * cov_loss          # 25, 25, 1
 
 The expander has three linear layers (batch norm and ReLU after the first two), as in the paper,
-whose expander is 8192-8192-8192; the default here is 512-512-512, chosen on the CPU: on MNIST
-with a 120 s budget (convnet-small, batch 128, one thread) widths 512 / 1024 / 2048 made
-200 / 150 / 80 steps and reached 97.05 / 95.35 / 87.5% linear probe (docs/benchmarks.md).
-Statistics are over the global batch (:func:`contrastlab.losses.vicreg_loss`).
+whose expander is 8192-8192-8192; the default here is 512-512-512, chosen on the CPU
+(docs/methods.md, vicreg). Statistics are over the global batch
+(:func:`contrastlab.losses.vicreg_loss`).
 """
 
 from __future__ import annotations

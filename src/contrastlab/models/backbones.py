@@ -32,9 +32,8 @@ class ConvNet(Backbone):
     Works for any input of at least 4x4 pixels (pooling is skipped when the map is already 1 pixel).
 
     ``final_relu=False`` pools the last batch-normalised convolution without the ReLU, giving
-    zero-centred instead of all-positive features. Measured on the MNIST benchmark (300 s of SimCLR,
-    convnet-small): kNN (k=200) 93.0% vs 89.8% with the ReLU, but linear probe 96.2% vs 98.1%;
-    the registry keeps the standard ReLU (``convnet-centred`` is the other variant).
+    zero-centred instead of all-positive features; the registry's ``convnet`` keeps the standard
+    ReLU and ``convnet-centred`` is the other variant (compared in docs/benchmarks.md, MNIST).
 
     ``expand_to=D`` adds a 1x1 convolution (BN, ReLU) from the last stage to D channels before
     pooling, as MobileNet does before its classifier: wider, sparser features for little compute

@@ -333,7 +333,7 @@ class Trainer:
         if bool(torch.isfinite(step_loss.float() + grad_norm)):
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.method.on_step_end(state.global_step, progress)
+            self.method.on_step_end(state.global_step, progress, output)
             state.nonfinite_in_a_row = 0
             self.epoch_loss_sum += step_loss
             self.epoch_steps += 1
