@@ -62,7 +62,7 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         output.loss.backward()
         optimizer.step()
-        method.on_step_end(step, step / args.steps)
+        method.on_step_end(step, step / args.steps, output)
         losses.append(float(output.loss.detach()))
     seconds = time.perf_counter() - start
     method.eval()

@@ -76,11 +76,12 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = args.lr * warmup_cosine(step / args.steps, 0.05)
         method.on_step_start(step, step / args.steps)
-        loss = method.training_step(batch, None).loss
+        output = method.training_step(batch, None)
+        loss = output.loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        method.on_step_end(step, step / args.steps)
+        method.on_step_end(step, step / args.steps, output)
         losses.append(float(loss.detach()))
     seconds = time.perf_counter() - start
     method.eval()

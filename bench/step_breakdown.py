@@ -149,7 +149,7 @@ def main() -> None:
         if finite:
             optimizer.step()
         lap("optimizer")
-        method.on_step_end(step, progress)
+        method.on_step_end(step, progress, output)
         lap("on_step_end")
         times["step"] = sum(times[name] for name in PHASES)
         return times
