@@ -155,3 +155,20 @@ def test_shapes_and_two_views_without_local_crops() -> None:
     assert method.project(x).shape == (3, 12)
     with pytest.raises(ValueError, match="global views"):
         method.training_step(multi_crop_views()[:1], None)
+
+
+def test_head_layers_sets_the_depth_of_the_heads_mlp() -> None:
+    """--head-layers (DINO's nlayers, 3 in the paper): linear layers before the normalised
+    last layer, in the student and its teacher; a flag and a YAML key without other changes."""
+    from contrastlab.config import build_config
+
+    def linear_layers(head: torch.nn.Module) -> int:
+        return sum(isinstance(m, torch.nn.Linear) for m in head.mlp)
+
+    assert linear_layers(small_dino().head) == 3
+    method = small_dino(head_layers=1)
+    assert linear_layers(method.head) == linear_layers(method.teacher_head) == 1
+    assert method.head.mlp[0].in_features == method.backbone.output_dim
+    assert build_config(None, {"method": "dino", "head_layers": 2}).method.head_layers == 2
+    with pytest.raises(ValueError, match="head_layers must be >= 1, got 0"):
+        small_dino(head_layers=0)

@@ -62,6 +62,8 @@ class DINOSettings(MethodSettings):
     freeze_prototypes_steps: int = setting(
         50, "Steps during which the head's last layer gets no gradient.",
         source="here: about the first epoch of a small run (the paper: the first epoch)", ge=0)
+    head_layers: int = setting(3, "Linear layers of the DINO head's MLP (before the "
+                               "normalised last layer).", source="the paper", ge=1)
     head_batch_norm: bool = setting(
         True, "Batch-normalise the head's hidden layers.",
         source="here: without it a 2-epoch ConvNet run on digits collapsed (the reference "
@@ -90,7 +92,8 @@ class DINO(Method):
         self.ema_momentum, self.ema_cosine = s.ema_momentum, s.ema_cosine
         self.freeze_prototypes_steps = s.freeze_prototypes_steps
         self.head = DINOHead(backbone.output_dim, s.projection_hidden_dim, s.projection_dim,
-                             s.num_prototypes, batch_norm=s.head_batch_norm)
+                             s.num_prototypes, num_layers=s.head_layers,
+                             batch_norm=s.head_batch_norm)
         self.momentum_teacher = MomentumTeacher(s.ema_momentum, s.ema_cosine)
         self.teacher_backbone = self.momentum_teacher.copy_of(backbone)
         self.teacher_head = self.momentum_teacher.copy_of(self.head)
