@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 import torch
-from process_group import join, start_group
 from rich.console import Console
 
 from contrastlab import train
@@ -32,6 +31,7 @@ from contrastlab.config import build_config, method_users
 from contrastlab.errors import ConfigError
 from contrastlab.methods import list_methods
 from contrastlab.runs.checkpoint import load_checkpoint
+from tests.distributed.process_group import join, start_group
 
 STEPS = 3
 GLOBAL_BATCH = 12
@@ -100,7 +100,7 @@ def run_case(case: str, root: Path, stop: int = STEPS, resume: bool = False,
 
 def _group_worker(rank: int, world: int, root: str, cases: list[str], resume_cases: list[str]
                   ) -> None:
-    from collective_checks import run_all
+    from tests.distributed.collective_checks import run_all
 
     run_all(rank, world)
     check_user_errors_stop_every_rank(Path(root))

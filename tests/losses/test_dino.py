@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from two_ranks import TwoRanks
 
 import contrastlab.losses.dino as dino_module
 from contrastlab.errors import ConfigError
@@ -79,8 +78,8 @@ def test_center_update_matches_formula() -> None:
     torch.testing.assert_close(module.center, expected)  # a non-finite batch is ignored
 
 
-def test_center_mean_is_over_all_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
-    ranks = TwoRanks()
+def test_center_mean_is_over_all_ranks(monkeypatch: pytest.MonkeyPatch, two_ranks) -> None:
+    ranks = two_ranks
     monkeypatch.setattr(dino_module, "all_reduce_sum", ranks.all_reduce_sum)
     monkeypatch.setattr(dino_module, "world_size", ranks.world_size)
     teacher = torch.randn(2, 8, 3, dtype=torch.float64)

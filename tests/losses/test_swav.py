@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from two_ranks import TwoRanks
 
 import contrastlab.losses.swav as swav_module
 from contrastlab.errors import ConfigError
@@ -109,9 +108,9 @@ def test_small_epsilon_and_large_scores_stay_finite() -> None:
                                sinkhorn_direct(scores.tolist(), 0.005, 3), atol=1e-5, rtol=1e-5)
 
 
-def test_sums_are_reduced_over_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sums_are_reduced_over_ranks(monkeypatch: pytest.MonkeyPatch, two_ranks) -> None:
     """Two simulated ranks with half the batch each give the codes of the whole batch."""
-    ranks = TwoRanks()
+    ranks = two_ranks
     monkeypatch.setattr(swav_module, "all_reduce_sum", ranks.all_reduce_sum)
     monkeypatch.setattr(swav_module, "_all_reduce_max", ranks.all_reduce_max)
     monkeypatch.setattr(swav_module, "world_size", ranks.world_size)

@@ -1,5 +1,9 @@
-"""Run a function as two simulated ranks (threads) whose collectives really combine both ranks,
-to test that a loss's statistics are reduced over the global batch."""
+"""Shared fixtures of the loss tests.
+
+``two_ranks``: run a function as two simulated ranks (threads) whose collectives really combine
+both ranks, to test that a loss's statistics are reduced over the global batch.
+"""
+
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
 
 
@@ -56,3 +61,9 @@ class TwoRanks:
         if errors:
             raise errors[0]
         return results
+
+
+@pytest.fixture
+def two_ranks() -> TwoRanks:
+    """Two simulated ranks (threads) with collectives that combine both."""
+    return TwoRanks()
