@@ -203,6 +203,21 @@ class TrainConfig:
             )
         if num_local is None:
             num_local = method.default_local_crops
+        if num_local and views.min_view_size is not None:
+            raise ConfigError(
+                f"min_view_size (progressive resizing) is for the global views only, but method "
+                f"'{self.method.name}' adds {num_local} local views (multi-crop); pass "
+                "--num-local-crops 0 or leave out --min-view-size"
+            )
+        if views.min_view_size is not None and self.backbone.needs_geometry:
+            raise ConfigError(
+                f"backbone '{self.backbone.name}' takes images of one size only; progressive "
+                "resizing (min_view_size) needs a convolutional backbone"
+            )
+        if (views.min_view_size is not None and image_size is not None
+                and views.min_view_size > image_size):
+            raise ConfigError(f"min_view_size {views.min_view_size} is larger than image_size "
+                              f"{image_size}; it must be in 4..{image_size}")
         if num_local and self.backbone.needs_geometry:
             raise ConfigError(
                 f"backbone '{self.backbone.name}' takes images of one size only, but method "

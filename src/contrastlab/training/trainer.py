@@ -318,10 +318,11 @@ class Trainer:
             labels = self.train_set.labels[local].to(self.device, non_blocking=True)
         lr = self.base_lr * warmup_cosine(self.schedule_progress, config.optimizer.warmup_fraction)
         set_lr(self.optimizer, lr)
-        views = [v.to(self.compute_dtype).contiguous(memory_format=self.memory_format)
-                 for v in self.views(images, self.view_generator, global_batch=batch,
-                                     offset=ddp.rank * self.local_batch)]
         progress = self.schedule_progress
+        step_views = self.views.at(progress)
+        views = [v.to(self.compute_dtype).contiguous(memory_format=self.memory_format)
+                 for v in step_views(images, self.view_generator, global_batch=batch,
+                                     offset=ddp.rank * self.local_batch)]
         self.method.on_step_start(state.global_step, progress)
         output = self.forward_backward(views, labels)
         if self.scaler.is_enabled():
@@ -354,7 +355,8 @@ class Trainer:
             self.window_start, self.window_images = now, 0
             self.log({"type": "step", "epoch": state.epoch, "step": state.global_step,
                       "loss": float(step_loss), "lr": lr, "images_per_s": images_per_s,
-                      "grad_norm": float(grad_norm), "elapsed": state.elapsed, **step_metrics})
+                      "grad_norm": float(grad_norm), "elapsed": state.elapsed,
+                      "view_size": step_views.output_size, **step_metrics})
         self.last_lr = lr
         self.call("on_step_end")
         if stop_now is not None:

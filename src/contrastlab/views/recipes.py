@@ -66,6 +66,14 @@ class AugmentedViews:
     def __repr__(self) -> str:
         return f"AugmentedViews({self.augment!r}, num_views={self.num_views})"
 
+    @property
+    def output_size(self) -> int:
+        return self.augment.output_size
+
+    def at(self, progress: float) -> AugmentedViews:
+        """The views to use at ``progress`` of the schedule: these (their size is fixed)."""
+        return self
+
     def __call__(self, images: Tensor, generator: torch.Generator | None = None, *,
                  global_batch: int | None = None, offset: int = 0) -> list[Tensor]:
         """Return ``num_views`` float32 views (N, C, out, out), each normalised.
@@ -135,6 +143,14 @@ class MultiCropViews:
     def __repr__(self) -> str:
         return (f"MultiCropViews({self.num_global} x {self.global_augment!r}, "
                 f"{self.num_local} x {self.local_augment!r})")
+
+    @property
+    def output_size(self) -> int:
+        return self.global_augment.output_size
+
+    def at(self, progress: float) -> MultiCropViews:
+        """The views to use at ``progress`` of the schedule: these (their sizes are fixed)."""
+        return self
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None, *,
                  global_batch: int | None = None, offset: int = 0) -> list[Tensor]:

@@ -101,11 +101,20 @@ class ViewSettings(AugmentConfig):
     local_crop_scale: tuple[float, float] = setting(
         (0.05, 0.4), "Multi-crop: area range of the local views.",
         source="DINO", **_UNIT_PAIR)
+    min_view_size: int | None = setting(
+        None, "Progressive resizing: the global views start at this size and grow to the image "
+        "size over view_size_ramp (none: always the image size).",
+        source="FFCV's progressive resizing", ge=4)
+    view_size_ramp: tuple[float, float] = setting(
+        (0.0, 0.75), "Progressive resizing: share of the schedule over which the view size "
+        "grows linearly from min_view_size to the image size.", source="here",
+        ge=0, le=1, ordered=True, must_be="two numbers with 0 <= min <= max <= 1")
 
     def augment(self) -> AugmentConfig:
         """The augmentation of one view (without the multi-crop settings)."""
         values = self.to_dict()
-        for name in ("num_local_crops", "local_crop_size", "local_crop_scale"):
+        for name in ("num_local_crops", "local_crop_size", "local_crop_scale", "min_view_size",
+                     "view_size_ramp"):
             values.pop(name)
         return AugmentConfig.from_mapping(values)
 
