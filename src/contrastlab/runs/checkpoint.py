@@ -14,10 +14,13 @@ process in the middle of a checkpoint write (tests/reliability/test_kill_resume.
 from __future__ import annotations
 
 import os
+import pickletools
 import random
 import re
 import tempfile
 import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +84,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a bare pickle's protocol: we explain
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure means the file cannot be trusted/read
         raise CheckpointError(_load_failure(path, error)) from error
 
@@ -91,9 +96,13 @@ def _load_failure(path: Path, error: Exception) -> str:
     suggests ``weights_only=False``, which would let a crafted file run code: not repeated."""
     text = str(error)
     found = re.search(r"GLOBAL ([\w.]+)", text)
-    if found:
-        return (f"refused to load checkpoint '{path}': it asks for the Python object "
-                f"'{found.group(1)}', and a checkpoint holds only tensors and plain data (a "
+    # name the object outside torch a crafted file asks for (torch's reader may stop earlier, at
+    # a torch object it does not allow or at a newer pickle protocol's framing)
+    forbidden = first_global(path) or (found.group(1) if found else None)
+    if forbidden:
+        kind = "" if zipfile.is_zipfile(path) else " (a bare pickle, not a torch checkpoint)"
+        return (f"refused to load checkpoint '{path}'{kind}: it asks for the Python object "
+                f"'{forbidden}', and a checkpoint holds only tensors and plain data (a "
                 "crafted file could run code this way; refused for safety). Load only checkpoints "
                 "written by contrastlab")
     first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(error).__name__
@@ -103,6 +112,38 @@ def _load_failure(path: Path, error: Exception) -> str:
         first = "the file is empty"
     return (f"cannot load checkpoint '{path}': {first}. It may be truncated or not a contrastlab "
             "checkpoint (only tensors and plain data are read, for safety)")
+
+
+#: modules whose objects a weights-only load may rebuild (tensors, ordered dicts, ...)
+SAFE_MODULES = ("torch.", "collections.", "builtins.", "_codecs.")
+
+
+def first_global(path: Path) -> str | None:
+    """The first Python object (``module.name``) the pickle in ``path`` would import, read from
+    its opcodes without running them; None when there is none or the pickle cannot be read."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    return None
+                data = archive.read(names[0])
+        else:
+            data = path.read_bytes()
+        strings: list[str] = []
+        for opcode, argument, _ in pickletools.genops(data):
+            name = None
+            if opcode.name == "GLOBAL":
+                name = str(argument).replace(" ", ".")
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = f"{strings[-2]}.{strings[-1]}"
+            elif isinstance(argument, str):
+                strings.append(argument)
+            if name is not None and not name.startswith(SAFE_MODULES):
+                return name
+    except Exception:  # noqa: BLE001 - a truncated or foreign file: no name to give
+        return None
+    return None
 
 
 def capture_rng_state() -> dict[str, Any]:
