@@ -59,3 +59,23 @@ def test_score_features_rejects_unknown_protocol() -> None:
     x, y = torch.randn(10, 3), torch.arange(10) % 2
     with pytest.raises(ValueError, match="unknown protocol"):
         score_features(x, y, x, y, protocols=("svm",))
+
+
+def test_end_of_training_figures_equal_the_eval_commands(tmp_path) -> None:
+    """The same protocol on the same features gives the same figure: what training prints at the
+    end (channels_last, fp64 here) is what `contrastlab eval` gives on the saved run."""
+    import json
+
+    from rich.console import Console
+
+    import contrastlab
+    from contrastlab.eval.runs import evaluate_run
+
+    out = tmp_path / "run"
+    contrastlab.train(data="digits", backbone="convnet-small", epochs=1, batch_size=64,
+                      projection_hidden_dim=32, knn_k=20, diagnose_every=0, precision="fp64",
+                      out=str(out), console=Console(quiet=True))
+    final = json.loads((out / "final_metrics.json").read_text())
+    again = evaluate_run(out, ("knn", "linear"), k=20)
+    assert (again["knn_top1"], again["linear_top1"]) == (final["knn_top1"],
+                                                          final["linear_top1"])

@@ -1,41 +1,45 @@
 """Evaluation during and at the end of training, as a trainer callback.
 
 Every ``eval_every`` epochs (``--eval-every``; 0: never during training) and once training has
-finished, the method's frozen backbone features of the run's own held-out split are scored by
-the weighted kNN (k = ``knn_k``) and, at the end, also by the linear probe; the periodic kNN
-score decides which checkpoint is ``best.pt``. Data without labels is not evaluated (said once).
+finished, the frozen backbone features of the run's own held-out split are scored by the
+weighted kNN (k = ``knn_k``) and the linear probe; the periodic kNN score decides which
+checkpoint is ``best.pt``. Data without labels is not evaluated (said once).
+
+The encoder is scored exactly as ``contrastlab eval`` scores the saved run: a float32, eager,
+default-layout copy rebuilt from the run's metadata with the trained weights, through the same
+:func:`contrastlab.eval.runs.score_loaded`. Training may use channels_last, ``--compile`` or
+fp64, whose features differ in the last bits, and the probe's fit would follow them; so the
+figure printed at the end of training and ``contrastlab eval linear --run RUN`` are the same
+number (on the same device).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from contrastlab.data import DatasetSplits
-from contrastlab.eval.protocols import evaluate_features
-from contrastlab.methods import Method
+from contrastlab.eval.runs import score_loaded
+from contrastlab.runs import LoadedRun, rebuild_method
 from contrastlab.training.callbacks import Callback
-from contrastlab.views import EvalTransform
 
 if TYPE_CHECKING:
     from contrastlab.training.trainer import Trainer
 
 
-def evaluate_method(method: Method, splits: DatasetSplits, transform: EvalTransform,
-                    device: torch.device, memory_format: torch.memory_format,
-                    protocols: tuple[str, ...], k: int, temperature: float,
-                    seed: int) -> dict[str, float]:
-    """The protocols' accuracy of the method's encoder on the test split (eval mode)."""
-    assert splits.test is not None
-    method.eval()
-    dtype = next(method.parameters()).dtype  # float64 under --precision fp64
-
-    def prepare(images: torch.Tensor) -> torch.Tensor:
-        return transform(images).to(dtype).contiguous(memory_format=memory_format)
-
-    return evaluate_features(method.encode, splits.train, splits.test, prepare, device,
-                             protocols=protocols, k=k, temperature=temperature, seed=seed)
+def as_loaded_run(trainer: Trainer) -> LoadedRun:
+    """The trainer's method as ``contrastlab.load`` would rebuild it from the checkpoint: float32,
+    eager, default memory layout, eval mode, the trained weights."""
+    custom = trainer.custom_backbone
+    method = rebuild_method(trainer.meta, copy.deepcopy(custom) if custom is not None else None)
+    for module in method.modules():  # a deep copy of a compiled module would stay compiled
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
+    method.load_state_dict(trainer.method.state_dict())
+    method.to(device=trainer.device, dtype=torch.float32,
+              memory_format=torch.contiguous_format).eval()
+    return LoadedRun(method, trainer.meta, trainer.config.flat())
 
 
 def format_scores(scores: dict[str, Any]) -> str:
@@ -57,9 +61,10 @@ class EvaluationCallback(Callback):
 
     def _evaluate(self, trainer: Trainer, protocols: tuple[str, ...]) -> dict[str, float]:
         config = trainer.config
-        return evaluate_method(trainer.method, trainer.splits, trainer.eval_transform,
-                               trainer.device, trainer.memory_format, protocols,
-                               config.eval.knn_k, config.eval.knn_temperature, config.run.seed)
+        scores = score_loaded(as_loaded_run(trainer), trainer.splits, protocols,
+                              config.eval.knn_k, config.eval.knn_temperature, trainer.device)
+        scores.pop("n_train", None), scores.pop("n_test", None)
+        return scores
 
     def on_epoch_end(self, trainer: Trainer) -> dict[str, Any] | None:
         epoch = trainer.state.epoch
@@ -95,4 +100,4 @@ class EvaluationCallback(Callback):
         return scores
 
 
-__all__ = ["EvaluationCallback", "evaluate_method", "format_scores"]
+__all__ = ["EvaluationCallback", "as_loaded_run", "format_scores"]

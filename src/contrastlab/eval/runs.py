@@ -96,6 +96,24 @@ def evaluate_run(
     check_features(features)
     loaded = load_run(run, device)
     splits = load_eval_data(loaded, data, test_fraction, split_seed)
+    return score_loaded(loaded, splits, protocols, k, temperature, device, label_fraction,
+                        features, subset_seed)
+
+
+def score_loaded(
+    loaded: LoadedRun,
+    splits: DatasetSplits,
+    protocols: tuple[str, ...] = ("knn",),
+    k: int = 200,
+    temperature: float = 0.1,
+    device: torch.device | str = "cpu",
+    label_fraction: float = 1.0,
+    features: str = "backbone",
+    subset_seed: int = 0,
+) -> dict[str, Any]:
+    """The protocols' scores of a loaded encoder on ``splits`` (see :func:`evaluate_run`). The
+    end of training scores through this function too, so ``contrastlab eval`` on a finished run
+    gives the very figures training printed."""
     train = labelled_subset(splits.train, label_fraction, subset_seed)
     test = require_test(splits)
     train_features = loaded.features(train, features, device)
@@ -112,4 +130,4 @@ def evaluate_run(
 
 
 __all__ = ["FEATURES", "LoadedRun", "check_features", "evaluate_run", "labelled_subset",
-           "load_eval_data", "load_run", "require_labels", "require_test"]
+           "load_eval_data", "load_run", "require_labels", "require_test", "score_loaded"]
