@@ -79,6 +79,7 @@ class DiagnosticsCallback(Callback):
     def __init__(self, every: int) -> None:
         self.every = every
         self.diagnostics: EpochDiagnostics | None = None
+        self.last_step: int | None = None
 
     def on_train_start(self, trainer: Trainer) -> None:
         if not self.every:
@@ -96,6 +97,18 @@ class DiagnosticsCallback(Callback):
         epoch = trainer.state.epoch
         if self.diagnostics is None or not (epoch % self.every == 0 or trainer.finished):
             return None
-        self.diagnostics(trainer.method, epoch, trainer.state.global_step,
-                         trainer.schedule_progress, trainer.log, trainer.note)
+        self._diagnose(trainer)
         return {}
+
+    def on_train_end(self, trainer: Trainer) -> dict[str, Any] | None:
+        """The end of the schedule inside an epoch (a time budget) is diagnosed too."""
+        if self.diagnostics is not None and self.last_step != trainer.state.global_step:
+            self._diagnose(trainer)
+        return None
+
+    def _diagnose(self, trainer: Trainer) -> None:
+        state = trainer.state
+        self.diagnostics(trainer.method, state.epoch, state.global_step,
+                         trainer.schedule_progress, trainer.log, trainer.note)
+        self.last_step = state.global_step
+        trainer.method.train()

@@ -30,12 +30,46 @@ def final_metrics_rows(final: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def progress_done(records: RunRecords) -> tuple[float | None, int]:
+    """(epochs done, with the fraction of the last one; steps done) from the records."""
+    steps = [r["step"] for r in records.records if isinstance(r.get("step"), int)]
+    step = max(steps, default=0)
+    data = records.of_type("data")
+    batch = records.config.get("batch_size")
+    if not data or not isinstance(batch, int) or not data[-1].get("n_train"):
+        return None, step
+    per_epoch = max(1, int(data[-1]["n_train"]) // batch)
+    return step / per_epoch, step
+
+
+def training_length(records: RunRecords) -> str:
+    """``0.43 epochs (130 steps) of a 240 s budget`` / ``2 epochs (50 steps) of 100``."""
+    epochs, steps = progress_done(records)
+    done = f"{epochs:.2f}".rstrip("0").rstrip(".") if epochs is not None else "?"
+    budget = records.config.get("time_budget")
+    planned = (f"a {budget:.0f} s budget" if isinstance(budget, (int, float))
+               else f"{records.config.get('epochs')} planned")
+    return f"{done} epochs ({steps} steps) of {planned}"
+
+
+def why_no_diagnostics(records: RunRecords) -> str:
+    """Why a run has no diagnostics records, in words."""
+    every = records.config.get("diagnose_every")
+    if every == 0:
+        return "diagnostics were off for this run (--diagnose-every 0)"
+    if not records.final_metrics:
+        return (f"the run stopped after {training_length(records)}, before its first diagnosed "
+                f"epoch (--diagnose-every {every}: every {every} epochs and at the end)")
+    return (f"none were recorded for this run ({training_length(records)}; --diagnose-every "
+            f"{every})")
+
+
 def summary(page: HtmlPage, records: RunRecords) -> None:
     page.section("Summary")
     config = records.config
-    page.table(["run", "method", "backbone", "data", "epochs", "batch size"], [[
+    page.table(["run", "method", "backbone", "data", "trained", "batch size"], [[
         str(records.root), config.get("method"), config.get("backbone"), config.get("data"),
-        config.get("epochs"), config.get("batch_size")]])
+        training_length(records), config.get("batch_size")]])
     final = records.final_metrics
     if final:
         page.paragraph("Final metrics (held-out split):")
@@ -58,8 +92,8 @@ def alarms(page: HtmlPage, records: RunRecords) -> None:
         page.paragraph("No collapse alarm: neither complete nor dimensional collapse was seen "
                        "in the diagnosed epochs.", "ok")
     else:
-        page.missing("No diagnostics were recorded, so collapse was not watched (train with "
-                     "--diagnose-every N).")
+        page.missing(f"No diagnostics, so collapse was not watched: {why_no_diagnostics(records)}. "
+                     "`contrastlab diagnose --run RUN` diagnoses the last checkpoint.")
 
 
 def training_curves(page: HtmlPage, records: RunRecords, out: Path) -> None:
@@ -99,8 +133,8 @@ def diagnostics(page: HtmlPage, records: RunRecords, out: Path) -> None:
     page.section("Alignment, uniformity and collapse indicators")
     diagnosed = records.of_type("diagnostics")
     if not diagnosed:
-        page.missing("No diagnostics were recorded (train with --diagnose-every N, or run "
-                     "`contrastlab diagnose --run RUN` for the final model).")
+        page.missing(f"No diagnostics: {why_no_diagnostics(records)}. `contrastlab diagnose "
+                     "--run RUN` diagnoses the last checkpoint.")
         return
     trajectories, rank, std = {}, {}, {}
     for space in SPACES:
@@ -145,7 +179,7 @@ def spectrum(page: HtmlPage, records: RunRecords, out: Path) -> None:
     diagnosed = [r for r in records.of_type("diagnostics")
                  if any(isinstance(r.get(s), dict) and r[s].get("spectrum") for s in SPACES)]
     if not diagnosed:
-        page.missing("No spectrum was recorded (train with --diagnose-every N).")
+        page.missing(f"No spectrum: {why_no_diagnostics(records)}.")
         return
     chosen = [diagnosed[0]] if len(diagnosed) == 1 else [diagnosed[0], diagnosed[-1]]
     spectra = {space: {f"epoch {r['epoch']}": r[space]["spectrum"] for r in chosen

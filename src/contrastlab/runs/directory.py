@@ -2,7 +2,8 @@
 
     RUN/
       config.yaml            the resolved configuration (defaults < YAML < flags)
-      metrics.jsonl          one JSON object per line, "type": step | epoch | eval | final
+      metrics.jsonl          one JSON object per line, "type": data | step | skipped_step |
+                             epoch | eval | diagnostics | alarm | stopped | final
       final_metrics.json     the last evaluation, also printed at the end of training
       checkpoints/last.pt    model, optimiser, position in the schedule, RNG states (atomic)
       checkpoints/best.pt    the checkpoint with the best kNN accuracy (with --eval-every)

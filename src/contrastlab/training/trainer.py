@@ -489,6 +489,8 @@ class Trainer:
                              finished=self.stop_reason is None, stop_reason=self.stop_reason,
                              skipped_steps=state.skipped_steps)
         if self.stop_reason is not None:
+            self.log({"type": "stopped", "reason": self.stop_reason, "epoch": state.epoch,
+                      "step": state.global_step, "elapsed": state.elapsed})
             if self.stop_reason == "stop_after_step":
                 self.console.print(f"stopped at step {state.global_step}; continue with "
                                    f"--resume --out {run.root}")
