@@ -212,6 +212,7 @@ def eval_linear(
 @eval_app.command("finetune")
 def eval_finetune(
     run: RunOpt,
+    data: DataOpt = None,
     label_fraction: LabelFractionOpt = 1.0,
     epochs: Annotated[int | None, Opt(help="Epochs over the labelled images (default: enough "
                                       "for ~300 steps, 10-100 epochs).")] = None,
@@ -230,7 +231,7 @@ def eval_finetune(
     settings = FinetuneSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     settings.check()
     scores = finetune_run(run, label_fraction, settings, features, resolve_device(device),
-                          subset_seed)
+                          subset_seed, data=data)
     _print_scores(scores, as_json)
 
 
@@ -250,6 +251,7 @@ def _parse_shots(text: str) -> list[int]:
 @eval_app.command("fewshot")
 def eval_fewshot(
     run: RunOpt,
+    data: DataOpt = None,
     ways: Annotated[int, Opt(help="Classes per episode (N).")] = 5,
     shots: Annotated[str, Opt(help="Support images per class (K), comma-separated.")] = "1,5",
     episodes: Annotated[int, Opt(help="Episodes per K.")] = 600,
@@ -266,7 +268,7 @@ def eval_fewshot(
     shot_list = _parse_shots(shots)
     check_fewshot_args(ways, shot_list, episodes, queries)
     scores = fewshot_run(run, ways, shot_list, episodes, queries, features, seed,
-                         resolve_device(device))
+                         resolve_device(device), data=data)
     _print_scores(scores, as_json)
 
 

@@ -112,3 +112,26 @@ def test_bad_fraction_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--label-fraction must be in (0, 1]" in result.stderr and result.stdout == ""
+
+
+def test_every_eval_command_takes_data(tiny_run: Path, tmp_path: Path) -> None:
+    """The eval commands share their options: fewshot and finetune take --data as knn and
+    linear do (here another split of the same digits, so the numbers of images change)."""
+    import numpy as np
+
+    from contrastlab.data import load_dataset
+
+    splits = load_dataset("digits")
+    images = np.concatenate([splits.train.images.numpy(), splits.test.images.numpy()])[:, 0]
+    labels = np.concatenate([splits.train.labels.numpy(), splits.test.labels.numpy()])
+    other = tmp_path / "other.npz"
+    np.savez(other, x=images[:600], y=labels[:600])
+    few = run_json("eval", "fewshot", "--run", str(tiny_run), "--data", str(other),
+                   "--shots", "1", "--episodes", "5", "--queries", "2")
+    assert few["n_test"] == 120  # 20% of the 600
+    tuned = run_json("eval", "finetune", "--run", str(tiny_run), "--data", str(other),
+                     "--epochs", "1", "--batch-size", "32")
+    assert tuned["n_train"] == 480 and tuned["n_test"] == 120
+    for command in ("knn", "linear", "fewshot", "finetune", "transfer"):
+        help_text = runner.invoke(app, ["eval", command, "--help"]).output
+        assert "--data" in help_text and "--device" in help_text, command

@@ -153,8 +153,10 @@ def fewshot_run(
     features: str = "backbone",
     seed: int = 0,
     device: torch.device | str = "cpu",
+    data: str | None = None,
 ) -> dict[str, Any]:
-    """Few-shot scores of a run's frozen encoder on its held-out test split.
+    """Few-shot scores of a run's frozen encoder on its held-out test split (or on the test
+    split of ``data``).
 
     Returns ``fewshot_{N}way_{K}shot_top1`` and ``fewshot_{N}way_{K}shot_ci95`` for each K, with
     the settings and ``n_test``.
@@ -170,7 +172,7 @@ def fewshot_run(
     check_fewshot_args(ways, shots, episodes, queries)
     check_features(features)
     loaded = load_run(run, device)
-    test = require_test(load_eval_data(loaded))
+    test = require_test(load_eval_data(loaded, data))
     test_features = loaded.features(test, features, device)
     results = fewshot_evaluate(test_features, require_labels(test), ways, shots, episodes,
                                queries, seed)

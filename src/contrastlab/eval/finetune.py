@@ -195,9 +195,11 @@ def finetune_run(
     features: str = "backbone",
     device: torch.device | str = "cpu",
     subset_seed: int = 0,
+    data: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a run's encoder on ``label_fraction`` of its training labels (stratified subset
-    drawn with ``subset_seed``) and score it on the run's held-out test split."""
+    drawn with ``subset_seed``) and score it on the run's held-out test split; with ``data``,
+    on that data's training labels and test split instead."""
     from contrastlab.eval.runs import (
         check_features,
         labelled_subset,
@@ -211,12 +213,13 @@ def finetune_run(
     settings = settings or FinetuneSettings()
     settings.check()
     loaded = load_run(run, device)
-    splits = load_eval_data(loaded)
+    splits = load_eval_data(loaded, data)
     train = labelled_subset(splits.train, label_fraction, subset_seed)
     test = require_test(splits)
     if settings.flip_p is None:
         settings = replace(settings, flip_p=float(loaded.config.get("flip_p", 0.0)))
-    num_classes = len(loaded.meta["classes"]) if loaded.meta.get("classes") else None
+    classes = splits.train.classes if data is not None else loaded.meta.get("classes")
+    num_classes = len(classes) if classes else None
     scores = finetune(loaded.method, train, test, loaded.transform, settings, features,
                       num_classes, device)
     result: dict[str, Any] = {**scores, "n_train": len(train), "n_test": len(test),
