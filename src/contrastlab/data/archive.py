@@ -99,7 +99,8 @@ def read_archive(
     ids = [f"{archive}::{base}{path}" for path in paths]
     sources = [members.pop(base + path) for path in paths]
     members.clear()
-    decoded = decode_images(ids, sources, image_size=image_size, skip_bad_files=skip_bad_files)
+    decoded = decode_images(ids, sources, image_size=image_size, skip_bad_files=skip_bad_files,
+                            description=f"decoding the images of {archive}")
     del sources
     name = archive.name
     for suffix in ARCHIVE_SUFFIXES:

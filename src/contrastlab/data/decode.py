@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from contrastlab.errors import DataError
+from contrastlab.phases import phase
 
 #: File extensions read as images (compared in lower case).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -208,6 +209,7 @@ def decode_images(
     image_size: int | None = None,
     skip_bad_files: bool = False,
     workers: int | None = None,
+    description: str = "decoding images",
 ) -> DecodeResult:
     """Decode many images in a thread pool and stack them into one uint8 (N, C, H, W) array.
 
@@ -217,6 +219,7 @@ def decode_images(
         image_size: when set, resize (shorter side, centre crop) every image to this square size.
         skip_bad_files: leave unreadable files out (listed in ``skipped``) instead of failing.
         workers: thread count; defaults to the CPU count.
+        description: what the progress line says (e.g. ``decoding images of data/train``).
 
     Raises:
         DataError: an unreadable file (without ``skip_bad_files``), no readable image at all,
@@ -230,13 +233,16 @@ def decode_images(
     chunks = [indexed[i : i + _CHUNK] for i in range(0, len(indexed), _CHUNK)]
     threads = max(1, min(workers or (os.cpu_count() or 1), len(chunks)))
     stack = _Stacker(len(names))
-    if threads == 1:
-        for chunk in chunks:
-            stack.add(_decode_chunk(chunk, image_size))
-    else:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
-            for part in pool.map(lambda chunk: _decode_chunk(chunk, image_size), chunks):
-                stack.add(part)
+    with phase(description, total=len(names)) as progress:
+        if threads == 1:
+            for chunk in chunks:
+                stack.add(_decode_chunk(chunk, image_size))
+                progress.advance(len(chunk))
+        else:
+            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode") as pool:
+                for part in pool.map(lambda chunk: _decode_chunk(chunk, image_size), chunks):
+                    stack.add(part)
+                    progress.advance(len(part))
     return stack.finish(names, skip_bad_files)
 
 

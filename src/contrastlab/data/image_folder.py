@@ -62,6 +62,7 @@ def read_image_folder(
         [root / path for path in paths],
         image_size=image_size,
         skip_bad_files=skip_bad_files,
+        description=f"decoding the images of {root}",
     )
     return build_datasets(
         plan,

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.data.dataset import ImageDataset
+from contrastlab.phases import phase
 
 
 @torch.no_grad()
@@ -23,9 +24,11 @@ def extract_features(
     The caller puts the model in eval mode (batch-norm running statistics, no dropout).
     """
     outputs = []
-    for start in range(0, len(dataset), batch_size):
-        images = dataset.images[start : start + batch_size].to(device, non_blocking=True)
-        outputs.append(encode(transform(images)).float().cpu())
+    with phase(f"embedding {dataset.name}", total=len(dataset)) as progress:
+        for start in range(0, len(dataset), batch_size):
+            images = dataset.images[start : start + batch_size].to(device, non_blocking=True)
+            outputs.append(encode(transform(images)).float().cpu())
+            progress.advance(len(images))
     if not outputs:
         raise ValueError(f"{dataset.name}: no images to extract features from")
     return torch.cat(outputs)

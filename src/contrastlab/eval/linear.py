@@ -36,6 +36,7 @@ from torch import Tensor
 
 from contrastlab.eval.lbfgs import lbfgs_minimize
 from contrastlab.eval.threads import single_thread_if_small
+from contrastlab.phases import Phase, phase
 
 
 @dataclass
@@ -195,8 +196,19 @@ def _linear_probe(
     y_test = test_labels.to(device).long()
     num_classes = int(max(int(y_train.max()), int(y_test.max()))) + 1
     grid = sorted(float(c) for c in c_grid)
-    best_c, init = grid[0], None
     folds = validation_folds(train_labels.cpu().numpy(), seed) if len(grid) > 1 else []
+    with phase("fitting the linear probe", total=len(grid) * len(folds) + 1,
+               unit="fits") as progress:
+        return _fit_and_score(x_train, y_train, x_test, y_test, num_classes, grid, folds,
+                              max_iter, device, progress)
+
+
+def _fit_and_score(x_train: Tensor, y_train: Tensor, x_test: Tensor, y_test: Tensor,
+                   num_classes: int, grid: list[float], folds: list, max_iter: int,
+                   device: torch.device, progress: Phase) -> dict[str, float]:
+    """C chosen on the validation folds (strongest regularisation first, warm-started), then the
+    fit on the whole training split, scored on the test split."""
+    best_c, init = grid[0], None
     if folds:
         parts = [(torch.as_tensor(a, device=device), torch.as_tensor(b, device=device))
                  for a, b in folds]
@@ -209,8 +221,10 @@ def _linear_probe(
                                                    num_classes, c, max_iter, previous[f])
                 scores.append(_accuracy(*solution, x_train[val_idx], y_train[val_idx]))
                 previous[f] = solution
+                progress.advance()
             score = float(np.mean(scores))
             if score > best_score:
                 best_c, best_score, init = c, score, previous[0]
     weight, bias = fit_logistic_regression(x_train, y_train, num_classes, best_c, max_iter, init)
+    progress.advance()
     return {"linear_top1": _accuracy(weight, bias, x_test, y_test), "linear_C": best_c}

@@ -15,6 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from contrastlab.phases import live_display
 from contrastlab.training.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -44,12 +45,15 @@ class TrainingProgress:
         )
 
     def __enter__(self) -> TrainingProgress:
+        self.live = live_display()
+        self.live.__enter__()  # phases (e.g. an evaluation) do not start a second live display
         self.progress.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.progress.stop()
+        self.live.__exit__(None, None, None)
 
     def update(self, completed: float) -> None:
         self.progress.update(self.task, completed=completed)
