@@ -113,6 +113,10 @@ class RunSettings(Settings):
                                        "(each is skipped).", source="here", ge=1)
     log_to: str = setting("", "Also log to these trackers, comma-separated: tensorboard, mlflow, "
                           "wandb (metrics.jsonl is always written).", source="here")
+    data_on_device: str = setting(
+        "auto", "Keep the training images on the GPU (batches are then one index operation "
+        "there): on, off, or auto (on CUDA when they take under a quarter of the free GPU "
+        "memory). On the CPU it changes nothing.", source="here", choices=("auto", "on", "off"))
 
     def check_together(self) -> None:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

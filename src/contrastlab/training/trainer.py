@@ -205,6 +205,21 @@ class Trainer:
                                self.custom_backbone)
         self.steps_per_epoch = len(train_set) // batch
         self.total_steps = config.schedule.epochs * self.steps_per_epoch
+        self.batch_images, self.batch_labels = self.place_training_data()
+
+    def place_training_data(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Where batches are drawn from: the training images on the GPU (``data_on_device``),
+        or in pinned CPU memory for fast copies to a GPU, or as they are on the CPU."""
+        images, labels = self.train_set.images, self.train_set.labels
+        if self.device.type != "cuda":
+            return images, labels
+        choice = self.config.run.data_on_device
+        if choice == "auto":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            choice = "on" if images.numel() < free / 4 else "off"
+        if choice == "on":
+            return images.to(self.device), None if labels is None else labels.to(self.device)
+        return images.pin_memory(), None if labels is None else labels.pin_memory()
 
     def setup_model(self) -> None:
         """The method on the training device, its optimiser and the fp16 loss scaler."""
@@ -312,10 +327,11 @@ class Trainer:
         step_start = time.perf_counter()
         index = order[state.batch_in_epoch * batch:(state.batch_in_epoch + 1) * batch]
         local = index[ddp.rank * self.local_batch:(ddp.rank + 1) * self.local_batch]  # this rank's
-        images = self.train_set.images[local].to(self.device, non_blocking=True)
+        local = local.to(self.batch_images.device)
+        images = self.batch_images[local].to(self.device, non_blocking=True)
         labels = None
-        if self.train_set.labels is not None:
-            labels = self.train_set.labels[local].to(self.device, non_blocking=True)
+        if self.batch_labels is not None:
+            labels = self.batch_labels[local].to(self.device, non_blocking=True)
         lr = self.base_lr * warmup_cosine(self.schedule_progress, config.optimizer.warmup_fraction)
         set_lr(self.optimizer, lr)
         progress = self.schedule_progress
