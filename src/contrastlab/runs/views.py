@@ -1,0 +1,39 @@
+"""The views a run trains on, made from its configuration."""
+
+from __future__ import annotations
+
+from contrastlab.config import TrainConfig
+from contrastlab.errors import ConfigError
+from contrastlab.methods import method_class
+from contrastlab.views import AugmentedViews, MultiCropViews
+
+
+def num_local_crops(config: TrainConfig) -> int:
+    """Local (small) multi-crop views per image: the configured number or the method's default."""
+    if config.views.num_local_crops is not None:
+        return config.views.num_local_crops
+    return method_class(config.method.name).default_local_crops
+
+
+def build_views(config: TrainConfig, image_size: int, channels: int,
+                mean: tuple[float, ...], std: tuple[float, ...]) -> AugmentedViews | MultiCropViews:
+    """The views the method trains on: its global views (the ``num_views`` setting for a method
+    that has one, e.g. SupCon, else the method's number), plus local multi-crop views when the
+    method uses them."""
+    augment = config.views.augment()
+    num_global = method_class(config.method.name).views_per_image(config.method)
+    num_local = num_local_crops(config)
+    if num_local == 0:
+        return AugmentedViews(image_size, channels, mean, std, augment, num_views=num_global)
+    local_size = config.views.local_crop_size or max(4, round(image_size * 3 / 7))
+    if local_size > image_size:
+        raise ConfigError(
+            f"local_crop_size {local_size} is larger than the image size {image_size}; local "
+            "crops must be smaller than the global views"
+        )
+    return MultiCropViews(image_size, local_size, channels, mean, std, augment,
+                          num_global=num_global, num_local=num_local,
+                          local_crop_scale=config.views.local_crop_scale)
+
+
+__all__ = ["build_views", "num_local_crops"]
