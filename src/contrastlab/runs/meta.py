@@ -11,7 +11,7 @@ from contrastlab.config import TrainConfig
 from contrastlab.data import DatasetSplits
 from contrastlab.methods import Method, MethodSettings, build_method, method_class
 from contrastlab.models import Backbone
-from contrastlab.models.backbones import GEOMETRY_BACKBONES
+from contrastlab.models.backbones import takes_geometry
 
 #: ``model_meta["backbone"]`` of a run trained on a backbone module given from Python
 CUSTOM_BACKBONE = "custom"
@@ -37,8 +37,9 @@ def model_meta(config: TrainConfig, splits: DatasetSplits, image_size: int,
 
 
 def backbone_options(config: TrainConfig, image_size: int) -> dict[str, Any]:
-    """Geometry for backbones that need it (ViTs); empty for convolutional ones."""
-    if config.backbone.name not in GEOMETRY_BACKBONES:
+    """Geometry for backbones built with it (ViTs, and timm models, which use it when they take
+    an image size); empty for convolutional ones."""
+    if not takes_geometry(config.backbone.name):
         return {}
     return {"image_size": image_size, "patch_size": config.backbone.patch_size}
 

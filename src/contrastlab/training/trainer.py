@@ -46,6 +46,7 @@ from contrastlab.runs import (
     load_checkpoint,
     memory_format_of,
     model_meta,
+    num_local_crops,
     rebuild_method,
     resolve_device,
     resolve_precision,
@@ -222,6 +223,14 @@ class Trainer:
                 "without labels it reduces to SimCLR: use --method simclr"
             )
         method = rebuild_method(self.meta, self.custom_backbone).to(self.device)
+        fixed_size = getattr(method.backbone, "fixed_image_size", None)
+        if fixed_size is not None and num_local_crops(config):
+            raise ConfigError(
+                f"backbone '{config.backbone.name}' was built for {fixed_size}x{fixed_size} "
+                f"images only, but method '{config.method.name}' adds {num_local_crops(config)} "
+                "smaller local views (multi-crop); pass --num-local-crops 0 or use a "
+                "convolutional backbone"
+            )
         # fp64: parameters and views in float64 (exactness checks, e.g. several processes ==
         # one process)
         self.compute_dtype = torch.float64 if config.run.precision == "fp64" else torch.float32
