@@ -50,9 +50,10 @@ class ScheduleSettings(Settings):
 
     section: ClassVar[str] = "schedule"
 
-    epochs: int = setting(100, "Epochs (ignored when --time-budget is set).",
-                          source="here: the digits demo", ge=1, le=1_000_000,
-                          must_be=">= 1 and <= 1000000")
+    epochs: int = setting(100, "Epochs (ignored when --time-budget is set); 0: no training, "
+                          "the initial (or --weights) backbone is evaluated and saved.",
+                          source="here: the digits demo", ge=0, le=1_000_000,
+                          must_be=">= 0 and <= 1000000")
     batch_size: int = setting(256, "Images per step (the global batch under torchrun).",
                               source="SimCLR's smallest batch", ge=2, le=10_000_000,
                               must_be=">= 2 (a contrastive batch needs negatives) and "

@@ -74,7 +74,7 @@ class EpochDiagnostics:
 
 class DiagnosticsCallback(Callback):
     """Embedding diagnostics and the collapse alarm every ``every`` epochs and when the schedule
-    ends (``--diagnose-every``; 0: off)."""
+    ends (``--diagnose-every``; 0: off); once at the end for a run that took no step."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -99,3 +99,12 @@ class DiagnosticsCallback(Callback):
         self.diagnostics(trainer.method, epoch, trainer.state.global_step,
                          trainer.schedule_progress, trainer.log, trainer.note)
         return {}
+
+    def on_train_end(self, trainer: Trainer) -> dict[str, Any] | None:
+        """A run without a step (``--epochs 0``) ends no epoch: diagnose its initial (or
+        ``--weights``) model once, as epoch 0."""
+        if self.diagnostics is None or trainer.state.global_step > 0:
+            return None
+        self.diagnostics(trainer.method, trainer.state.epoch, 0, trainer.schedule_progress,
+                         trainer.log, trainer.note)
+        return None

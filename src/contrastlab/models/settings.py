@@ -13,7 +13,7 @@ from contrastlab.settings import Settings, setting
 @dataclass
 class BackboneSettings(Settings):
     """Which encoder to train (a registered name or ``timm:<name>``), its geometry where it needs
-    one."""
+    one, and the weights it starts from."""
 
     section: ClassVar[str] = "backbone"
 
@@ -23,6 +23,11 @@ class BackboneSettings(Settings):
         "model (pip install timm).", key="backbone", source="here: a small ConvNet for CPUs")
     patch_size: int | None = setting(None, "ViT patch size in pixels (also for timm ViTs); none: "
                                      "the ViT's own.", source="the ViT registry", ge=1)
+    weights: str | None = setting(
+        None, "Start from these backbone weights: a state dict file (.pt/.pth, or .safetensors) "
+        "of timm, torchvision or a contrastlab run (RUN/checkpoints/last.pt); keys are matched "
+        "to the backbone and every shape must fit (docs/cli.md).",
+        source="here: random initialisation")
 
     def check_together(self) -> None:
         check_backbone_name(self.name)
@@ -31,6 +36,9 @@ class BackboneSettings(Settings):
                 f"patch_size is a setting of ViT backbones ({', '.join(sorted(GEOMETRY_BACKBONES))}"
                 f", timm ViTs), not of '{self.name}'"
             )
+        if self.weights is not None and not self.weights.strip():
+            raise ConfigError("weights must name a file, got an empty string; leave it out for "
+                              "random initialisation")
 
     @property
     def needs_geometry(self) -> bool:
