@@ -12,11 +12,14 @@ A :class:`TrainConfig` nests one group of settings per stage, each declared wher
     run        RunSettings (here)                             output, seed, device, precision, ...
 
 Values come in layers, later ones winning: the defaults, a recipe (``--recipe``), a YAML file
-(``--config``), then command-line flags or keyword arguments. Each layer may be written nested
-(``method: {name: simclr, temperature: 0.2}``, as the resolved ``config.yaml`` is) or flat
-(``temperature: 0.2``; every setting has a unique flat key, which is also its ``--flag``), so YAML
-files of the flat form keep working. Unknown keys are refused with the closest valid key; a
-method setting given for a method that does not have it is refused naming the methods that do.
+(``--config``), then command-line flags or keyword arguments. When no layer names a backbone, a
+method that needs another kind than the general default declares its own
+(``Method.default_backbone``: MAE trains a ViT) and the configuration notes the choice.
+Each layer may be written nested (``method: {name: simclr, temperature: 0.2}``, as the resolved
+``config.yaml`` is) or flat (``temperature: 0.2``; every setting has a unique flat key, which is
+also its ``--flag``), so YAML files of the flat form keep working. Unknown keys are refused
+with the closest valid key; a method setting given for a method that does not have it is
+refused naming the methods that do.
 """
 
 from __future__ import annotations
@@ -159,6 +162,9 @@ class TrainConfig:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    #: choices made while resolving the layers that the user should hear about (e.g. the
+    #: method's own default backbone); the trainer prints them. Not a setting.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         self.check()
@@ -269,12 +275,18 @@ class TrainConfig:
         method = method_class(method_name)
         for name in method_values:
             _check_method_key(name, method_name, sources[("method", name)])
+        notes: list[str] = []
+        if ("backbone", "name") not in sources and method.default_backbone is not None:
+            merged["backbone"]["name"] = method.default_backbone
+            sources[("backbone", "name")] = f"method '{method_name}'"
+            notes.append(f"no backbone given: method '{method_name}' uses its default, "
+                         f"{method.default_backbone} (choose another with --backbone)")
         for section, settings_class in SECTIONS.items():
             if section == "method":
                 sections[section] = _build(method.Settings, method_values, sources, section)
             else:
                 sections[section] = _build(settings_class, merged[section], sources, section)
-        return cls(**sections)  # type: ignore[arg-type]
+        return cls(**sections, notes=tuple(notes))  # type: ignore[arg-type]
 
     def save_yaml(self, path: Path) -> None:
         """Write the resolved configuration (nested, every setting) to ``path``."""

@@ -20,7 +20,8 @@ class BackboneSettings(Settings):
     name: str = setting(
         "convnet", "Encoder: convnet, convnet-small, convnet-x256, resnet18/34/50 (and -cifar "
         "variants with the small-image stem), vit-micro/tiny/small, or timm:<name> for any timm "
-        "model (pip install timm).", key="backbone", source="here: a small ConvNet for CPUs")
+        "model (pip install timm). None given: a method that needs another kind uses its own "
+        "(docs/methods.md).", key="backbone", source="here: a small ConvNet for CPUs")
     patch_size: int | None = setting(None, "ViT patch size in pixels (also for timm ViTs); none: "
                                      "the ViT's own.", source="the ViT registry", ge=1)
     weights: str | None = setting(

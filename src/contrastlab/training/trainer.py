@@ -162,6 +162,9 @@ class Trainer:
                   "official_split": self.splits.official_split,
                   "skipped_files": len(self.splits.skipped)})
         self.model = ddp.wrap(self.method)  # DistributedDataParallel under torchrun
+        if self.custom_backbone is None:
+            for note in config.notes:
+                self.console.print(note)
         self.console.print(
             f"training [bold]{config.method.name}[/bold] / {self.backbone_name} on "
             f"{self.train_set.name}: {len(self.train_set)} images {self.train_set.channels}x"
