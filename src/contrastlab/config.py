@@ -201,6 +201,15 @@ class TrainConfig:
                 f"local_crop_size {views.local_crop_size} is larger than image_size {image_size};"
                 f" it must be in 1..{image_size} (local crops are smaller than the global views)"
             )
+        if views.asymmetric:
+            count = method.views_per_image(self.method)
+            if count != 2:
+                given = "blur_p_views" if views.blur_p_views is not None else "solarize_p_views"
+                raise ConfigError(
+                    f"{given} sets the two views of a two-view method, but method "
+                    f"'{self.method.name}' makes {count} global view(s) per image; use "
+                    "--blur-p / --solarize-p instead"
+                )
         num_local = views.num_local_crops
         if num_local and not method.supports_multi_crop:
             multi = sorted(name for name, cls in METHODS.items() if cls.supports_multi_crop)

@@ -84,7 +84,8 @@ class DiagnosticsCallback(Callback):
         if not self.every:
             return
         views = AugmentedViews(trainer.image_size, trainer.train_set.channels, trainer.mean,
-                               trainer.std, trainer.views.config)
+                               trainer.std, trainer.views.config,
+                               view_configs=trainer.views.view_configs)
         dtype = trainer.compute_dtype
         self.diagnostics = EpochDiagnostics(
             trainer.train_set.images,

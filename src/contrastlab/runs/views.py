@@ -18,13 +18,16 @@ def num_local_crops(config: TrainConfig) -> int:
 def build_views(config: TrainConfig, image_size: int, channels: int,
                 mean: tuple[float, ...], std: tuple[float, ...]) -> AugmentedViews | MultiCropViews:
     """The views the method trains on: its global views (the ``num_views`` setting for a method
-    that has one, e.g. SupCon, else the method's number), plus local multi-crop views when the
-    method uses them."""
+    that has one, e.g. SupCon, else the method's number; each with its own blur and
+    solarisation probabilities when ``blur_p_views`` / ``solarize_p_views`` are set), plus local
+    multi-crop views when the method uses them."""
     augment = config.views.augment()
+    per_view = config.views.view_augments()  # asymmetric views (BYOL), else None
     num_global = method_class(config.method.name).views_per_image(config.method)
     num_local = num_local_crops(config)
     if num_local == 0:
-        return AugmentedViews(image_size, channels, mean, std, augment, num_views=num_global)
+        return AugmentedViews(image_size, channels, mean, std, augment, num_views=num_global,
+                              view_configs=per_view)
     local_size = config.views.local_crop_size or max(4, round(image_size * 3 / 7))
     if local_size > image_size:
         raise ConfigError(
@@ -33,7 +36,8 @@ def build_views(config: TrainConfig, image_size: int, channels: int,
         )
     return MultiCropViews(image_size, local_size, channels, mean, std, augment,
                           num_global=num_global, num_local=num_local,
-                          local_crop_scale=config.views.local_crop_scale)
+                          local_crop_scale=config.views.local_crop_scale,
+                          global_view_configs=per_view)
 
 
 __all__ = ["build_views", "num_local_crops"]
