@@ -103,12 +103,12 @@ class ViewSettings(AugmentConfig):
         source="DINO", **_UNIT_PAIR)
     blur_p_views: tuple[float, float] | None = setting(
         None, "Blur probability of view 1 and view 2 of a two-view method (instead of blur_p; "
-        "BYOL's asymmetric views: 1.0,0.1); none: blur_p for both.",
-        source="BYOL (Grill et al. 2020, Table 6)", **_PROBABILITY)
+        "BYOL's asymmetric views, Grill et al. 2020 Table 6: 1.0,0.1); none: blur_p for both.",
+        source="SimCLR: the same for both views", **_PROBABILITY)
     solarize_p_views: tuple[float, float] | None = setting(
         None, "Solarisation probability of view 1 and view 2 of a two-view method (instead of "
         "solarize_p; BYOL: 0.0,0.2); none: solarize_p for both.",
-        source="BYOL (Grill et al. 2020, Table 6)", **_PROBABILITY)
+        source="SimCLR: the same for both views", **_PROBABILITY)
 
     #: the settings that are not part of one view's augmentation
     VIEW_SET_FIELDS: ClassVar[tuple[str, ...]] = (
