@@ -179,3 +179,24 @@ def test_queue_size_zero_is_allowed_with_any_batch() -> None:
 
     config = TrainConfig.from_dict({"method": "moco-v2", "queue_size": 0, "batch_size": 256})
     assert config.method.queue_size == 0
+
+
+def test_queue_size_zero_rows_of_each_rank_are_their_share_of_the_global_loss(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under DDP each rank contrasts its queries with the keys of the whole global batch, its
+    positives at rank * n: the mean over the ranks is the one-process loss on the whole batch
+    (ranks simulated by patching the rank the method reads)."""
+    import contrastlab.methods.moco_v2 as moco_v2_module
+
+    method = _method(queue_size=0).eval()
+    generator = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(8, 8, generator=generator, dtype=torch.float64), dim=1)
+    k = F.normalize(torch.randn(8, 8, generator=generator, dtype=torch.float64), dim=1)
+    whole = method.contrast(q, k, k)
+    torch.testing.assert_close(whole, in_batch_direct(q, k, 0.2))
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(moco_v2_module, "rank", lambda rank=rank: rank)
+        rows = slice(4 * rank, 4 * rank + 4)
+        shares.append(method.contrast(q[rows], k[rows], k))
+    torch.testing.assert_close((shares[0] + shares[1]) / 2, whole)
