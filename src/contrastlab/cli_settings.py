@@ -65,8 +65,9 @@ def _parameter(key: str, declaration: Declaration, help_text: str, panel: str
     if declaration.value_type is bool:
         names = [f"{declaration.flag}/--no-{declaration.flag[2:]}"]
     pair = getattr(declaration.value_type, "__origin__", None) is tuple
+    metavar = ("MIN,MAX" if declaration.limits.ordered else "VIEW1,VIEW2") if pair else None
     option = typer.Option(*names, help=help_text, rich_help_panel=panel, show_default=False,
-                          metavar="MIN,MAX" if pair else None)
+                          metavar=metavar)
     annotation = Annotated[_option_type(declaration), option]
     return inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=annotation)

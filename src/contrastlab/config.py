@@ -12,11 +12,14 @@ A :class:`TrainConfig` nests one group of settings per stage, each declared wher
     run        RunSettings (here)                             output, seed, device, precision, ...
 
 Values come in layers, later ones winning: the defaults, a recipe (``--recipe``), a YAML file
-(``--config``), then command-line flags or keyword arguments. Each layer may be written nested
-(``method: {name: simclr, temperature: 0.2}``, as the resolved ``config.yaml`` is) or flat
-(``temperature: 0.2``; every setting has a unique flat key, which is also its ``--flag``), so YAML
-files of the flat form keep working. Unknown keys are refused with the closest valid key; a
-method setting given for a method that does not have it is refused naming the methods that do.
+(``--config``), then command-line flags or keyword arguments. When no layer names a backbone, a
+method that needs another kind than the general default declares its own
+(``Method.default_backbone``: MAE trains a ViT) and the configuration notes the choice.
+Each layer may be written nested (``method: {name: simclr, temperature: 0.2}``, as the resolved
+``config.yaml`` is) or flat (``temperature: 0.2``; every setting has a unique flat key, which is
+also its ``--flag``), so YAML files of the flat form keep working. Unknown keys are refused
+with the closest valid key; a method setting given for a method that does not have it is
+refused naming the methods that do.
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ class ScheduleSettings(Settings):
 
     section: ClassVar[str] = "schedule"
 
-    epochs: int = setting(100, "Epochs (ignored when --time-budget is set).",
-                          source="here: the digits demo", ge=1, le=1_000_000,
-                          must_be=">= 1 and <= 1000000")
+    epochs: int = setting(100, "Epochs (ignored when --time-budget is set); 0: no training, "
+                          "the initial (or --weights) backbone is evaluated and saved.",
+                          source="here: the digits demo", ge=0, le=1_000_000,
+                          must_be=">= 0 and <= 1000000")
     batch_size: int = setting(256, "Images per step (the global batch under torchrun).",
                               source="SimCLR's smallest batch", ge=2, le=10_000_000,
                               must_be=">= 2 (a contrastive batch needs negatives) and "
@@ -162,6 +166,9 @@ class TrainConfig:
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     run: RunSettings = field(default_factory=RunSettings)
+    #: choices made while resolving the layers that the user should hear about (e.g. the
+    #: method's own default backbone); the trainer prints them. Not a setting.
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         self.check()
@@ -198,6 +205,15 @@ class TrainConfig:
                 f"local_crop_size {views.local_crop_size} is larger than image_size {image_size};"
                 f" it must be in 1..{image_size} (local crops are smaller than the global views)"
             )
+        if views.asymmetric:
+            count = method.views_per_image(self.method)
+            if count != 2:
+                given = "blur_p_views" if views.blur_p_views is not None else "solarize_p_views"
+                raise ConfigError(
+                    f"{given} sets the two views of a two-view method, but method "
+                    f"'{self.method.name}' makes {count} global view(s) per image; use "
+                    "--blur-p / --solarize-p instead"
+                )
         num_local = views.num_local_crops
         if num_local and not method.supports_multi_crop:
             multi = sorted(name for name, cls in METHODS.items() if cls.supports_multi_crop)
@@ -287,12 +303,18 @@ class TrainConfig:
         method = method_class(method_name)
         for name in method_values:
             _check_method_key(name, method_name, sources[("method", name)])
+        notes: list[str] = []
+        if ("backbone", "name") not in sources and method.default_backbone is not None:
+            merged["backbone"]["name"] = method.default_backbone
+            sources[("backbone", "name")] = f"method '{method_name}'"
+            notes.append(f"no backbone given: method '{method_name}' uses its default, "
+                         f"{method.default_backbone} (choose another with --backbone)")
         for section, settings_class in SECTIONS.items():
             if section == "method":
                 sections[section] = _build(method.Settings, method_values, sources, section)
             else:
                 sections[section] = _build(settings_class, merged[section], sources, section)
-        return cls(**sections)  # type: ignore[arg-type]
+        return cls(**sections, notes=tuple(notes))  # type: ignore[arg-type]
 
     def save_yaml(self, path: Path) -> None:
         """Write the resolved configuration (nested, every setting) to ``path``."""

@@ -60,7 +60,8 @@ def test_keywords_and_flags_give_the_same_configuration(tmp_path: Path) -> None:
     api["run"].pop("out"), cli["run"].pop("out")
     assert api == cli
     assert api["method"] == {"name": "simclr", "temperature": 0.3, "projection_dim": 128,
-                             "projection_hidden_dim": 32, "loss_chunk_size": None}
+                             "projection_hidden_dim": 32, "projection_layers": 2,
+                             "loss_chunk_size": None}
 
 
 class TinyEncoder(nn.Module):

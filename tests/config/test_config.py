@@ -34,7 +34,7 @@ def test_unknown_yaml_key_suggests_closest(tmp_path: Path) -> None:
         ({"temperature": -0.1}, "temperature must be > 0, got -0.1"),
         ({"temperature": 0}, "temperature must be > 0"),
         ({"batch_size": 1}, "batch_size must be >= 2"),
-        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": -1}, "epochs must be >= 0"),
         ({"method": "simclrr"}, "unknown method 'simclrr'.*simclr"),
         ({"backbone": "resnet"}, "unknown backbone 'resnet'"),
         ({"test_fraction": 1.5}, r"test_fraction must be in \(0, 1\)"),

@@ -16,6 +16,7 @@ from contrastlab.eval.diagnostics import (
     effective_rank,
     normalized_std,
     pair_cosines,
+    top_eigenvalue_ratio,
     uniformity,
 )
 from contrastlab.methods import build_method
@@ -135,6 +136,32 @@ def test_covariance_spectrum_matches_direct_covariance():
     assert covariance_spectrum(torch.randn(3, 6)).shape == (6,)
 
 
+def test_top_eigenvalue_ratio_matches_direct_covariance():
+    z1, _ = sample(n=40, d=9, seed=7)
+    eigenvalues = slow_spectrum(z1)
+    assert top_eigenvalue_ratio(z1) == pytest.approx(sum(eigenvalues[:5]) / sum(eigenvalues),
+                                                     abs=1e-12)
+    assert top_eigenvalue_ratio(z1, k=2) == pytest.approx(
+        sum(eigenvalues[:2]) / sum(eigenvalues), abs=1e-12)
+
+
+def test_top_eigenvalue_ratio_on_a_known_covariance():
+    """Without normalisation, points +-s_d e_d (d = 1..D, two per axis) have covariance
+    diag(s_d^2 / D): the ratio is the top five s_d^2 over their sum."""
+    scales = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.25], dtype=torch.float64)
+    axes = torch.diag(scales)
+    z = torch.cat([axes, -axes])
+    squares = scales.pow(2)
+    expected = float(squares[:5].sum() / squares.sum())
+    assert top_eigenvalue_ratio(z, normalize=False) == pytest.approx(expected, abs=1e-12)
+    assert top_eigenvalue_ratio(z, normalize=True) == pytest.approx(5 / 8, abs=1e-12)
+    assert top_eigenvalue_ratio(z[:, :3], normalize=False) == pytest.approx(1.0)  # D <= 5
+    flat = torch.randn(10, 3, generator=torch.Generator().manual_seed(0)) @ torch.randn(
+        3, 16, generator=torch.Generator().manual_seed(1))
+    assert top_eigenvalue_ratio(flat) == pytest.approx(1.0, abs=1e-9)  # rank 3: all in the top 5
+    assert math.isnan(top_eigenvalue_ratio(torch.ones(6, 8)))  # no variance at all
+
+
 def test_normalized_std_matches_direct_formula_and_reference_points():
     z1, _ = sample(n=11, d=7, seed=4)
     assert normalized_std(z1) == pytest.approx(slow_normalized_std(z1), abs=1e-12)
@@ -166,6 +193,9 @@ def test_diagnose_embeddings_combines_the_measures():
         slow_normalized_std(both) * math.sqrt(6), abs=1e-5)
     assert len(values["spectrum"]) == 4
     assert values["spectrum"] == pytest.approx(slow_spectrum(both)[:4], rel=1e-3)
+    eigenvalues = slow_spectrum(both)
+    assert values["top5_eigenvalue_ratio"] == pytest.approx(
+        sum(eigenvalues[:5]) / sum(eigenvalues), abs=1e-5)
 
 
 def test_diagnose_embeddings_reports_collapse_and_divergence_without_nan():
@@ -176,6 +206,7 @@ def test_diagnose_embeddings_reports_collapse_and_divergence_without_nan():
     broken = torch.full((10, 4), float("nan"))
     values = diagnose_embeddings(broken, broken)
     assert values["alignment"] is None and values["normalized_std"] is None
+    assert values["top5_eigenvalue_ratio"] is None and zeros["top5_eigenvalue_ratio"] is None
     with pytest.raises(ValueError, match="shape"):
         diagnose_embeddings(torch.zeros(10, 4), torch.zeros(9, 4))
 

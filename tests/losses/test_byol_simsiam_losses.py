@@ -84,6 +84,28 @@ def test_targets_receive_no_gradient() -> None:
     torch.testing.assert_close(grad_z, through_p_only)
 
 
+def d_direct_both(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """D(p, z) with the gradient reaching z too (no stop-gradient)."""
+    total = 0.0
+    for i in range(p.shape[0]):
+        dot = sum(p[i, j] * z[i, j] for j in range(p.shape[1]))
+        total = total - dot / (torch.linalg.norm(p[i]) * torch.linalg.norm(z[i]))
+    return total / p.shape[0]
+
+
+def test_simsiam_without_stop_gradient_differentiates_the_targets() -> None:
+    p1, p2, z1, z2 = _tensors(5, 4, 6, 4)
+    ours = simsiam_loss(p1, p2, z1, z2, stop_gradient=False)
+    direct = 0.5 * d_direct_both(p1, z2) + 0.5 * d_direct_both(p2, z1)
+    torch.testing.assert_close(ours, direct, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(ours, simsiam_loss(p1, p2, z1, z2))  # the same value
+    inputs = (p1, p2, z1, z2)
+    for a, b in zip(torch.autograd.grad(ours, inputs), torch.autograd.grad(direct, inputs),
+                    strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+        assert a.abs().sum() > 0  # z1 and z2 get a gradient now
+
+
 def test_ranges_at_alignment_and_opposition() -> None:
     x = torch.randn(5, 3, dtype=torch.float64)
     assert normalized_mse(x, 2 * x).item() == pytest.approx(0.0, abs=1e-12)

@@ -134,7 +134,69 @@ def test_defaults_shapes_and_errors() -> None:
     method = build_method("moco-v2", "convnet-small", 1)
     assert (method.temperature, method.ema_momentum, method.queue.size) == (0.2, 0.999, 65536)
     assert method.project(torch.randn(3, 1, 8, 8)).shape == (3, 128)
-    with pytest.raises(ConfigError, match="queue_size"):
-        build_method("moco-v2", "convnet-small", 1, queue_size=0)
+    with pytest.raises(ConfigError, match="queue_size must be >= 0"):
+        build_method("moco-v2", "convnet-small", 1, queue_size=-1)
     with pytest.raises(ValueError, match="2 views"):
         method.training_step(_views(0) * 2, None)
+
+
+def in_batch_direct(q: torch.Tensor, k: torch.Tensor, temperature: float) -> torch.Tensor:
+    """-1/N sum_i log exp(q_i.k_i/T) / sum_j exp(q_i.k_j/T), written out (q, k unit rows)."""
+    q, k = q.detach().double(), k.detach().double()
+    n = q.shape[0]
+    total = torch.zeros((), dtype=torch.float64)
+    for i in range(n):
+        logits = torch.stack([q[i] @ k[j] / temperature for j in range(n)])
+        total = total - logits[i] + torch.logsumexp(logits, 0)
+    return total / n
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_queue_size_zero_contrasts_with_the_other_keys_of_the_batch(symmetric: bool) -> None:
+    """No queue: the negatives of q_i are the keys of the other images of the batch (MoCo v3's
+    in-batch form without its 2 tau scale); nothing is enqueued and no queue is kept."""
+    method = _method(queue_size=0, symmetric=symmetric).eval()
+    assert method.queue is None and not any(k.startswith("queue.") for k in method.state_dict())
+    x1, x2 = _views(0, n=6)
+    method.on_step_start(0, 0.0)
+    out = method.training_step([x1, x2], None)
+    q1, k2 = _queries_and_keys(method, x1, x2)
+    expected = in_batch_direct(q1, k2, 0.2)
+    if symmetric:
+        q2, k1 = _queries_and_keys(method, x2, x1)
+        expected = 0.5 * (expected + in_batch_direct(q2, k1, 0.2))
+    torch.testing.assert_close(out.loss.double(), expected, rtol=1e-5, atol=1e-6)
+    assert out.after_step == {}
+    out.loss.backward()
+    assert all(p.grad is None for p in method.key_backbone.parameters())  # keys: no gradient
+    assert all(p.grad is not None for p in method.backbone.parameters())
+    method.on_step_end(0, 0.0, out)  # momentum update only
+
+
+def test_queue_size_zero_is_allowed_with_any_batch() -> None:
+    """The configuration allows queue_size 0 with any batch (no queue to fill)."""
+    from contrastlab.config import TrainConfig
+
+    config = TrainConfig.from_dict({"method": "moco-v2", "queue_size": 0, "batch_size": 256})
+    assert config.method.queue_size == 0
+
+
+def test_queue_size_zero_rows_of_each_rank_are_their_share_of_the_global_loss(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under DDP each rank contrasts its queries with the keys of the whole global batch, its
+    positives at rank * n: the mean over the ranks is the one-process loss on the whole batch
+    (ranks simulated by patching the rank the method reads)."""
+    import contrastlab.methods.moco_v2 as moco_v2_module
+
+    method = _method(queue_size=0).eval()
+    generator = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(8, 8, generator=generator, dtype=torch.float64), dim=1)
+    k = F.normalize(torch.randn(8, 8, generator=generator, dtype=torch.float64), dim=1)
+    whole = method.contrast(q, k, k)
+    torch.testing.assert_close(whole, in_batch_direct(q, k, 0.2))
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(moco_v2_module, "rank", lambda rank=rank: rank)
+        rows = slice(4 * rank, 4 * rank + 4)
+        shares.append(method.contrast(q[rows], k[rows], k))
+    torch.testing.assert_close((shares[0] + shares[1]) / 2, whole)

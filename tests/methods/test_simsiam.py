@@ -40,3 +40,28 @@ def test_no_ema_state_and_shapes() -> None:
     assert method.project(torch.randn(3, 1, 8, 8)).shape == (3, 512)
     assert method.prediction_head.layers[0].out_features == 128  # the 4x bottleneck
     assert isinstance(method.projection_head.layers[-1], torch.nn.BatchNorm1d)
+
+
+def test_without_stop_gradient_the_target_branch_gets_the_gradient_too() -> None:
+    """stop_gradient=False (the paper's Sec. 4.1 ablation): the loss value is the same and the
+    gradient at z is the full derivative of -cos(p, z)/2 in both arguments."""
+    method = _method().train()
+    method.settings = method.settings.replace(stop_gradient=False)
+    generator = torch.Generator().manual_seed(0)
+    x1, x2 = (torch.randn(6, 1, 8, 8, generator=generator) for _ in range(2))
+    out = method.training_step([x1, x2], None)
+    z = method.projection_head(method.backbone(torch.cat([x1, x2])))
+    p = method.prediction_head(z)
+    direct = -0.5 * (torch.nn.functional.cosine_similarity(p[:6], z[6:]).mean()
+                     + torch.nn.functional.cosine_similarity(p[6:], z[:6]).mean())
+    torch.testing.assert_close(out.loss, direct)
+    params = list(method.backbone.parameters())
+    with_grad = torch.autograd.grad(out.loss, params)
+    expected = torch.autograd.grad(direct, params)
+    for got, want in zip(with_grad, expected, strict=True):
+        torch.testing.assert_close(got, want)
+    stopped = _method().train()  # the same weights (seed 0), with the stop-gradient
+    out_stopped = stopped.training_step([x1, x2], None)
+    differs = torch.autograd.grad(out_stopped.loss, list(stopped.backbone.parameters()))
+    assert any(not torch.allclose(a, b) for a, b in zip(differs, with_grad, strict=True))
+    assert build_method("simsiam", "convnet-small", 1).settings.stop_gradient is True

@@ -117,3 +117,10 @@ def test_diagnose_command_prints_one_json_object(diagnosed_run: Path) -> None:
     full = diagnose_run(diagnosed_run)
     assert full["backbone"]["effective_rank"] == pytest.approx(
         last["backbone"]["effective_rank"], rel=1e-4)  # channels_last in training: round-off
+    # the top-5 eigenvalue ratio: logged in training, shown by the table
+    assert 0 < last["projector"]["top5_eigenvalue_ratio"] <= 1
+    assert 0 < last["backbone"]["top5_eigenvalue_ratio"] <= 1
+    table = CliRunner().invoke(app, ["diagnose", "--run", str(diagnosed_run), "--images", "300",
+                                     "--device", "cpu"], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert "variance in the 5 largest eigenvalues" in table.output

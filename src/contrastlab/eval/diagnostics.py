@@ -9,7 +9,8 @@ images with a :class:`~contrastlab.methods.Method` (projector and backbone) and 
 * :func:`effective_rank` (RankMe): Garrido, Balestriero, Najman & LeCun, "RankMe: Assessing the
   Downstream Performance of Pretrained Self-Supervised Representations by Their Rank", ICML 2023.
 * :func:`covariance_spectrum`: the eigenvalues plotted by Jing, Vincent, LeCun & Tian,
-  "Understanding Dimensional Collapse in Contrastive Self-supervised Learning", ICLR 2022.
+  "Understanding Dimensional Collapse in Contrastive Self-supervised Learning", ICLR 2022;
+  :func:`top_eigenvalue_ratio`: the share of their sum in the largest few.
 * :func:`normalized_std`: the collapse indicator of Chen & He, "Exploring Simple Siamese
   Representation Learning", CVPR 2021, section 4.1.
 """
@@ -127,6 +128,33 @@ def covariance_spectrum(z: Tensor, normalize: bool = True) -> Tensor:
     return eigenvalues
 
 
+def spectrum_share(eigenvalues: Tensor, k: int = 5) -> float:
+    """Share of the total variance in the ``k`` largest of ``eigenvalues`` (sorted largest
+    first, as :func:`covariance_spectrum` returns them); NaN when there is no variance."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    total = float(eigenvalues.sum())
+    if not math.isfinite(total) or total <= 0:
+        return math.nan
+    return float(eigenvalues[:k].sum()) / total
+
+
+@torch.no_grad()
+def top_eigenvalue_ratio(z: Tensor, k: int = 5, normalize: bool = True) -> float:
+    """Share of the embedding covariance's variance in its ``k`` largest eigenvalues, in
+    [min(k, D) / D, 1]:
+
+        r_k = (lambda_1 + ... + lambda_k) / (lambda_1 + ... + lambda_D)
+
+    with the eigenvalues of :func:`covariance_spectrum` (of L2-normalised embeddings when
+    ``normalize``). It is k / D when the variance is spread evenly over all D directions and 1
+    when the embeddings vary along k directions or fewer: the concentration of the spectrum
+    that dimensional collapse produces (Jing et al. 2022), in one number. NaN when the
+    embeddings have no variance (complete collapse) or are not finite.
+    """
+    return spectrum_share(covariance_spectrum(z, normalize), k)
+
+
 @torch.no_grad()
 def normalized_std(z: Tensor) -> float:
     """Mean over dimensions of the per-dimension standard deviation of L2-normalised embeddings.
@@ -168,6 +196,8 @@ def diagnose_embeddings(z1: Tensor, z2: Tensor,
       Wang & Isola's code);
     * ``effective_rank`` (RankMe over both views' 2N rows) and ``effective_rank_ratio`` (over its
       maximum ``min(2N, D)``);
+    * ``top5_eigenvalue_ratio``: the share of the covariance's variance in its 5 largest
+      eigenvalues (:func:`top_eigenvalue_ratio`; both views, L2-normalised);
     * ``normalized_std`` (both views) and ``normalized_std_ratio`` = ``normalized_std *
       sqrt(D)``: about 1 when spread out, 0 on complete collapse;
     * ``positive_cosine``, ``negative_cosine``;
@@ -182,7 +212,8 @@ def diagnose_embeddings(z1: Tensor, z2: Tensor,
     std = normalized_std(both)
     rank = effective_rank(both)
     positive, negative = pair_cosines(a, b)
-    spectrum = covariance_spectrum(both)[:spectrum_size].cpu().tolist()
+    eigenvalues = covariance_spectrum(both)
+    spectrum = eigenvalues[:spectrum_size].cpu().tolist()
     values: dict[str, Any] = {
         "n": n,
         "dim": dim,
@@ -190,6 +221,7 @@ def diagnose_embeddings(z1: Tensor, z2: Tensor,
         "uniformity": (uniformity(a) + uniformity(b)) / 2,
         "effective_rank": rank,
         "effective_rank_ratio": rank / min(2 * n, dim),
+        "top5_eigenvalue_ratio": spectrum_share(eigenvalues, 5),
         "normalized_std": std,
         "normalized_std_ratio": std * math.sqrt(dim),
         "positive_cosine": positive,
@@ -253,4 +285,4 @@ def diagnose_method(
 
 __all__ = ["SPECTRUM_SIZE", "alignment", "covariance_spectrum", "diagnose_embeddings",
            "diagnose_method", "effective_rank", "l2_normalize", "normalized_std", "pair_cosines",
-           "uniformity"]
+           "spectrum_share", "top_eigenvalue_ratio", "uniformity"]

@@ -74,7 +74,7 @@ class EpochDiagnostics:
 
 class DiagnosticsCallback(Callback):
     """Embedding diagnostics and the collapse alarm every ``every`` epochs and when the schedule
-    ends (``--diagnose-every``; 0: off)."""
+    ends (``--diagnose-every``; 0: off); once at the end for a run that took no step."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -85,7 +85,8 @@ class DiagnosticsCallback(Callback):
         if not self.every:
             return
         views = AugmentedViews(trainer.image_size, trainer.train_set.channels, trainer.mean,
-                               trainer.std, trainer.views.config)
+                               trainer.std, trainer.views.config,
+                               view_configs=trainer.views.view_configs)
         dtype = trainer.compute_dtype
         self.diagnostics = EpochDiagnostics(
             trainer.train_set.images,

@@ -46,7 +46,7 @@ def diagnose_run(run: str | Path, data: str | None = None, device: torch.device 
     training_views = build_views(TrainConfig.from_dict(config, "the run's configuration"),
                                  meta["image_size"], meta["in_channels"], mean, std)
     views = AugmentedViews(meta["image_size"], meta["in_channels"], mean, std,
-                        training_views.config)
+                           training_views.config, view_configs=training_views.view_configs)
     diagnostics = diagnose_method(loaded.method, splits.train.images, views, device,
                                   max_images=max_images,
                                   seed=config.get("seed", 0) if seed is None else seed)

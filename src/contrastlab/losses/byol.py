@@ -25,7 +25,8 @@ cosine similarity :math:`\mathcal{D}(p, z) = -\frac{p}{\lVert p\rVert_2} \cdot
 averaged over the batch.
 
 In both, the target is a constant: it is detached here, so no gradient reaches it (SimSiam
-collapses without this stop-gradient, Sec. 4.1). Cosines are computed in at least float32.
+collapses without this stop-gradient, Sec. 4.1; ``stop_gradient=False`` of the SimSiam
+functions removes it, for that ablation). Cosines are computed in at least float32.
 """
 
 from __future__ import annotations
@@ -35,13 +36,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _pair(predictions: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+def _pair(predictions: Tensor, targets: Tensor, stop_gradient: bool = True
+          ) -> tuple[Tensor, Tensor]:
     if predictions.ndim != 2 or predictions.shape != targets.shape:
         raise ValueError(
             f"predictions and targets must both be (N, D) with the same shape, got "
             f"{tuple(predictions.shape)} and {tuple(targets.shape)}"
         )
-    targets = targets.detach()
+    if stop_gradient:
+        targets = targets.detach()
     if predictions.dtype in (torch.float16, torch.bfloat16):
         predictions = predictions.float()
     return predictions, targets.to(predictions.dtype)
@@ -60,15 +63,20 @@ def byol_loss(p1: Tensor, p2: Tensor, target1: Tensor, target2: Tensor) -> Tenso
     return normalized_mse(p1, target2) + normalized_mse(p2, target1)
 
 
-def negative_cosine(predictions: Tensor, targets: Tensor) -> Tensor:
-    """SimSiam's ``D(p, stopgrad(z)) = -mean_i cos(p_i, z_i)``."""
-    p, z = _pair(predictions, targets)
+def negative_cosine(predictions: Tensor, targets: Tensor, stop_gradient: bool = True) -> Tensor:
+    """SimSiam's ``D(p, stopgrad(z)) = -mean_i cos(p_i, z_i)``; ``stop_gradient=False`` lets the
+    gradient reach z too (the ablation of the paper's Sec. 4.1)."""
+    p, z = _pair(predictions, targets, stop_gradient)
     return -F.cosine_similarity(p, z, dim=1).mean()
 
 
-def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
-    """Symmetrised SimSiam loss ``D(p1, stopgrad(z2))/2 + D(p2, stopgrad(z1))/2``; in [-1, 1]."""
-    return 0.5 * negative_cosine(p1, z2) + 0.5 * negative_cosine(p2, z1)
+def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor,
+                 stop_gradient: bool = True) -> Tensor:
+    """Symmetrised SimSiam loss ``D(p1, stopgrad(z2))/2 + D(p2, stopgrad(z1))/2``; in [-1, 1].
+    With ``stop_gradient=False`` the targets are not detached (the paper's collapsing
+    ablation)."""
+    return (0.5 * negative_cosine(p1, z2, stop_gradient)
+            + 0.5 * negative_cosine(p2, z1, stop_gradient))
 
 
 class BYOLLoss(nn.Module):

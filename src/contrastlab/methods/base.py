@@ -16,6 +16,10 @@ Class attributes tell the trainer what a method needs:
 * ``num_views``: augmented global views per image (2 for the two-view methods, 1 for RotNet/MAE).
 * ``default_local_crops``: small multi-crop views per image by default (SwAV/DINO: 6).
 * ``supports_multi_crop``: whether extra small views (``--num-local-crops``) may be given.
+* ``default_backbone``: the backbone the method is trained on when the user names none (no
+  flag, YAML key or recipe value): a method that cannot work on the general default (``convnet``)
+  declares the kind it needs, e.g. MAE's ``vit-tiny``; None: the general default. A backbone the
+  user names is always used (and refused by the method if it cannot work on it).
 * ``needs_labels``: the method trains on labels (supervised baseline); SupCon uses them when
   present.
 * ``uses_labels``: labels change the loss when present (SupCon); others ignore them.
@@ -90,6 +94,7 @@ class Method(nn.Module):
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
     num_views: int = 2
     default_local_crops: int = 0
+    default_backbone: str | None = None
     supports_multi_crop: bool = False
     needs_labels: bool = False
     uses_labels: bool = False

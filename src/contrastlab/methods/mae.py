@@ -102,14 +102,16 @@ class MAE(Method):
     """Masked autoencoder on a :class:`VisionTransformer` backbone.
 
     Args:
-        backbone: a ViT (``--backbone vit-micro|vit-tiny|vit-small``); other backbones are
-            refused, since MAE needs to drop patch tokens.
+        backbone: a ViT (``--backbone vit-micro|vit-tiny|vit-small``; ``vit-tiny`` when no
+            backbone is given); other backbones are refused, since MAE needs to drop patch
+            tokens.
         settings: :class:`MAESettings` (mask ratio, decoder size, pixel normalisation).
     """
 
     name = "mae"
     Settings = MAESettings
     num_views = 1
+    default_backbone = "vit-tiny"  # it drops patch tokens: a ViT (DeiT-Ti's size) when none given
 
     def __init__(self, backbone: Backbone, settings: MAESettings | None = None,
                  **overrides: Any) -> None:

@@ -30,6 +30,10 @@ Choices made here (see docs/methods.md):
 * ``symmetric=False`` is the paper's asymmetric loss. ``symmetric=True`` averages
   ``l(q1, k2)`` and ``l(q2, k1)``, as many reimplementations do, and enqueues the keys of both
   views.
+* ``queue_size=0`` removes the queue: each query is contrasted with its key and the other keys
+  of the current global batch (MoCo v3's in-batch negatives, without its 2 tau scale), the
+  nearest equivalent of MoCo without a queue (``in_batch_info_nce``):
+  ``l_i = -log exp(q_i.k_i/tau) / sum_{j in global batch} exp(q_i.k_j/tau)``.
 * The queue starts as random unit vectors, as in the reference code, so the number of negatives is
   K from the first step; the step returns its keys (``after_step["keys"]``, every rank's) and
   :meth:`on_step_end` enqueues them after the optimiser step, so the loss always sees the queue
@@ -50,9 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from contrastlab.distributed import world_size
-from contrastlab.errors import ConfigError
-from contrastlab.losses.moco import moco_info_nce
+from contrastlab.distributed import rank, world_size
+from contrastlab.losses.moco import in_batch_info_nce, moco_info_nce
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.settings import MethodSettings
@@ -71,7 +74,9 @@ class MoCoV2Settings(MethodSettings):
     temperature: float = common.temperature(0.2, "MoCo v2")
     projection_dim: int = common.projection_dim(128, "the paper")
     projection_hidden_dim: int = common.projection_hidden_dim(2048, "the paper")
-    queue_size: int = common.queue_size(65536, "Number K of queued negative keys.", "the paper")
+    queue_size: int = common.queue_size(
+        65536, "Number K of queued negative keys; 0: no queue, the negatives are the other keys "
+        "of the current (global) batch (as MoCo v3).", "the paper")
     ema_momentum: float = common.ema_momentum(0.999, "the paper")
     ema_cosine: bool = common.ema_cosine(False, "the paper")
     symmetric: bool = setting(False, "Symmetrised loss (both views as queries).",
@@ -97,11 +102,6 @@ class MoCoV2(Method):
                  **overrides: Any) -> None:
         super().__init__(backbone, settings, **overrides)
         s = self.settings
-        if s.queue_size < 1:
-            raise ConfigError(
-                f"moco-v2 needs a queue of negatives: queue_size must be >= 1, got "
-                f"{s.queue_size}; use --queue-size 4096 or so on small data (65536 in the paper)"
-            )
         self.temperature = s.temperature
         self.ema_momentum, self.ema_cosine = s.ema_momentum, s.ema_cosine
         self.symmetric = s.symmetric
@@ -113,7 +113,9 @@ class MoCoV2(Method):
         self.momentum_teacher = MomentumTeacher(s.ema_momentum, s.ema_cosine)
         self.key_backbone = self.momentum_teacher.copy_of(backbone)
         self.key_projection_head = self.momentum_teacher.copy_of(self.projection_head)
-        self.queue = FeatureQueue(s.queue_size, s.projection_dim, normalize_init=True)
+        # queue_size 0: no queue, the other keys of the batch are the negatives
+        self.queue = (FeatureQueue(s.queue_size, s.projection_dim, normalize_init=True)
+                      if s.queue_size > 0 else None)
         # seeds the key shuffle together with the step; a buffer, so every DDP rank agrees
         self.register_buffer("shuffle_seed", torch.randint(0, 2**31 - 1, (), dtype=torch.long))
 
@@ -148,29 +150,38 @@ class MoCoV2(Method):
                                              self.groups_per_rank(images.shape[0]), generator)
         return F.normalize(local, dim=1), F.normalize(everything, dim=1)
 
+    def contrast(self, queries: Tensor, keys: Tensor, all_keys: Tensor) -> Tensor:
+        """InfoNCE of this rank's queries against their keys and the negatives: the queue from
+        before this batch, or, without a queue, the other keys of the global batch
+        (``all_keys``, rank-major: this rank's keys start at ``rank * n``)."""
+        if self.queue is None:
+            return in_batch_info_nce(queries, all_keys, self.temperature,
+                                     row_offset=rank() * queries.shape[0], gather=False)
+        return moco_info_nce(queries, keys, self.queue.features, self.temperature)
+
     def training_step(self, views: list[Tensor], labels: Tensor | None = None) -> StepOutput:
         if len(views) != 2:
             raise ValueError(f"MoCo v2 expects exactly 2 views per image, got {len(views)}")
-        negatives = self.queue.features  # the queue before this batch's keys
         q1 = self.queries(views[0])
         k2, k2_all = self.keys(views[1], salt=1)
         if not self.symmetric:
-            loss = moco_info_nce(q1, k2, negatives, self.temperature)
+            loss = self.contrast(q1, k2, k2_all)
             new_keys = k2_all
         else:
             q2 = self.queries(views[1])
             k1, k1_all = self.keys(views[0], salt=0)
-            loss = 0.5 * (moco_info_nce(q1, k2, negatives, self.temperature)
-                          + moco_info_nce(q2, k1, negatives, self.temperature))
+            loss = 0.5 * (self.contrast(q1, k2, k2_all) + self.contrast(q2, k1, k1_all))
             new_keys = torch.cat([k1_all, k2_all])
+        after_step = {"keys": new_keys} if self.queue is not None else {}
         return StepOutput(loss=loss, metrics={"ema_momentum": self.current_ema_momentum()},
-                          after_step={"keys": new_keys})
+                          after_step=after_step)
 
     def on_step_end(self, step: int, progress: float, output: StepOutput) -> None:
         """f_k = m f_k + (1 - m) f_q, then enqueue(queue, k) with the step's keys."""
         self.progress = progress
         self.momentum_teacher.update(progress)
-        self.queue.enqueue(output.after_step["keys"])
+        if self.queue is not None:
+            self.queue.enqueue(output.after_step["keys"])
 
     def project(self, images: Tensor) -> Tensor:
         """The query head's output q = g(f_q(x)) (before normalisation)."""

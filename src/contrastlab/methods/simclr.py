@@ -21,13 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from contrastlab.losses import nt_xent
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.settings import setting
 
 
 @dataclass
@@ -38,13 +39,18 @@ class SimCLRSettings(MethodSettings):
     projection_dim: int = common.projection_dim(128, "the paper")
     projection_hidden_dim: int = common.projection_hidden_dim(
         512, "here: the small backbones' features (the paper: the encoder's width, 2048)")
+    projection_layers: int = setting(
+        2, "Linear layers of the projection head g: 2 the paper's MLP, 1 linear, 0 none (the "
+        "loss acts on the backbone features; projection_dim and its hidden width are unused).",
+        source="the paper (its Fig. 8 compares none, linear and non-linear)", ge=0)
     loss_chunk_size: int | None = common.loss_chunk_size()
 
 
 class SimCLR(Method):
     """SimCLR with a 2-layer MLP projection head and the NT-Xent loss (settings:
-    :class:`SimCLRSettings`; ``loss_chunk_size`` tiles the memory-efficient NT-Xent, the same
-    loss in O(N D) memory)."""
+    :class:`SimCLRSettings`; ``projection_layers`` 1 or 0 gives the paper's linear or no
+    projection, Sec. 4.2; ``loss_chunk_size`` tiles the memory-efficient NT-Xent, the same loss
+    in O(N D) memory)."""
 
     name = "simclr"
     Settings = SimCLRSettings
@@ -56,9 +62,11 @@ class SimCLR(Method):
         s = self.settings
         self.temperature = s.temperature
         self.loss_chunk_size = s.loss_chunk_size
-        self.projection_head = ProjectionHead(
-            backbone.output_dim, s.projection_hidden_dim, s.projection_dim, num_layers=2
-        )
+        self.projection_head: nn.Module = nn.Identity()  # projection_layers 0: z = h
+        if s.projection_layers > 0:
+            self.projection_head = ProjectionHead(backbone.output_dim, s.projection_hidden_dim,
+                                                  s.projection_dim,
+                                                  num_layers=s.projection_layers)
 
     def loss_from_embeddings(self, embeddings: Tensor, labels: Tensor | None) -> StepOutput:
         """NT-Xent between the two views' projections (global negatives under DDP)."""
@@ -67,5 +75,6 @@ class SimCLR(Method):
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:
-        """Projection-head output z = g(f(x)) (the space the loss acts on)."""
+        """Projection-head output z = g(f(x)) (the space the loss acts on; the backbone
+        features h = f(x) with ``projection_layers`` 0)."""
         return self.projection_head(self.backbone(images))

@@ -31,6 +31,7 @@ from contrastlab.methods import settings as common
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.settings import MethodSettings
 from contrastlab.models import Backbone, ProjectionHead
+from contrastlab.settings import setting
 
 
 @dataclass
@@ -43,12 +44,16 @@ class SimSiamSettings(MethodSettings):
         512, "here: the small backbones (the paper: 2048)")
     prediction_hidden_dim: int = common.prediction_hidden_dim(
         128, "here: the paper's 4x bottleneck of projection_dim (the paper: 512)")
+    stop_gradient: bool = setting(
+        True, "Stop the gradient through the target projection z; off: the paper's ablation, "
+        "which collapses (Sec. 4.1, Fig. 2).", source="the paper")
 
 
 class SimSiam(Method):
     """SimSiam with a 3-layer projector (BN on its output) and a bottleneck predictor.
 
-    Settings: :class:`SimSiamSettings` (projector and predictor widths).
+    Settings: :class:`SimSiamSettings` (projector and predictor widths; ``stop_gradient``
+    off for the paper's ablation without the stop-gradient).
     """
 
     name = "simsiam"
@@ -71,7 +76,7 @@ class SimSiam(Method):
         n = views[0].shape[0]
         z = self.projection_head(self.backbone(torch.cat(views, dim=0)))
         p = self.prediction_head(z)
-        loss = simsiam_loss(p[:n], p[n:], z[:n], z[n:])
+        loss = simsiam_loss(p[:n], p[n:], z[:n], z[n:], stop_gradient=self.settings.stop_gradient)
         return StepOutput(loss=loss)
 
     def project(self, images: Tensor) -> Tensor:

@@ -5,6 +5,10 @@
   initialised, classifier removed.
 - ``resnet18-cifar`` etc.: the CIFAR variant used by SimCLR for small images (Chen et al. 2020,
   Appendix B.9): a 3x3 stride-1 stem convolution and no max-pool.
+- ``vit-micro``, ``vit-tiny``, ``vit-small`` (models/vit.py): built for one image size
+  (:data:`GEOMETRY_BACKBONES`).
+- ``timm:<name>`` (models/timm_backbone.py): any model of the timm library, a *family* of
+  backbones named by a prefix (:data:`BACKBONE_FAMILIES`).
 
 Every backbone exposes ``output_dim`` and accepts 1- or 3-channel input (``in_channels``).
 """
@@ -12,6 +16,7 @@ Every backbone exposes ``output_dim`` and accepts 1- or 3-channel input (``in_ch
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -115,7 +120,7 @@ BACKBONES: dict[str, Callable[[int], Backbone]] = {
 
 
 def list_backbones() -> list[str]:
-    """Names accepted by :func:`build_backbone`."""
+    """Names accepted by :func:`build_backbone` (besides the families' ``prefix:<name>``)."""
     return sorted({*BACKBONES, *GEOMETRY_BACKBONES})
 
 
@@ -124,21 +129,78 @@ def list_backbones() -> list[str]:
 GEOMETRY_BACKBONES: dict[str, Callable[[int, int, int | None], Backbone]] = {}
 
 
+@dataclass(frozen=True)
+class BackboneFamily:
+    """Backbones named ``<prefix><model>`` and built by another library (``timm:resnet50``).
+
+    ``build(model, in_channels, image_size, patch_size)`` gets the run's geometry and decides
+    whether the model uses it; ``check(model)`` raises ConfigError for a model the library does
+    not know (or when the library is missing), so the name is refused before any data is read.
+    """
+
+    prefix: str
+    build: Callable[[str, int, int | None, int | None], Backbone]
+    check: Callable[[str], None]
+    #: shown in messages: what the family is and how to get it
+    description: str
+    #: a name of the family, for messages
+    example: str
+
+
+#: Families of backbones named by a prefix; models/timm_backbone.py adds ``timm:``.
+BACKBONE_FAMILIES: dict[str, BackboneFamily] = {}
+
+
+def family_of(name: str) -> tuple[BackboneFamily, str] | None:
+    """The family of ``prefix:model`` names and the model's name in it, or None."""
+    for prefix, family in BACKBONE_FAMILIES.items():
+        if name.startswith(prefix):
+            return family, name[len(prefix):]
+    return None
+
+
+def takes_geometry(name: str) -> bool:
+    """True when the backbone is built with the image size and patch size (the ViTs, and the
+    families, whose models decide themselves)."""
+    return name in GEOMETRY_BACKBONES or family_of(name) is not None
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise ConfigError unless ``name`` is a registered backbone or a known family member."""
+    found = family_of(name)
+    if found is not None:
+        family, model = found
+        if not model:
+            raise ConfigError(f"backbone '{name}' names no model: write {family.prefix}<name>, "
+                              f"e.g. {family.example}")
+        family.check(model)
+        return
+    if name not in BACKBONES and name not in GEOMETRY_BACKBONES:
+        error = unknown_name("backbone", name, list_backbones())
+        families = "; ".join(f.description for f in BACKBONE_FAMILIES.values())
+        raise ConfigError(f"{error}" + (f"; or {families}" if families else ""))
+
+
 def build_backbone(name: str, in_channels: int = 3, image_size: int | None = None,
                    patch_size: int | None = None) -> Backbone:
-    """Build a randomly initialised backbone by name (see :func:`list_backbones`).
+    """Build a randomly initialised backbone by name (see :func:`list_backbones` and the
+    families, e.g. ``timm:resnet50``).
 
     ``image_size`` and ``patch_size`` matter only to backbones that need the image geometry (ViTs);
     convolutional backbones accept any size.
     """
     if in_channels not in (1, 3):
         raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
+    found = family_of(name)
+    if found is not None:
+        check_backbone_name(name)
+        family, model = found
+        return family.build(model, in_channels, image_size, patch_size)
     if name in GEOMETRY_BACKBONES:
         if image_size is None:
             raise ConfigError(f"backbone '{name}' needs the image size (image_size)")
         return GEOMETRY_BACKBONES[name](in_channels, image_size, patch_size)
-    if name not in BACKBONES:
-        raise unknown_name("backbone", name, list_backbones())
+    check_backbone_name(name)
     if patch_size is not None:
         raise ConfigError(f"patch_size is a setting of ViT backbones, not of '{name}'")
     return BACKBONES[name](in_channels)

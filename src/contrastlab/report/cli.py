@@ -26,6 +26,7 @@ DIAGNOSTIC_ROWS = (
     ("uniformity", "uniformity (lower: more spread)"),
     ("effective_rank", "effective rank (RankMe)"),
     ("effective_rank_ratio", "effective rank / max"),
+    ("top5_eigenvalue_ratio", "variance in the 5 largest eigenvalues"),
     ("normalized_std", "std of L2-normalised embeddings"),
     ("normalized_std_ratio", "std x sqrt(D) (1: spread, 0: collapsed)"),
     ("positive_cosine", "mean cosine, positive pairs"),

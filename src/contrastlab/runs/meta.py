@@ -10,8 +10,8 @@ from torch import nn
 from contrastlab.config import TrainConfig
 from contrastlab.data import DatasetSplits
 from contrastlab.methods import Method, MethodSettings, build_method, method_class
-from contrastlab.models import Backbone
-from contrastlab.models.backbones import GEOMETRY_BACKBONES
+from contrastlab.models import Backbone, build_backbone
+from contrastlab.models.backbones import takes_geometry
 
 #: ``model_meta["backbone"]`` of a run trained on a backbone module given from Python
 CUSTOM_BACKBONE = "custom"
@@ -21,7 +21,10 @@ def model_meta(config: TrainConfig, splits: DatasetSplits, image_size: int,
                mean: tuple[float, ...], std: tuple[float, ...],
                backbone: nn.Module | None = None) -> dict[str, Any]:
     """The metadata of a run: method, backbone, input geometry and normalisation, the method's
-    settings (with what the data decides filled in) and the class names."""
+    settings (with what the data decides filled in), the class names, and ``weights``: the
+    ``--weights`` file the backbone started from (``{"path", "sha256", "tensors"}``, set by the
+    trainer once loaded) or None. Rebuilding never reads that file again (the checkpoint holds
+    the trained weights)."""
     return {
         "method": config.method.name,
         "backbone": config.backbone.name if backbone is None else CUSTOM_BACKBONE,
@@ -33,12 +36,14 @@ def model_meta(config: TrainConfig, splits: DatasetSplits, image_size: int,
         "std": list(std),
         "method_kwargs": method_settings_for_data(config, splits).to_dict(),
         "classes": splits.train.classes,
+        "weights": None,
     }
 
 
 def backbone_options(config: TrainConfig, image_size: int) -> dict[str, Any]:
-    """Geometry for backbones that need it (ViTs); empty for convolutional ones."""
-    if config.backbone.name not in GEOMETRY_BACKBONES:
+    """Geometry for backbones built with it (ViTs, and timm models, which use it when they take
+    an image size); empty for convolutional ones."""
+    if not takes_geometry(config.backbone.name):
         return {}
     return {"image_size": image_size, "patch_size": config.backbone.patch_size}
 
@@ -73,6 +78,13 @@ def rebuild_method(meta: dict[str, Any], backbone: nn.Module | None = None) -> M
                         backbone_options=meta.get("backbone_options"), settings=settings)
 
 
+def build_backbone_of(meta: dict[str, Any]) -> Backbone:
+    """A freshly initialised backbone of the architecture ``meta`` describes (a registered or
+    family name; not a custom module)."""
+    return build_backbone(meta["backbone"], meta["in_channels"],
+                          **(meta.get("backbone_options") or {}))
+
+
 def as_backbone(module: nn.Module) -> Backbone:
     """``module`` as a backbone: it must map images (N, C, H, W) to features (N, D) and say D in
     an ``output_dim`` attribute (set it, or wrap the module, when it has none)."""
@@ -87,5 +99,5 @@ def as_backbone(module: nn.Module) -> Backbone:
     return module  # type: ignore[return-value]
 
 
-__all__ = ["CUSTOM_BACKBONE", "as_backbone", "backbone_options", "method_settings_for_data",
-           "model_meta", "rebuild_method"]
+__all__ = ["CUSTOM_BACKBONE", "as_backbone", "backbone_options", "build_backbone_of",
+           "method_settings_for_data", "model_meta", "rebuild_method"]

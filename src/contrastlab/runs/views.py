@@ -20,15 +20,18 @@ def build_views(config: TrainConfig, image_size: int, channels: int,
                 mean: tuple[float, ...], std: tuple[float, ...]
                 ) -> AugmentedViews | MultiCropViews | ProgressiveViews:
     """The views the method trains on: its global views (the ``num_views`` setting for a method
-    that has one, e.g. SupCon, else the method's number), plus local multi-crop views when the
-    method uses them; growing from ``min_view_size`` when progressive resizing is on. The trainer
-    calls ``views.at(progress)`` for each step's views."""
+    that has one, e.g. SupCon, else the method's number; each with its own blur and
+    solarisation probabilities when ``blur_p_views`` / ``solarize_p_views`` are set), plus local
+    multi-crop views when the method uses them; growing from ``min_view_size`` when progressive
+    resizing is on. The trainer calls ``views.at(progress)`` for each step's views."""
     augment = config.views.augment()
+    per_view = config.views.view_augments()  # asymmetric views (BYOL), else None
     num_global = method_class(config.method.name).views_per_image(config.method)
     num_local = num_local_crops(config)
     if num_local == 0:
         def make(size: int) -> AugmentedViews:
-            return AugmentedViews(size, channels, mean, std, augment, num_views=num_global)
+            return AugmentedViews(size, channels, mean, std, augment, num_views=num_global,
+                                  view_configs=per_view)
 
         if config.views.min_view_size is not None:
             return ProgressiveViews(make, image_size, config.views.min_view_size,
@@ -42,7 +45,8 @@ def build_views(config: TrainConfig, image_size: int, channels: int,
         )
     return MultiCropViews(image_size, local_size, channels, mean, std, augment,
                           num_global=num_global, num_local=num_local,
-                          local_crop_scale=config.views.local_crop_scale)
+                          local_crop_scale=config.views.local_crop_scale,
+                          global_view_configs=per_view)
 
 
 __all__ = ["build_views", "num_local_crops"]

@@ -38,14 +38,17 @@ from contrastlab.data import DatasetSplits, load_dataset
 from contrastlab.errors import CheckpointError, ConfigError
 from contrastlab.methods import Method, method_class
 from contrastlab.models.global_batch_norm import convert_to_global_batch_norm
+from contrastlab.models.weights import check_weights_file, load_backbone_weights
 from contrastlab.optim import build_optimizer, default_lr, set_lr, warmup_cosine
 from contrastlab.runs import (
     CHECKPOINT_FORMAT,
+    build_backbone_of,
     build_views,
     capture_rng_state,
     load_checkpoint,
     memory_format_of,
     model_meta,
+    num_local_crops,
     rebuild_method,
     resolve_device,
     resolve_precision,
@@ -121,6 +124,8 @@ class Trainer:
             with StopRequest() as self.stop_request:
                 while not self.finished and self.stop_reason is None:
                     self.run_epoch()
+            if self.state.global_step == 0 and self.stop_reason is None:
+                self.save_checkpoint()  # --epochs 0: the initial (or --weights) model
             self.call("on_loop_end")
             return self.end_of_run()
         finally:
@@ -139,6 +144,8 @@ class Trainer:
             self.config = config = config.replace(run=run)
             if not ddp.is_main:
                 self.console = Console(quiet=True)
+        if config.backbone.weights is not None and not config.run.resume:
+            check_weights_file(config.backbone.weights)  # before any data is read
         self.run = ddp.run_directory(config.run.out, config.run.resume)
         self.autocast_dtype = resolve_precision(config.run.precision, self.device)
         torch.manual_seed(config.run.seed)
@@ -155,6 +162,9 @@ class Trainer:
                   "official_split": self.splits.official_split,
                   "skipped_files": len(self.splits.skipped)})
         self.model = ddp.wrap(self.method)  # DistributedDataParallel under torchrun
+        if self.custom_backbone is None:
+            for note in config.notes:
+                self.console.print(note)
         self.console.print(
             f"training [bold]{config.method.name}[/bold] / {self.backbone_name} on "
             f"{self.train_set.name}: {len(self.train_set)} images {self.train_set.channels}x"
@@ -236,7 +246,15 @@ class Trainer:
                 f"method '{config.method.name}' uses labels but {train_set.name} has none; "
                 "without labels it reduces to SimCLR: use --method simclr"
             )
-        method = rebuild_method(self.meta, self.custom_backbone).to(self.device)
+        method = rebuild_method(self.meta, self.initial_backbone()).to(self.device)
+        fixed_size = getattr(method.backbone, "fixed_image_size", None)
+        if fixed_size is not None and num_local_crops(config):
+            raise ConfigError(
+                f"backbone '{config.backbone.name}' was built for {fixed_size}x{fixed_size} "
+                f"images only, but method '{config.method.name}' adds {num_local_crops(config)} "
+                "smaller local views (multi-crop); pass --num-local-crops 0 or use a "
+                "convolutional backbone"
+            )
         # fp64: parameters and views in float64 (exactness checks, e.g. several processes ==
         # one process)
         self.compute_dtype = torch.float64 if config.run.precision == "fp64" else torch.float32
@@ -260,6 +278,20 @@ class Trainer:
         self.trainable = [p for p in method.parameters() if p.requires_grad]
         self.last_lr = float("nan")
 
+    def initial_backbone(self) -> nn.Module | None:
+        """The backbone to build the method around: the module given from Python, or, with
+        ``--weights`` (not when resuming: the checkpoint holds the weights), the configured
+        backbone with the file's weights loaded (before the method copies it into momentum
+        encoders or teachers); None: the method builds its own."""
+        weights = self.config.backbone.weights
+        if weights is None or self.config.run.resume:
+            return self.custom_backbone
+        backbone = self.custom_backbone or build_backbone_of(self.meta)
+        loaded = load_backbone_weights(backbone, weights, self.backbone_name)
+        self.meta["weights"] = loaded.to_meta()
+        self.console.print(loaded.summary())
+        return backbone
+
     def restore(self) -> None:
         """Continue the run in the folder: model, optimiser, scaler, generators and state."""
         path = self.run.checkpoint_path
@@ -271,6 +303,7 @@ class Trainer:
         self.view_generator.set_state(saved["view_generator"])
         restore_rng_state(saved["rng"])
         self.state = TrainState.from_checkpoint(saved)
+        self.meta["weights"] = saved["model_meta"].get("weights")  # the run's starting point
         self.ddp.share_random_state()  # the CUDA states were captured per device on rank 0
         self.console.print(f"resumed from {path} at epoch {self.state.epoch}, step "
                            f"{self.state.global_step}")

@@ -69,6 +69,10 @@ class ProgressiveViews:
         return self.at(1.0).config
 
     @property
+    def view_configs(self):  # noqa: ANN201 - as AugmentedViews.view_configs
+        return self.at(1.0).view_configs
+
+    @property
     def num_views(self) -> int:
         return self.at(1.0).num_views
 

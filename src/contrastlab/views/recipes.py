@@ -37,12 +37,19 @@ class AugmentedViews:
     with p=0.5 only for outputs of at least 64 px (so off for 32 px CIFAR). For 1-channel images
     saturation, hue and greyscale are skipped.
 
+    Asymmetric views (BYOL, Grill et al. 2020, Table 6: view 1 always blurred and never
+    solarised, view 2 blurred with p = 0.1 and solarised with p = 0.2): ``view_configs`` gives
+    one augmentation per view instead of ``config`` for all. The random parameters are drawn
+    in the same order and amount either way, so only the probabilities change.
+
     Args:
         output_size: side of the square views in pixels.
         channels: image channels, 1 or 3.
         mean, std: per-channel normalisation constants in [0, 1] units.
         config: augmentation settings; ``None`` for the defaults.
         num_views: number of views per image, >= 1.
+        view_configs: one augmentation per view (``num_views`` of them), replacing ``config``
+            view by view; None: ``config`` for every view.
 
     Raises:
         ConfigError: for invalid arguments.
@@ -56,14 +63,20 @@ class AugmentedViews:
         std: Sequence[float],
         config: AugmentConfig | None = None,
         num_views: int = 2,
+        view_configs: Sequence[AugmentConfig] | None = None,
     ) -> None:
         if not isinstance(num_views, int) or isinstance(num_views, bool) or num_views < 1:
             raise ConfigError(f"num_views = {num_views!r} is not allowed; allowed: an integer >= 1")
         self.config = config if config is not None else AugmentConfig()
         self.augment = BatchAugment(self.config, output_size, channels, mean, std)
+        self.view_configs = _check_view_configs(view_configs, num_views)
+        self.view_augments = _augments_per_view(self.augment, self.view_configs, num_views,
+                                                output_size, channels, mean, std)
         self.num_views = num_views
 
     def __repr__(self) -> str:
+        if self.view_configs is not None:
+            return f"AugmentedViews({self.view_augments!r})"
         return f"AugmentedViews({self.augment!r}, num_views={self.num_views})"
 
     @property
@@ -91,10 +104,9 @@ class AugmentedViews:
         n, _, h, w = x.shape
         total = _check_slice(n, global_batch, offset)
         return [
-            self.augment.apply(
-                x, _slice_params(self.augment.sample_params(total, h, w, generator), n, total,
-                                 offset))
-            for _ in range(self.num_views)
+            augment.apply(
+                x, _slice_params(augment.sample_params(total, h, w, generator), n, total, offset))
+            for augment in self.view_augments
         ]
 
 
@@ -113,6 +125,8 @@ class MultiCropViews:
         num_global: global views per image (>= 1).
         num_local: local views per image (>= 0).
         local_crop_scale: (min, max) area fraction of the local crops.
+        global_view_configs: one augmentation per global view (asymmetric global views, as
+            DINO's: see :class:`AugmentedViews`); the local views keep ``config``.
     """
 
     def __init__(
@@ -126,6 +140,7 @@ class MultiCropViews:
         num_global: int = 2,
         num_local: int = 6,
         local_crop_scale: tuple[float, float] = (0.05, 0.4),
+        global_view_configs: Sequence[AugmentConfig] | None = None,
     ) -> None:
         if num_global < 1 or num_local < 0:
             raise ConfigError(
@@ -136,6 +151,9 @@ class MultiCropViews:
         local_config = dataclasses.replace(self.config, crop_scale=tuple(local_crop_scale))
         self.global_augment = BatchAugment(self.config, global_size, channels, mean, std)
         self.local_augment = BatchAugment(local_config, local_size, channels, mean, std)
+        self.view_configs = _check_view_configs(global_view_configs, num_global)
+        self.global_augments = _augments_per_view(self.global_augment, self.view_configs,
+                                                  num_global, global_size, channels, mean, std)
         self.num_global = num_global
         self.num_local = num_local
         self.num_views = num_global + num_local
@@ -164,12 +182,29 @@ class MultiCropViews:
         n, _, h, w = x.shape
         total = _check_slice(n, global_batch, offset)
         views = []
-        for augment, count in ((self.global_augment, self.num_global),
-                               (self.local_augment, self.num_local)):
-            for _ in range(count):
-                params = augment.sample_params(total, h, w, generator)
-                views.append(augment.apply(x, _slice_params(params, n, total, offset)))
+        for augment in [*self.global_augments, *[self.local_augment] * self.num_local]:
+            params = augment.sample_params(total, h, w, generator)
+            views.append(augment.apply(x, _slice_params(params, n, total, offset)))
         return views
+
+
+def _check_view_configs(view_configs: Sequence[AugmentConfig] | None,
+                        num_views: int) -> list[AugmentConfig] | None:
+    if view_configs is None:
+        return None
+    if len(view_configs) != num_views:
+        raise ConfigError(f"{len(view_configs)} per-view augmentations given for {num_views} "
+                          "views; give one per view")
+    return list(view_configs)
+
+
+def _augments_per_view(shared: BatchAugment, view_configs: list[AugmentConfig] | None,
+                       num_views: int, output_size: int, channels: int,
+                       mean: Sequence[float], std: Sequence[float]) -> list[BatchAugment]:
+    """The augmentation of each view: ``shared`` for all, or one per view config."""
+    if view_configs is None:
+        return [shared] * num_views
+    return [BatchAugment(c, output_size, channels, mean, std) for c in view_configs]
 
 
 def _check_slice(n: int, global_batch: int | None, offset: int) -> int:

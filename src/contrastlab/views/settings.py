@@ -109,14 +109,42 @@ class ViewSettings(AugmentConfig):
         (0.0, 0.75), "Progressive resizing: share of the schedule over which the view size "
         "grows linearly from min_view_size to the image size.", source="here",
         ge=0, le=1, ordered=True, must_be="two numbers with 0 <= min <= max <= 1")
+    blur_p_views: tuple[float, float] | None = setting(
+        None, "Blur probability of view 1 and view 2 of a two-view method (instead of blur_p; "
+        "BYOL's asymmetric views, Grill et al. 2020 Table 6: 1.0,0.1); none: blur_p for both.",
+        source="SimCLR: the same for both views", **_PROBABILITY)
+    solarize_p_views: tuple[float, float] | None = setting(
+        None, "Solarisation probability of view 1 and view 2 of a two-view method (instead of "
+        "solarize_p; BYOL: 0.0,0.2); none: solarize_p for both.",
+        source="SimCLR: the same for both views", **_PROBABILITY)
+
+    #: the settings that are not part of one view's augmentation
+    VIEW_SET_FIELDS: ClassVar[tuple[str, ...]] = (
+        "num_local_crops", "local_crop_size", "local_crop_scale", "blur_p_views",
+        "solarize_p_views", "min_view_size", "view_size_ramp")
 
     def augment(self) -> AugmentConfig:
-        """The augmentation of one view (without the multi-crop settings)."""
+        """The augmentation of one view (without the multi-crop and per-view settings)."""
         values = self.to_dict()
-        for name in ("num_local_crops", "local_crop_size", "local_crop_scale", "min_view_size",
-                     "view_size_ramp"):
+        for name in self.VIEW_SET_FIELDS:
             values.pop(name)
         return AugmentConfig.from_mapping(values)
+
+    @property
+    def asymmetric(self) -> bool:
+        """True when the two views get different blur or solarisation probabilities."""
+        return self.blur_p_views is not None or self.solarize_p_views is not None
+
+    def view_augments(self) -> list[AugmentConfig] | None:
+        """The augmentation of view 1 and of view 2 (``blur_p_views``, ``solarize_p_views``
+        replacing ``blur_p`` and ``solarize_p``), or None when both views share
+        :meth:`augment`."""
+        if not self.asymmetric:
+            return None
+        shared = self.augment()
+        blur = self.blur_p_views or (shared.blur_p, shared.blur_p)
+        solarize = self.solarize_p_views or (shared.solarize_p, shared.solarize_p)
+        return [shared.replace(blur_p=blur[i], solarize_p=solarize[i]) for i in range(2)]
 
 
 __all__ = ["MAX_JITTER_STRENGTH", "AugmentConfig", "ViewSettings"]
