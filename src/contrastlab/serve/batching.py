@@ -113,8 +113,9 @@ class MicroBatcher:
         """Release the worker thread (after :meth:`stop`)."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
-        """Embeddings of ``images`` (n, C, H, W), computed in a shared batch."""
+    def enqueue(self, images: np.ndarray) -> asyncio.Future[np.ndarray]:
+        """Queue ``images`` (n, C, H, W); the future gets their embeddings. Cancelling it
+        before its batch starts drops the images (a client that has gone)."""
         queue = self._ensure_worker()
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         try:
@@ -122,7 +123,11 @@ class MicroBatcher:
         except asyncio.QueueFull as error:
             raise ServerBusyError(f"more than {self.max_queue} requests are waiting; retry "
                                   "later") from error
-        return await future
+        return future
+
+    async def submit(self, images: np.ndarray) -> np.ndarray:
+        """Embeddings of ``images`` (n, C, H, W), computed in a shared batch."""
+        return await self.enqueue(images)
 
     async def _next(self, queue: asyncio.Queue[_Pending], timeout: float | None) -> _Pending | None:
         if self._carry is not None:

@@ -1,4 +1,5 @@
-"""The ``embed``, ``export``, ``index build``, ``search`` and ``serve`` commands.
+"""The ``embed``, ``export``, ``index build`` and ``search`` commands (``serve`` is in
+:mod:`contrastlab.serve.serve_command`).
 
 Registered on the main typer application by :func:`register`. Everything heavy (FAISS, ONNX,
 FastAPI, uvicorn, the model) is imported inside the commands.
@@ -327,71 +328,10 @@ def search(
         print(f"{hit.rank:>3}  {hit.score:.4f}  {hit.id}{label}")
 
 
-# ---------------------------------------------------------------------- serve
-
-def serve(
-    run: RunOpt = None,
-    artefact: ArtefactOpt = None,
-    index: Annotated[Path | None, Opt("--index", help="Index folder for /v1/search.")] = None,
-    host: Annotated[str, Opt(help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, Opt(help="Port.")] = 8000,
-    api_key: Annotated[str | None, Opt("--api-key", envvar="CONTRASTLAB_API_KEY",
-                                       show_envvar=True,
-                                       help="Require this key on every route but /healthz.")]
-    = None,
-    features: FeaturesOpt = None,
-    max_batch: Annotated[int, Opt(help="Most images per batched forward pass (1: no "
-                                  "batching).")] = 32,
-    max_wait_ms: Annotated[float, Opt(help="How long a batch waits to fill.")] = 2.0,
-    max_body_mb: Annotated[float, Opt(help="Largest request body, in MiB.")] = 16.0,
-    max_pixels: Annotated[int | None, Opt(help="Largest image, width x height (default "
-                                          "4096 x 4096).")] = None,
-    max_images: Annotated[int, Opt(help="Most images per request.")] = 64,
-    device: DeviceOpt = "auto",
-    threads: Annotated[int | None, Opt(help="CPU threads of the model (PyTorch intra-op / ONNX "
-                                       "Runtime; default: the library's choice).")] = None,
-    log_level: Annotated[str, Opt(help="uvicorn log level.")] = "info",
-) -> None:
-    """Serve the encoder over HTTP: /v1/embed, /v1/similarity, /v1/search, /v1/info, /healthz."""
-    from contrastlab.serve.app import BatchSettings, Service, ServiceLimits, create_app
-    from contrastlab.serve.deps import require
-    from contrastlab.serve.encoders import open_encoder
-    from contrastlab.serve.images import DEFAULT_MAX_PIXELS
-    from contrastlab.serve.index import check_compatible, load_index
-
-    uvicorn = require("uvicorn", "contrastlab serve")
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port must be 1-65535, got {port}")
-    if max_batch < 1 or max_wait_ms < 0 or max_body_mb <= 0 or max_images < 1:
-        raise ConfigError("--max-batch and --max-images must be >= 1, --max-wait-ms >= 0 and "
-                          "--max-body-mb > 0")
-    if max_pixels is not None and max_pixels < 1:
-        raise ConfigError(f"--max-pixels must be >= 1, got {max_pixels}")
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
-    encoder = open_encoder(run, artefact, features, _device(device), threads)
-    vector_index = None
-    if index is not None:
-        vector_index = load_index(index)
-        check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
-    limits = ServiceLimits(int(max_body_mb * 1024 * 1024), max_pixels or DEFAULT_MAX_PIXELS,
-                           max_images)
-    service = Service(encoder, vector_index, limits, BatchSettings(max_batch, max_wait_ms))
-    app = create_app(service, api_key or None)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        err_console.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: "
-                          "anyone who can reach this address can use the service "
-                          "(set --api-key or CONTRASTLAB_API_KEY)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
-                access_log=log_level in ("debug", "trace"))
-
-
 def register(app: typer.Typer) -> None:
-    """Add the commands of this module to the main ``contrastlab`` application."""
+    """Add the commands of this module and ``serve`` to the main ``contrastlab`` application."""
+    from contrastlab.serve.serve_command import serve  # it imports this module's helpers
+
     app.command("embed")(embed)
     app.command("export")(export)
     app.command("search")(search)

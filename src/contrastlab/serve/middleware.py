@@ -1,4 +1,4 @@
-"""ASGI middleware of the service: API-key check and request-body size limit.
+"""ASGI middleware of the service: API-key check, request-body size limit and body timeout.
 
 Both are plain ASGI wrappers, so they run before any routing or body parsing:
 
@@ -7,11 +7,16 @@ Both are plain ASGI wrappers, so they run before any routing or body parsing:
   in constant time (:func:`hmac.compare_digest`).
 * :class:`BodySizeLimitMiddleware`: a declared ``Content-Length`` over the limit is refused with
   413 before anything is read; otherwise the body is read (chunked bodies included) and refused
-  with 413 as soon as it passes the limit, then handed to the application from memory.
+  with 413 as soon as it passes the limit, then handed to the application from memory. The
+  whole body must arrive within ``timeout_s`` of the first read, else 408: a client that sends
+  its body slowly (or stops half-way) cannot hold a connection and a request slot for ever.
+  Answers sent before the body was read in full carry ``Connection: close``, so the server
+  closes the connection instead of waiting for the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,6 +30,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Routes that never need the API key.
 PUBLIC_PATHS = frozenset({"/healthz"})
+
+#: Header of answers after which the connection must not be reused.
+CLOSE = [(b"connection", b"close")]
 
 
 async def send_json_error(send: Send, status: int, error: str, detail: str,
@@ -72,11 +80,13 @@ class ApiKeyMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """413 for bodies over ``max_bytes`` (see the module doc)."""
+    """413 for bodies over ``max_bytes``, 408 for bodies slower than ``timeout_s`` (see the
+    module doc)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     def _too_large(self) -> str:
         return f"the request body is larger than the limit of {self.max_bytes} bytes"
@@ -93,18 +103,26 @@ class BodySizeLimitMiddleware:
                 await send_json_error(send, 400, "bad_request", "invalid Content-Length header")
                 return
             if length > self.max_bytes:
-                await send_json_error(send, 413, "body_too_large", self._too_large())
+                await send_json_error(send, 413, "body_too_large", self._too_large(), CLOSE)
                 return
         chunks: list[bytes] = []
         size = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:  # not the builtin one before Python 3.11
+                await send_json_error(send, 408, "request_timeout",
+                                      f"the request body did not arrive within "
+                                      f"{self.timeout_s:g} s; send it at once", CLOSE)
+                return
             if message["type"] != "http.request":  # the client went away
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await send_json_error(send, 413, "body_too_large", self._too_large())
+                await send_json_error(send, 413, "body_too_large", self._too_large(), CLOSE)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
