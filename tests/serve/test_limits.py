@@ -219,10 +219,25 @@ class BlockingDecodes:
 
 
 def heavy_png() -> bytes:
-    return encode_png(np.zeros((1200, 1200), dtype=np.uint8))  # 1.44 M pixels: heavy
+    return encode_png(np.zeros((1600, 1600), dtype=np.uint8))  # 2.56 M pixels: heavy
 
 
-def test_a_full_heavy_pool_answers_busy_at_once_and_light_requests_still_pass(
+def admitted(decoder: Decoder) -> int:
+    return decoder.small.admitted + decoder.light.admitted + decoder.heavy.admitted
+
+
+def test_requests_are_decoded_by_the_pool_of_their_cost() -> None:
+    decoder = Decoder(1, 28)
+    opened = decoder.open_all([("a", encode_png(np.zeros((28, 28), np.uint8)))] * 2)
+    assert decoder.lane(decoder.cost(opened)) is decoder.small  # what a resizing client sends
+    opened = decoder.open_all([("a", encode_png(np.zeros((28, 28), np.uint8)))] * 64)
+    assert decoder.lane(decoder.cost(opened)) is decoder.light  # 64 small images
+    opened = decoder.open_all([("a", heavy_png())])
+    assert decoder.lane(decoder.cost(opened)) is decoder.heavy
+    decoder.close()
+
+
+def test_a_full_heavy_pool_answers_busy_at_once_and_small_requests_still_pass(
         monkeypatch) -> None:
     blocker = BlockingDecodes(monkeypatch)
     decoder = Decoder(1, 8, settings=DecodeSettings(heavy_threads=1, heavy_queue=0))
@@ -233,15 +248,15 @@ def test_a_full_heavy_pool_answers_busy_at_once_and_light_requests_still_pass(
         with pytest.raises(DecodeBusyError, match="heavy"):
             await decoder.decode([("b", heavy_png())])
         assert decoder.heavy.refused == 1
-        light = asyncio.create_task(decoder.decode([("c", encode_png(np.zeros((8, 8),
+        small = asyncio.create_task(decoder.decode([("c", encode_png(np.zeros((8, 8),
                                                                              np.uint8)))]))
         await asyncio.sleep(0.2)
-        assert blocker.calls == ["a", "c"]  # the light lane runs while the heavy one is busy
+        assert blocker.calls == ["a", "c"]  # the small pool runs while the heavy one is busy
         blocker.release.set()
-        assert (await first).shape == (1, 1, 8, 8) and (await light).shape == (1, 1, 8, 8)
+        assert (await first).shape == (1, 1, 8, 8) and (await small).shape == (1, 1, 8, 8)
 
     asyncio.run(scenario())
-    assert decoder.heavy.admitted == decoder.light.admitted == 0
+    assert admitted(decoder) == 0
     decoder.close()
 
 
@@ -264,7 +279,7 @@ def test_a_request_past_its_deadline_stops_before_its_next_image(monkeypatch) ->
         with pytest.raises(DecodeTimeoutError):
             await decoder.decode(images)
         blocker.release.set()
-        while decoder.light.admitted:  # the worker finishes its current image, then stops
+        while admitted(decoder):  # the worker finishes its current image, then stops
             await asyncio.sleep(0.01)
 
     asyncio.run(scenario())
@@ -332,7 +347,7 @@ def test_a_client_gone_during_decoding_stops_the_work(run_encoder, monkeypatch) 
         gone.set()  # the client leaves while its first image is being decoded
         sent = await task
         blocker.release.set()
-        while service.decoder.light.admitted:
+        while admitted(service.decoder):
             await asyncio.sleep(0.01)
         return sent
 
@@ -383,5 +398,6 @@ def test_info_reports_the_limits(client) -> None:
     info = client.get("/v1/info").json()
     assert info["limits"]["max_request_pixels"] == 300_000
     assert info["limits"]["max_aspect_ratio"] == 20 and info["limits"]["max_side"] == 16384
-    assert info["decoding"]["light_threads"] == 2 and info["decoding"]["heavy_threads"] == 1
+    pools = info["decoding"]["pools"]
+    assert pools["heavy"]["threads_and_queue"] == 3 and pools["small"]["admitted"] == 0
     assert json.dumps(info)

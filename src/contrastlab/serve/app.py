@@ -36,7 +36,6 @@ from contrastlab.serve.request_parsing import (
     content_kind,
     field_name,
     multipart_fields,
-    parse_json_images,
     parse_k,
 )
 from contrastlab.serve.schemas import (
@@ -71,7 +70,6 @@ def create_app(service: Service, api_key: str | None = None) -> Any:
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @asynccontextmanager
@@ -123,9 +121,7 @@ def create_app(service: Service, api_key: str | None = None) -> Any:
         """(field name, bytes) of every image in the body, and the other fields."""
         limits = service.limits
         if content_kind(request.headers.get("content-type", "")) == "json":
-            raw = await request.body()
-            return await run_in_threadpool(parse_json_images, raw, json_model, files,
-                                           limits.max_images)
+            return await service.json_images(await request.body(), json_model, files)
         found, text_values = await multipart_fields(request, files, texts,
                                                     max_files=limits.max_images + 2)
         blobs = [(f"{name}[{i}]" if files[name] else name, blob)
@@ -181,8 +177,10 @@ def create_app(service: Service, api_key: str | None = None) -> Any:
         return SearchResponse(k=k, hits=[SearchHitModel(**hit.to_json()) for hit in hits])
 
     # add_middleware puts the last one added outermost: the key is checked before any body is read.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=service.limits.max_body_bytes,
-                       timeout_s=service.limits.body_timeout_s)
+    limits = service.limits
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=limits.max_body_bytes,
+                       timeout_s=limits.body_timeout_s, large_bytes=limits.large_body_bytes,
+                       large_bodies=limits.large_bodies, max_json_bytes=limits.max_json_bytes)
     if api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=api_key)
     return app

@@ -1,20 +1,26 @@
-"""Bounded image decoding for the service: a pixel budget per request, two small worker pools,
+"""Bounded image decoding for the service: a pixel budget per request, worker pools by cost,
 a deadline, and no work for clients that have gone.
 
-Decoding an image costs CPU in proportion to the pixels it produces (about 20-70 ms per million
-pixels on one core, depending on the format: PNG of 16-bit grey and lossless WebP are the
-dearest), and an image file can be small while its pixels are many (a 4096 x 4096 PNG of one
-colour is 16 kB). So a request is costed before anything is decoded:
+Decoding an image costs CPU in proportion to the pixels it produces (about 20-50 ms per million
+pixels on one core, depending on the format: RGBA PNG, lossless WebP and deflated TIFF are the
+dearest), plus a fixed cost per image, and an image file can be small while its pixels are many
+(a 4096 x 4096 PNG of one colour is 16 kB). So a request is costed before anything is decoded:
 
 1. the headers of its images are read (:func:`contrastlab.serve.images.open_image`: per-image
    limits, JPEGs set to decode at reduced scale) and their *decoded* pixels are added up; over
    :attr:`DecodeSettings.max_request_pixels` the request is refused (413) without decoding;
-2. a request of at most :attr:`DecodeSettings.light_request_pixels` (the usual case: a few
-   images near the model's input size) is decoded by the *light* pool, any other by the *heavy*
-   pool, so that expensive requests queue behind each other and never in front of cheap ones;
+2. its cost is its decoded pixels plus :attr:`DecodeSettings.image_cost_pixels` per image; a
+   *small* request (no dearer than :attr:`DecodeSettings.small_request_images` images of the
+   model's input size: what a client that resizes its images sends) is decoded by the small
+   pool, one up to :attr:`DecodeSettings.light_request_cost` by the light pool, any other by the
+   heavy pool, so that requests queue only behind requests of their own class and small ones are
+   never stuck behind expensive ones;
 3. each pool has a fixed number of threads (Pillow's decoders release the GIL) and admits at
    most ``threads + queue`` requests; the next one is answered 503 at once
-   (:class:`DecodeBusyError`) instead of waiting without bound;
+   (:class:`DecodeBusyError`) instead of waiting without bound. The threads of the light and
+   heavy pools run at a lower CPU priority (``nice`` :attr:`DecodeSettings.background_nice`,
+   Linux): when the CPU is short, the event loop, the small pool and the model go first, so
+   expensive requests slow down each other rather than everyone;
 4. the decode stage of a request has a deadline (:attr:`DecodeSettings.timeout_s`) from the
    moment it is admitted, and the client's connection is checked while it waits: a request past
    its deadline (:class:`DecodeTimeoutError`, 503) or whose client has gone
@@ -25,6 +31,8 @@ colour is 16 kB). So a request is costed before anything is decoded:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
@@ -63,31 +71,48 @@ class DecodeSettings:
     """Limits of the decode stage (see the module doc)."""
 
     max_request_pixels: int = 4096 * 4096
-    light_request_pixels: int = 1024 * 1024
+    image_cost_pixels: int = 16_384
+    small_request_images: int = 4
+    light_request_cost: int = 2 * 1024 * 1024
+    small_threads: int = 1
+    small_queue: int = 64
     light_threads: int = 2
-    light_queue: int = 64
+    light_queue: int = 16
     heavy_threads: int = 1
     heavy_queue: int = 2
+    background_nice: int = 10
     timeout_s: float = 10.0
 
     def check(self) -> None:
-        if min(self.max_request_pixels, self.light_request_pixels, self.light_threads,
-               self.heavy_threads) < 1 or min(self.light_queue, self.heavy_queue) < 0 \
-                or not self.timeout_s > 0:
+        if min(self.max_request_pixels, self.small_request_images, self.light_request_cost,
+               self.small_threads, self.light_threads, self.heavy_threads) < 1 \
+                or min(self.image_cost_pixels, self.small_queue, self.light_queue,
+                       self.heavy_queue, self.background_nice) < 0 or not self.timeout_s > 0:
             raise ValueError(f"invalid decode settings {self}")
 
 
-class Lane:
-    """A pool of ``threads`` worker threads that admits at most ``threads + queue`` requests."""
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by ``nice`` (a lower CPU priority; per thread on
+    Linux). Where that is not possible it does nothing."""
+    if nice > 0 and hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):
+            current = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(current + nice, 19))
 
-    def __init__(self, name: str, threads: int, queue: int) -> None:
+
+class Lane:
+    """A pool of ``threads`` worker threads (at ``nice`` lower priority) that admits at most
+    ``threads + queue`` requests."""
+
+    def __init__(self, name: str, threads: int, queue: int, nice: int = 0) -> None:
         self.name = name
         self.capacity = threads + queue
         self.admitted = 0
         self.refused = 0
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=threads,
-                                            thread_name_prefix=f"contrastlab-decode-{name}")
+                                            thread_name_prefix=f"contrastlab-decode-{name}",
+                                            initializer=lower_priority, initargs=(nice,))
 
     def submit(self, job: Callable[[], T]) -> Future[T]:
         """Start ``job`` (or queue it); DecodeBusyError when the lane is full."""
@@ -143,10 +168,30 @@ class Decoder:
         self.channels = channels
         self.size = size
         self.limits = limits or ImageLimits()
-        self.settings = settings or DecodeSettings()
-        self.settings.check()
-        self.light = Lane("light", self.settings.light_threads, self.settings.light_queue)
-        self.heavy = Lane("heavy", self.settings.heavy_threads, self.settings.heavy_queue)
+        self.settings = settings = settings or DecodeSettings()
+        settings.check()
+        #: cost of the most expensive request the small pool takes
+        self.small_request_cost = settings.small_request_images * (
+            max(size, 32) ** 2 + settings.image_cost_pixels)
+        nice = settings.background_nice
+        self.small = Lane("small", settings.small_threads, settings.small_queue)
+        self.light = Lane("light", settings.light_threads, settings.light_queue, nice)
+        self.heavy = Lane("heavy", settings.heavy_threads, settings.heavy_queue, nice)
+
+    def cost(self, opened: Sequence[OpenedImage]) -> int:
+        """Decoded pixels of ``opened`` plus the fixed cost per image."""
+        return sum(image.decoded_pixels + self.settings.image_cost_pixels for image in opened)
+
+    def lane(self, cost: int) -> Lane:
+        """The pool that decodes a request of ``cost``."""
+        if cost <= self.small_request_cost:
+            return self.small
+        return self.light if cost <= self.settings.light_request_cost else self.heavy
+
+    async def run(self, lane: Lane, job: Callable[[], T], is_gone: IsGone | None = None) -> T:
+        """``job()`` in ``lane``, within the deadline (see :func:`watch`)."""
+        deadline = asyncio.get_running_loop().time() + self.settings.timeout_s
+        return await watch(asyncio.wrap_future(lane.submit(job)), is_gone, deadline)
 
     def open_all(self, blobs: Sequence[tuple[str, bytes]]) -> list[OpenedImage]:
         """Read every header; refuse the request when its decoded pixels exceed the budget."""
@@ -196,8 +241,7 @@ class Decoder:
         try:
             if is_gone is not None and await is_gone():
                 raise ClientGoneError("the client closed the connection")
-            cost = sum(image.decoded_pixels for image in opened)
-            lane = self.light if cost <= self.settings.light_request_pixels else self.heavy
+            lane = self.lane(self.cost(opened))
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.settings.timeout_s
             job = lane.submit(lambda: self._decode_all(opened, stop))
@@ -210,10 +254,11 @@ class Decoder:
                     image.close()
             raise
 
-    def stats(self) -> dict[str, int]:
-        return {"light_admitted": self.light.admitted, "heavy_admitted": self.heavy.admitted,
-                "light_refused": self.light.refused, "heavy_refused": self.heavy.refused}
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {lane.name: {"threads_and_queue": lane.capacity, "admitted": lane.admitted,
+                            "refused": lane.refused}
+                for lane in (self.small, self.light, self.heavy)}
 
     def close(self) -> None:
-        self.light.close()
-        self.heavy.close()
+        for lane in (self.small, self.light, self.heavy):
+            lane.close()

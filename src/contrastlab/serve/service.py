@@ -10,7 +10,9 @@ either, the client's connection is checked: the work of a client that has gone i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,7 @@ from contrastlab.serve.images import (
     NotAnImageError,
 )
 from contrastlab.serve.index import VectorIndex
-from contrastlab.serve.request_parsing import ApiError
+from contrastlab.serve.request_parsing import ApiError, parse_json_images
 
 #: Sent with 503 answers: when to try again, in seconds.
 RETRY_AFTER = {"Retry-After": "1"}
@@ -49,12 +51,15 @@ class ServiceLimits:
     """What one request may contain (see docs/serving.md for the reasons of each default)."""
 
     max_body_bytes: int = 16 * 1024 * 1024
+    max_json_bytes: int = 4 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_images: int = 64
     max_side: int = DEFAULT_MAX_SIDE
     max_aspect_ratio: float = DEFAULT_MAX_ASPECT_RATIO
     max_request_pixels: int = DEFAULT_MAX_PIXELS
     body_timeout_s: float = 30.0
+    large_body_bytes: int = 1024 * 1024
+    large_bodies: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -105,9 +110,24 @@ class Service:
             raise ApiError(422, "too_many_images",
                            f"{len(blobs)} images in one request; at most "
                            f"{self.limits.max_images}")
-        try:
+        with self._api_errors():
             images = await self.decoder.decode(blobs, is_gone)
             return await watch(self.batcher.enqueue(images), is_gone)
+
+    async def json_images(self, raw: bytes, model: type[Any], files: dict[str, bool]
+                          ) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+        """Parse a JSON body (and decode its base64) off the event loop: see
+        :func:`~contrastlab.serve.request_parsing.parse_json_images`."""
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(parse_json_images, raw, model, files,
+                                       self.limits.max_images)
+
+    @contextlib.contextmanager
+    def _api_errors(self) -> Iterator[None]:
+        """The expected failures of decoding and batching, as ApiError."""
+        try:
+            yield
         except ImageTooLargeError as error:
             raise ApiError(413, "image_too_large", str(error)) from error
         except RequestTooLargeError as error:
@@ -140,10 +160,10 @@ class Service:
                          "max_wait_ms": self.batching.max_wait_ms,
                          "batches": stats.batches, "requests": stats.requests,
                          "mean_batch_images": round(stats.mean_batch, 3)},
-            "decoding": {"light_request_pixels": decoding.light_request_pixels,
-                         "light_threads": decoding.light_threads,
-                         "heavy_threads": decoding.heavy_threads,
-                         "timeout_s": decoding.timeout_s, **self.decoder.stats()},
+            "decoding": {"small_request_cost": self.decoder.small_request_cost,
+                         "light_request_cost": decoding.light_request_cost,
+                         "image_cost_pixels": decoding.image_cost_pixels,
+                         "timeout_s": decoding.timeout_s, "pools": self.decoder.stats()},
             "limits": self.limits.to_json(),
         }
 
