@@ -30,7 +30,6 @@ import dataclasses
 import io
 import json
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +39,13 @@ import torch
 from contrastlab.atomic import write_atomic
 from contrastlab.errors import ConfigError, unknown_name
 from contrastlab.serve.deps import require
-from contrastlab.serve.encoders import METADATA_KEY, FeatureModule, ModelCard, TorchEncoder
+from contrastlab.serve.encoders import (
+    METADATA_KEY,
+    FeatureModule,
+    ModelCard,
+    TorchEncoder,
+    torchscript_notices_hidden,
+)
 from contrastlab.serve.progress import Phase, quiet_phase
 
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
@@ -73,8 +78,7 @@ def onnx_bytes(module: torch.nn.Module, card: ModelCard) -> bytes:
     """The module as an ONNX model (opset 17, dynamic batch), without metadata."""
     require("onnx", "--format onnx")
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+    with torchscript_notices_hidden():
         torch.onnx.export(
             module, (_example_input(card),), buffer, dynamo=False, opset_version=ONNX_OPSET,
             input_names=["images"], output_names=["embeddings"],
@@ -170,9 +174,7 @@ def export_onnx(encoder: TorchEncoder, out: Path, int8: bool = False, int8_mode:
         fp32.write_bytes(model)
         quantized = Path(tmp) / "int8.onnx"
         images = "" if calibration is None else f" (calibrating on {len(calibration):,} images)"
-        with phase(f"quantising to int8, {int8_mode}{images}", None), \
-                warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with phase(f"quantising to int8, {int8_mode}{images}", None):
             quantize_onnx(fp32, quantized, int8_mode, calibration)
         _write_onnx_with_card(quantized, card, out)
     return card
@@ -182,8 +184,7 @@ def export_torchscript(encoder: TorchEncoder, out: Path) -> ModelCard:
     """Write a traced, frozen TorchScript artefact with ``contrastlab.json`` inside."""
     module = _module_for_export(encoder)
     card = dataclasses.replace(encoder.card, format="torchscript", quantization=None)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # torch.jit deprecation notices
+    with torchscript_notices_hidden(), torch.no_grad():
         traced = torch.jit.trace(module, _example_input(card), check_trace=False)
         frozen = torch.jit.freeze(traced.eval())
         buffer = io.BytesIO()  # in memory: torch.jit.save aborts the process on a full disk

@@ -78,8 +78,8 @@ class ParityReport:
         run = "" if self.run_knn is None else f"{100 * self.run_knn:.2f}%"
         if self.knn_all_training_images:
             text = (f"all {self.knn_train:,} training images as neighbours ({settings}): the "
-                    "run's own kNN protocol")
-            return text + (f", which gave {run} in the run's final_metrics.json" if run else "")
+                    "run's own kNN protocol, as `contrastlab eval knn --run RUN` measures it")
+            return text + (f" (the run's final_metrics.json says {run})" if run else "")
         text = (f"{self.knn_train:,} of the {self.knn_train_total:,} training images as "
                 f"neighbours (a seeded random subset, --knn-train-limit; {settings}), so the "
                 "figures differ from the run's own kNN")
