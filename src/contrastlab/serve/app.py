@@ -9,14 +9,18 @@ Routes (all JSON; images as multipart file fields or base64 strings in JSON):
 * ``GET /healthz``: liveness (never needs the API key).
 * ``GET /openapi.json`` and ``/docs``: the OpenAPI schema and its viewer.
 
-Bad input is answered with ``{"error": code, "detail": message}`` and never a traceback: 400 for
-bytes that are not an image (or a malformed multipart body), 401 without the API key (when one is
-set), 404 for /v1/search without an index, 413 for a body over the size limit or an image over the
-pixel limit, 415 for a body that is neither JSON nor multipart, 422 for missing, unknown or
-mistyped fields (and base64 that does not decode), 503 when the batching queue is full, 500 (with
-a generic message; the details go to the server log) if the encoder itself fails. Nothing taken
-from a request is ever used as a file-system path: uploads are read into memory and file names
-are ignored.
+Bad input is answered with ``{"error": code, "detail": message}`` and never a traceback; the
+message names the field: 400 for bytes that are not an image (or a truncated or lying one, or a
+malformed multipart body), 401 without the API key (when one is set), 404 for /v1/search without
+an index, 408 for a body slower than the body timeout, 413 for a body over the size limit, an
+image over a size limit or a request over the pixel budget, 415 for a body that is neither JSON
+nor multipart, 422 for missing, unknown or mistyped fields (and base64 that does not decode),
+503 when a decode pool or the batching queue is full or decoding ran past its deadline, 500
+(with a generic message; the details go to the server log) if the encoder itself fails. The
+limits are in :mod:`contrastlab.serve.service`, :mod:`contrastlab.serve.decoding`,
+:mod:`contrastlab.serve.middleware` and :mod:`contrastlab.serve.server` (docs/serving.md has
+them in one table). Nothing taken from a request is ever used as a file-system path: uploads
+are read into memory and file names are ignored.
 """
 
 

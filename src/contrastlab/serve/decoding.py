@@ -188,11 +188,6 @@ class Decoder:
             return self.small
         return self.light if cost <= self.settings.light_request_cost else self.heavy
 
-    async def run(self, lane: Lane, job: Callable[[], T], is_gone: IsGone | None = None) -> T:
-        """``job()`` in ``lane``, within the deadline (see :func:`watch`)."""
-        deadline = asyncio.get_running_loop().time() + self.settings.timeout_s
-        return await watch(asyncio.wrap_future(lane.submit(job)), is_gone, deadline)
-
     def open_all(self, blobs: Sequence[tuple[str, bytes]]) -> list[OpenedImage]:
         """Read every header; refuse the request when its decoded pixels exceed the budget."""
         opened: list[OpenedImage] = []
