@@ -47,7 +47,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from common import emit, machine
 from PIL import Image
 from serving import (
@@ -203,8 +202,7 @@ def main() -> None:
     emit({"benchmark": "serve_attack", "route": "/v1/similarity", "seconds": args.seconds,
           "attackers": args.attackers, "server_threads": args.threads,
           "good_client_alone": alone, "under_attack": attacks, "summary": summary,
-          "load_average_before": load_before, "machine": machine(),
-          "numpy": np.__version__})
+          "load_average_before": load_before, "machine": machine()})
 
 
 if __name__ == "__main__":
