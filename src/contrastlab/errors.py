@@ -25,6 +25,22 @@ class CheckpointError(ContrastlabError, ValueError):
     """A checkpoint or run directory is missing, incomplete or incompatible."""
 
 
+class WriteError(ContrastlabError):
+    """An output file could not be written (full disk, no permission, ...).
+
+    Raised by :mod:`contrastlab.atomic`; the message names the file and the cause, and the
+    previous file at that path (if any) is intact. ``path`` is the file, ``cause`` the short
+    reason (e.g. ``"No space left on device"``) and ``errno`` the error number when known.
+    """
+
+    def __init__(self, message: str, path: str = "", cause: str = "",
+                 errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.cause = cause
+        self.errno = errno
+
+
 def did_you_mean(name: str, allowed: Iterable[str], cutoff: float = 0.6) -> str:
     """`` Did you mean 'x'?`` for the closest allowed name, or an empty string."""
     close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=cutoff)

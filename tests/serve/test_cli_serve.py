@@ -153,7 +153,12 @@ def test_serve_and_embed_argument_errors(trained_run: Path, tmp_path: Path) -> N
     for args in (["serve"], ["serve", "--run", trained_run, "--artefact", artefact],
                  ["serve", "--run", trained_run, "--port", "70000"],
                  ["serve", "--run", trained_run, "--max-batch", "0"],
-                 ["serve", "--run", trained_run, "--threads", "0"]):
+                 ["serve", "--run", trained_run, "--threads", "0"],
+                 ["serve", "--run", trained_run, "--max-aspect-ratio", "0.5"],
+                 ["serve", "--run", trained_run, "--max-request-pixels", "0"],
+                 ["serve", "--run", trained_run, "--header-timeout", "0"],
+                 ["serve", "--run", trained_run, "--max-json-mb", "0"],
+                 ["serve", "--run", trained_run, "--decode-threads", "0"]):
         result = invoke(*args)
         assert isinstance(result.exception, ConfigError), (args, result.output)
     assert invoke("export", "--run", trained_run, "--format", "onnx", "--out", artefact,

@@ -19,6 +19,8 @@ pytest.importorskip("uvicorn", reason="the serve extra is not installed")
 
 from serve_helpers import encode_png  # noqa: E402
 
+from contrastlab.serve.service import ServiceLimits  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -52,6 +54,7 @@ def test_serve_over_http_then_shut_down(trained_run: Path, tmp_path: Path) -> No
             headers = {"X-API-Key": "k3y"}
             info = client.get("/v1/info", headers=headers).json()
             assert info["input"] == {**info["input"], "image_size": 8, "channels": 1}
+            assert info["limits"] == ServiceLimits().to_json()  # the command's defaults
             image = encode_png(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
             same = client.post("/v1/similarity", headers=headers,
                                files={"image_a": ("a.png", image), "image_b": ("b.png", image)})

@@ -1,4 +1,5 @@
-"""The ``embed``, ``export``, ``index build``, ``search`` and ``serve`` commands.
+"""The ``embed``, ``export``, ``index build`` and ``search`` commands (``serve`` is in
+:mod:`contrastlab.serve.serve_command`).
 
 Registered on the main typer application by :func:`register`. Everything heavy (FAISS, ONNX,
 FastAPI, uvicorn, the model) is imported inside the commands.
@@ -26,6 +27,7 @@ FeaturesOpt = Annotated[str | None, Opt(help="backbone (the representation; defa
                                         "projector (the projection-head output).")]
 DeviceOpt = Annotated[str, Opt(help="auto, cpu, cuda or cuda:N.")]
 JsonOpt = Annotated[bool, Opt("--json", help="Print exactly one JSON object.")]
+ForceOpt = Annotated[bool, Opt("--force", help="Replace the output if it exists.")]
 
 
 def _device(name: str) -> Any:
@@ -46,6 +48,22 @@ def _load_splits(spec: str, config: dict[str, Any], image_size: int) -> Any:
                         split_seed=config.get("split_seed", 0),
                         skip_bad_files=config.get("skip_bad_files", False),
                         image_size=image_size)
+
+
+def _refuse_existing(paths: list[Path], what: str, force: bool) -> None:
+    """ConfigError naming the outputs that exist, unless ``force``."""
+    existing = [path for path in paths if path.exists()]
+    if existing and not force:
+        names = " and ".join(f"'{path}'" for path in existing)
+        verb, them = ("exists", "it") if len(existing) == 1 else ("exist", "them")
+        raise ConfigError(f"{names} already {verb}; pass --force to replace {them} with the new "
+                          f"{what}, or choose another --out")
+
+
+def _progress() -> Any:
+    from contrastlab.serve.progress import StderrProgress
+
+    return StderrProgress(err_console)
 
 
 def _check_channels(dataset: Any, channels: int, spec: str) -> None:
@@ -69,24 +87,24 @@ def embed(
     normalize: Annotated[bool, Opt("--normalize/--no-normalize",
                                    help="L2-normalise the embeddings.")] = True,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Embed every image of a dataset; write float32 vectors with their ids and labels."""
     import torch
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
-    from contrastlab.serve.embed import EmbeddingTable, embed_images, save_embeddings
+    from contrastlab.serve.embed import (
+        EmbeddingTable,
+        embed_images,
+        output_files,
+        save_embeddings,
+    )
     from contrastlab.serve.encoders import open_encoder
 
     if split not in ("all", "train", "test"):
         raise ConfigError(f"--split must be all, train or test, got '{split}'")
     if out.suffix.lower() not in (".npy", ".parquet"):
         raise ConfigError(f"--out '{out}' must end in .npy or .parquet")
+    _refuse_existing(output_files(out), "embeddings", force)
     encoder = open_encoder(run, artefact, features, _device(device))
     card = encoder.card
     config = _run_config(encoder)
@@ -94,7 +112,8 @@ def embed(
     if spec is None:
         raise ConfigError("--data is required with --artefact (an artefact does not know its "
                           "training data)")
-    splits = _load_splits(spec, config, card.image_size)
+    with _progress() as progress, progress.phase(f"reading {spec}", None):
+        splits = _load_splits(spec, config, card.image_size)
     parts = {"train": [splits.train], "test": [splits.test] if splits.test else [],
              "all": [splits.train] + ([splits.test] if splits.test else [])}[split]
     if not parts:
@@ -105,17 +124,16 @@ def embed(
     ids = [i for part in parts for i in part.ids]
     labelled = all(part.labels is not None for part in parts)
     labels = torch.cat([part.labels for part in parts]).numpy() if labelled else None
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
-        task = progress.add_task("embedding", total=len(images))
-        vectors = embed_images(encoder, images, batch_size, normalize,
-                               lambda n: progress.advance(task, n))
     meta = {**{k: v for k, v in card.to_json().items() if k not in ("model_meta", "input",
                                                                       "output")},
             "normalized": normalize, "data": spec, "split": split,
             "source": str(run if run is not None else artefact)}
-    table = EmbeddingTable(vectors, ids, labels, parts[0].classes, meta)
-    written = save_embeddings(table, out)
+    with _progress() as progress:
+        with progress.phase(f"embedding {len(images):,} images", len(images)) as advance:
+            vectors = embed_images(encoder, images, batch_size, normalize, advance)
+        table = EmbeddingTable(vectors, ids, labels, parts[0].classes, meta)
+        with progress.phase(f"writing {out}", None):
+            written = save_embeddings(table, out)
     print(json.dumps({"out": str(out), "files": [str(p) for p in written], "count": len(table),
                       "dim": int(vectors.shape[1]), "labels": labels is not None,
                       "normalized": normalize}))
@@ -138,9 +156,12 @@ def export(
     calibration_size: Annotated[int, Opt(help="Training images used to calibrate static int8.")]
     = 512,
     parity_samples: Annotated[int, Opt(help="Held-out images of the cosine check.")] = 512,
-    knn_train_limit: Annotated[int, Opt(help="Most training images used as kNN neighbours in "
-                                        "the parity check.")] = 10_000,
+    knn_train_limit: Annotated[int | None, Opt(
+        help="Most training images used as kNN neighbours in the parity check (default: all, "
+             "the run's own kNN protocol; fewer is faster but gives other figures than the "
+             "run's).")] = None,
     as_json: JsonOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Export a run's encoder as a self-describing artefact and check it against PyTorch."""
     import torch
@@ -156,16 +177,19 @@ def export(
 
     if format not in EXPORT_FORMATS:
         raise unknown_name("export format", format, EXPORT_FORMATS)
-    if calibration_size < 1 or parity_samples < 1 or knn_train_limit < 1:
+    if calibration_size < 1 or parity_samples < 1 or (knn_train_limit is not None
+                                                      and knn_train_limit < 1):
         raise ConfigError("--calibration-size, --parity-samples and --knn-train-limit must be "
                           ">= 1")
+    out = out or default_artefact_path(run, format, int8, features or "backbone")
+    _refuse_existing([out], "exported encoder", force)
     encoder = encoder_from_run(run, features or "backbone", "cpu")
     card = encoder.card
-    out = out or default_artefact_path(run, format, int8, card.features)
+    config = _run_config(encoder)
     splits = None
     if parity or (int8 and int8_mode == "static"):
-        config = _run_config(encoder)
-        splits = _load_splits(config["data"], config, card.image_size)
+        with _progress() as progress, progress.phase(f"reading {config['data']}", None):
+            splits = _load_splits(config["data"], config, card.image_size)
         _check_channels(splits.train, card.channels, config["data"])
     calibration = None
     if int8 and int8_mode == "static":
@@ -174,16 +198,22 @@ def export(
         chosen = torch.randperm(n, generator=generator)[:calibration_size].sort().values
         with torch.inference_mode():
             calibration = card.transform(splits.train.images[chosen]).numpy()
-    exported_card = export_encoder(encoder, format, out, int8, int8_mode, calibration)
+    with _progress() as progress:
+        exported_card = export_encoder(encoder, format, out, int8, int8_mode, calibration,
+                                       progress.phase)
     result: dict[str, Any] = {"artefact": str(out), "bytes": out.stat().st_size,
                               "card": json.loads(card_summary(exported_card))}
     report = None
     if parity:
         exported = encoder_from_artefact(out, "cpu")
-        report = parity_check(encoder, exported, splits, "int8" if int8 else "fp32",
-                              sample_size=parity_samples, knn_train_limit=knn_train_limit,
-                              k=int(_run_config(encoder).get("knn_k", 200)))
-        result["parity"] = report.to_json()
+        k = int(config.get("knn_k", 200))
+        with _progress() as progress:
+            report = parity_check(encoder, exported, splits, "int8" if int8 else "fp32",
+                                  sample_size=parity_samples, knn_train_limit=knn_train_limit,
+                                  k=k, temperature=float(config.get("knn_temperature", 0.1)),
+                                  phase=progress.phase)
+        report.run_knn = _run_knn(run, k) if report.knn_reference is not None else None
+        result["parity"] = {**report.to_json(), "knn_protocol": report.knn_protocol()}
     if as_json:
         print(json.dumps(result))
     else:
@@ -199,14 +229,27 @@ def export(
                          else f"; may drop by <= {report.knn_drop_threshold} points")
                 print(f"parity: kNN top-1 {100 * report.knn_reference:.2f}% (PyTorch) vs "
                       f"{100 * report.knn_exported:.2f}% (exported), drop "
-                      f"{report.knn_drop_points:+.2f} points on {report.knn_test} test images"
+                      f"{report.knn_drop_points:+.2f} points on {report.knn_test:,} test images"
                       f"{limit}")
+                print(f"parity: kNN with {report.knn_protocol()}")
             print(f"parity: {'passed' if report.passed else 'FAILED'}")
     if report is not None and not report.passed:
         err_console.print("[bold red]error:[/bold red] the exported encoder does not match the "
                           "PyTorch model within the thresholds (the artefact was written; see "
                           "the parity figures above)", highlight=False)
         raise typer.Exit(1)
+
+
+def _run_knn(run: Path, k: int) -> float | None:
+    """The run's own final kNN top-1 (``final_metrics.json``), if it used ``k`` neighbours."""
+    try:
+        metrics = json.loads((run / "final_metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or metrics.get("k", k) != k:
+        return None
+    value = metrics.get("knn_top1")
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 # ---------------------------------------------------------------------- index and search
@@ -221,15 +264,24 @@ def index_build(
     hnsw_m: Annotated[int, Opt(help="HNSW links per node.")] = 32,
     ef_construction: Annotated[int, Opt(help="HNSW construction beam.")] = 40,
     ef_search: Annotated[int, Opt(help="HNSW search beam.")] = 64,
+    force: ForceOpt = False,
 ) -> None:
     """Build a FAISS nearest-neighbour index (cosine similarity) of saved embeddings."""
     from contrastlab.serve.embed import load_embeddings
-    from contrastlab.serve.index import IndexParams, build_index
+    from contrastlab.serve.index import IndexParams, build_index, index_files
 
-    table = load_embeddings(embeddings)
-    params = IndexParams(nlist, nprobe, hnsw_m, ef_construction, ef_search)
-    index = build_index(table.vectors, table.ids, kind, table.labels, params, table.meta)
-    index.save(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"index output '{out}' exists and is not a folder; choose another "
+                          "--out")
+    _refuse_existing(index_files(out), "index", force)
+    with _progress() as progress:
+        with progress.phase(f"reading {embeddings}", None):
+            table = load_embeddings(embeddings)
+        params = IndexParams(nlist, nprobe, hnsw_m, ef_construction, ef_search)
+        index = build_index(table.vectors, table.ids, kind, table.labels, params, table.meta,
+                            classes=table.classes, phase=progress.phase)
+        with progress.phase(f"writing {out}", None):
+            index.save(out)
     print(json.dumps({"index": str(out), "kind": kind, "count": len(index), "dim": index.dim,
                       "build_seconds": round(index.build_seconds, 3),
                       "params": index.params.__dict__}))
@@ -251,16 +303,19 @@ def search(
     """Find the indexed items most similar to an image: ids and cosine scores."""
     from contrastlab.serve.encoders import open_encoder
     from contrastlab.serve.images import read_image_file
-    from contrastlab.serve.index import check_compatible, load_index
+    from contrastlab.serve.index import adopt_classes, check_compatible, load_index
 
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
-    vector_index = load_index(index)
+    with _progress() as progress, progress.phase(f"loading {index}", None):
+        vector_index = load_index(index)
     if features is None and vector_index.meta.get("features") in ("backbone", "projector") \
             and run is not None:
         features = vector_index.meta["features"]
     encoder = open_encoder(run, artefact, features, _device(device))
     check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
+    adopt_classes(vector_index, encoder.card.model_meta.get("classes"),
+                  _run_config(encoder).get("data"))
     vector_index.set_search_params(nprobe, ef_search)
     card = encoder.card
     query = read_image_file(str(image), card.channels, card.image_size)
@@ -269,75 +324,14 @@ def search(
         print(json.dumps({"query": str(image), "k": k, "hits": [h.to_json() for h in hits]}))
         return
     for hit in hits:
-        label = "" if hit.label is None else f"  label {hit.label}"
+        label = "" if hit.label is None else f"  label {hit.class_name or hit.label}"
         print(f"{hit.rank:>3}  {hit.score:.4f}  {hit.id}{label}")
 
 
-# ---------------------------------------------------------------------- serve
-
-def serve(
-    run: RunOpt = None,
-    artefact: ArtefactOpt = None,
-    index: Annotated[Path | None, Opt("--index", help="Index folder for /v1/search.")] = None,
-    host: Annotated[str, Opt(help="Address to bind (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, Opt(help="Port.")] = 8000,
-    api_key: Annotated[str | None, Opt("--api-key", envvar="CONTRASTLAB_API_KEY",
-                                       show_envvar=True,
-                                       help="Require this key on every route but /healthz.")]
-    = None,
-    features: FeaturesOpt = None,
-    max_batch: Annotated[int, Opt(help="Most images per batched forward pass (1: no "
-                                  "batching).")] = 32,
-    max_wait_ms: Annotated[float, Opt(help="How long a batch waits to fill.")] = 2.0,
-    max_body_mb: Annotated[float, Opt(help="Largest request body, in MiB.")] = 16.0,
-    max_pixels: Annotated[int | None, Opt(help="Largest image, width x height (default "
-                                          "4096 x 4096).")] = None,
-    max_images: Annotated[int, Opt(help="Most images per request.")] = 64,
-    device: DeviceOpt = "auto",
-    threads: Annotated[int | None, Opt(help="CPU threads of the model (PyTorch intra-op / ONNX "
-                                       "Runtime; default: the library's choice).")] = None,
-    log_level: Annotated[str, Opt(help="uvicorn log level.")] = "info",
-) -> None:
-    """Serve the encoder over HTTP: /v1/embed, /v1/similarity, /v1/search, /v1/info, /healthz."""
-    from contrastlab.serve.app import BatchSettings, Service, ServiceLimits, create_app
-    from contrastlab.serve.deps import require
-    from contrastlab.serve.encoders import open_encoder
-    from contrastlab.serve.images import DEFAULT_MAX_PIXELS
-    from contrastlab.serve.index import check_compatible, load_index
-
-    uvicorn = require("uvicorn", "contrastlab serve")
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port must be 1-65535, got {port}")
-    if max_batch < 1 or max_wait_ms < 0 or max_body_mb <= 0 or max_images < 1:
-        raise ConfigError("--max-batch and --max-images must be >= 1, --max-wait-ms >= 0 and "
-                          "--max-body-mb > 0")
-    if max_pixels is not None and max_pixels < 1:
-        raise ConfigError(f"--max-pixels must be >= 1, got {max_pixels}")
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
-    encoder = open_encoder(run, artefact, features, _device(device), threads)
-    vector_index = None
-    if index is not None:
-        vector_index = load_index(index)
-        check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
-    limits = ServiceLimits(int(max_body_mb * 1024 * 1024), max_pixels or DEFAULT_MAX_PIXELS,
-                           max_images)
-    service = Service(encoder, vector_index, limits, BatchSettings(max_batch, max_wait_ms))
-    app = create_app(service, api_key or None)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        err_console.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: "
-                          "anyone who can reach this address can use the service "
-                          "(set --api-key or CONTRASTLAB_API_KEY)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
-                access_log=log_level in ("debug", "trace"))
-
-
 def register(app: typer.Typer) -> None:
-    """Add the commands of this module to the main ``contrastlab`` application."""
+    """Add the commands of this module and ``serve`` to the main ``contrastlab`` application."""
+    from contrastlab.serve.serve_command import serve  # it imports this module's helpers
+
     app.command("embed")(embed)
     app.command("export")(export)
     app.command("search")(search)

@@ -17,7 +17,6 @@ check that a query encoder matches it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contrastlab.atomic import write_atomic, write_atomic_group
 from contrastlab.errors import ConfigError, DataError
 from contrastlab.serve.deps import require
 from contrastlab.serve.encoders import Encoder
@@ -95,22 +95,24 @@ def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _replace_atomically(write: Callable[[Path], None], target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def output_files(path: str | Path) -> list[Path]:
+    """The files :func:`save_embeddings` writes for ``path`` (``NAME.npy`` and ``NAME.json``,
+    or ``NAME.parquet``)."""
+    path = Path(path)
+    return [path, sidecar_path(path)] if _check_suffix(path) == ".npy" else [path]
 
 
 def save_embeddings(table: EmbeddingTable, path: str | Path) -> list[Path]:
-    """Write ``table`` as ``.npy`` + ``.json`` or as ``.parquet``; returns the files written."""
+    """Write ``table`` as ``.npy`` + ``.json`` or as ``.parquet``; returns the files written.
+
+    The files are replaced atomically (both or neither for ``.npy`` + ``.json``).
+
+    Raises:
+        WriteError: the disk is full or the folder is not writable; the previous files are
+            intact and no temporary file is left.
+    """
     path = Path(path)
     suffix = _check_suffix(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
     vectors = np.ascontiguousarray(table.vectors, dtype=np.float32)
     labels = None if table.labels is None else [int(v) for v in table.labels]
     if suffix == ".npy":
@@ -118,11 +120,12 @@ def save_embeddings(table: EmbeddingTable, path: str | Path) -> list[Path]:
             with open(tmp, "wb") as handle:
                 np.save(handle, vectors, allow_pickle=False)
 
-        side = {"ids": list(table.ids), "labels": labels, "classes": table.classes,
-                "meta": table.meta}
-        _replace_atomically(write_npy, path)
-        _replace_atomically(lambda tmp: tmp.write_text(json.dumps(side)), sidecar_path(path))
-        return [path, sidecar_path(path)]
+        side = json.dumps({"ids": list(table.ids), "labels": labels, "classes": table.classes,
+                           "meta": table.meta})
+        return write_atomic_group(
+            [(path, write_npy),
+             (sidecar_path(path), lambda tmp: tmp.write_text(side, encoding="utf-8"))],
+            "embeddings")
     pa = require("pyarrow", "writing embeddings as Parquet", extra=None)
     pq = require("pyarrow.parquet", "writing embeddings as Parquet", extra=None)
     dim = vectors.shape[1]
@@ -133,8 +136,7 @@ def save_embeddings(table: EmbeddingTable, path: str | Path) -> list[Path]:
         pa.array(vectors.reshape(-1), pa.float32()), dim)
     meta = {**table.meta, "classes": table.classes}
     arrow = pa.table(columns).replace_schema_metadata({"contrastlab": json.dumps(meta)})
-    _replace_atomically(lambda tmp: pq.write_table(arrow, str(tmp)), path)
-    return [path]
+    return [write_atomic(path, lambda tmp: pq.write_table(arrow, str(tmp)), "embeddings")]
 
 
 def _load_npy(path: Path) -> EmbeddingTable:

@@ -11,10 +11,11 @@ representation used for evaluation; ``projector``: the projection-head output th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,21 @@ INPUT_DESCRIPTION = (
 )
 OUTPUT_DESCRIPTION = "float32 (N, embedding_dim) features, not normalised; L2-normalise them and "\
     "compare with the dot product (cosine similarity)"
+
+
+@contextlib.contextmanager
+def torchscript_notices_hidden() -> Iterator[None]:
+    """Hide PyTorch's deprecation notices of TorchScript (``torch.jit.trace/freeze/save/load is
+    deprecated``) and of the TorchScript-based ONNX exporter, which this package uses on purpose
+    (docs/serving.md says which formats to prefer); every other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is (deprecated|not "
+                                r"supported)", category=FutureWarning)
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based "
+                                "ONNX export", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed",
+                                category=DeprecationWarning, module=r"torch\.onnx")
+        yield
 
 
 def check_features(features: str) -> str:
@@ -253,8 +269,7 @@ def _onnx_encoder(path: Path, device: torch.device, threads: int | None) -> Onnx
 def _torchscript_encoder(path: Path, device: torch.device) -> TorchEncoder:
     extra = {METADATA_KEY + ".json": ""}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        with torchscript_notices_hidden():
             module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except (RuntimeError, ValueError) as error:
         raise CheckpointError(f"'{path}' is not a readable TorchScript archive ({error})") \

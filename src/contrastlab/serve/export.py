@@ -17,6 +17,11 @@ activations whose ranges are calibrated on a sample of training images, after ON
 pre-processing (shape inference, batch-norm folding). ``dynamic`` quantises weights only and
 computes activation ranges at run time (ConvInteger/MatMulInteger); it needs no calibration but
 is usually slower for convolutional networks. See docs/benchmarks.md for measured figures.
+
+The artefact is written atomically (:mod:`contrastlab.atomic`): a full disk gives a
+:class:`~contrastlab.errors.WriteError` naming the file and the cause, leaves a previous artefact
+at that path intact and no temporary file behind. TorchScript archives are serialised in memory
+first, because ``torch.jit.save`` aborts the whole process when the disk fills up under it.
 """
 
 from __future__ import annotations
@@ -25,16 +30,23 @@ import dataclasses
 import io
 import json
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from contrastlab.atomic import write_atomic
 from contrastlab.errors import ConfigError, unknown_name
 from contrastlab.serve.deps import require
-from contrastlab.serve.encoders import METADATA_KEY, FeatureModule, ModelCard, TorchEncoder
+from contrastlab.serve.encoders import (
+    METADATA_KEY,
+    FeatureModule,
+    ModelCard,
+    TorchEncoder,
+    torchscript_notices_hidden,
+)
+from contrastlab.serve.progress import Phase, quiet_phase
 
 EXPORT_FORMATS = ("onnx", "torchscript", "safetensors")
 INT8_MODES = ("static", "dynamic")
@@ -66,8 +78,7 @@ def onnx_bytes(module: torch.nn.Module, card: ModelCard) -> bytes:
     """The module as an ONNX model (opset 17, dynamic batch), without metadata."""
     require("onnx", "--format onnx")
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+    with torchscript_notices_hidden():
         torch.onnx.export(
             module, (_example_input(card),), buffer, dynamo=False, opset_version=ONNX_OPSET,
             input_names=["images"], output_names=["embeddings"],
@@ -145,21 +156,25 @@ def quantize_onnx(fp32_path: Path, out: Path, mode: str = "static",
 
 
 def export_onnx(encoder: TorchEncoder, out: Path, int8: bool = False, int8_mode: str = "static",
-                calibration: np.ndarray | None = None) -> ModelCard:
-    """Write an ONNX artefact (int8 when asked) and return its card."""
+                calibration: np.ndarray | None = None, phase: Phase = quiet_phase) -> ModelCard:
+    """Write an ONNX artefact (int8 when asked) to ``out`` and return its card.
+
+    The intermediate models of quantisation go to a temporary folder beside ``out`` (same file
+    system), removed afterwards."""
     module = _module_for_export(encoder)
     card = dataclasses.replace(encoder.card, format="onnx",
                                quantization=f"int8-{int8_mode}" if int8 else None)
-    model = onnx_bytes(module, card)
+    with phase("exporting the model to ONNX", None):
+        model = onnx_bytes(module, card)
     if not int8:
         _write_onnx_with_card(model, card, out)
         return card
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".contrastlab-export-") as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         fp32.write_bytes(model)
         quantized = Path(tmp) / "int8.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        images = "" if calibration is None else f" (calibrating on {len(calibration):,} images)"
+        with phase(f"quantising to int8, {int8_mode}{images}", None):
             quantize_onnx(fp32, quantized, int8_mode, calibration)
         _write_onnx_with_card(quantized, card, out)
     return card
@@ -169,11 +184,12 @@ def export_torchscript(encoder: TorchEncoder, out: Path) -> ModelCard:
     """Write a traced, frozen TorchScript artefact with ``contrastlab.json`` inside."""
     module = _module_for_export(encoder)
     card = dataclasses.replace(encoder.card, format="torchscript", quantization=None)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # torch.jit deprecation notices
+    with torchscript_notices_hidden(), torch.no_grad():
         traced = torch.jit.trace(module, _example_input(card), check_trace=False)
         frozen = torch.jit.freeze(traced.eval())
-        torch.jit.save(frozen, str(out), _extra_files={METADATA_KEY + ".json": card.dumps()})
+        buffer = io.BytesIO()  # in memory: torch.jit.save aborts the process on a full disk
+        torch.jit.save(frozen, buffer, _extra_files={METADATA_KEY + ".json": card.dumps()})
+    out.write_bytes(buffer.getvalue())
     return card
 
 
@@ -191,32 +207,32 @@ def export_safetensors(encoder: TorchEncoder, out: Path) -> ModelCard:
 
 
 def export_encoder(encoder: TorchEncoder, fmt: str, out: str | Path, int8: bool = False,
-                   int8_mode: str = "static", calibration: np.ndarray | None = None) -> ModelCard:
+                   int8_mode: str = "static", calibration: np.ndarray | None = None,
+                   phase: Phase = quiet_phase) -> ModelCard:
     """Export ``encoder`` (loaded from a run) as ``fmt`` to ``out``; returns the artefact's card.
 
     Raises:
         ConfigError: unknown format, or ``int8`` with a format other than ONNX.
+        WriteError: the disk is full or the folder is not writable (a previous artefact at
+            ``out`` is intact, no temporary file is left).
     """
     if fmt not in EXPORT_FORMATS:
         raise unknown_name("export format", fmt, EXPORT_FORMATS)
     if int8 and fmt != "onnx":
         raise ConfigError(f"--int8 applies to --format onnx only (ONNX Runtime quantisation), "
                           f"not to {fmt}")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    cards: list[ModelCard] = []
+
+    def write(tmp: Path) -> None:
         if fmt == "onnx":
-            card = export_onnx(encoder, tmp, int8, int8_mode, calibration)
+            cards.append(export_onnx(encoder, tmp, int8, int8_mode, calibration, phase))
         elif fmt == "torchscript":
-            card = export_torchscript(encoder, tmp)
+            cards.append(export_torchscript(encoder, tmp))
         else:
-            card = export_safetensors(encoder, tmp)
-        tmp.replace(out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return card
+            cards.append(export_safetensors(encoder, tmp))
+
+    write_atomic(out, write, "exported encoder")
+    return cards[0]
 
 
 def card_summary(card: ModelCard) -> str:

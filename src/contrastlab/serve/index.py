@@ -13,15 +13,15 @@ Kinds:
   links per node, built with beam ``ef_construction`` and searched with beam ``ef_search``.
 
 An index is a folder holding ``index.faiss`` (the FAISS index) and ``index.json`` (ids, labels,
-kind, parameters and the metadata of the embeddings, used to check a query encoder against it).
-Only load index folders you made or trust: FAISS reads them with native code.
+class names, kind, parameters and the metadata of the embeddings, used to check a query encoder
+against it); both are replaced atomically together (:mod:`contrastlab.atomic`). Only load index
+folders you made or trust: FAISS reads them with native code.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +29,17 @@ from typing import Any
 
 import numpy as np
 
+from contrastlab.atomic import write_atomic_group
 from contrastlab.errors import ConfigError, DataError, unknown_name
 from contrastlab.serve.deps import require
+from contrastlab.serve.progress import Phase, quiet_phase
 
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 INDEX_FILE = "index.faiss"
 META_FILE = "index.json"
+
+#: Vectors added per call while building, so that progress can be shown.
+ADD_CHUNK = 16_384
 
 
 def _faiss() -> Any:
@@ -77,17 +82,20 @@ class IndexParams:
 
 @dataclass
 class SearchHit:
-    """One neighbour: its id, cosine similarity and label (when known)."""
+    """One neighbour: its id, cosine similarity, label and class name (when known)."""
 
     id: str
     score: float
     label: int | None = None
     rank: int = 0
+    class_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rank": self.rank, "id": self.id, "score": self.score}
         if self.label is not None:
             out["label"] = self.label
+        if self.class_name is not None:
+            out["class"] = self.class_name
         return out
 
 
@@ -102,6 +110,7 @@ class VectorIndex:
     params: IndexParams = field(default_factory=IndexParams)
     meta: dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
+    classes: list[str] | None = None
 
     @property
     def dim(self) -> int:
@@ -143,27 +152,55 @@ class VectorIndex:
                 if row < 0:
                     continue
                 label = None if self.labels is None else int(self.labels[row])
-                hits.append(SearchHit(self.ids[row], float(score), label, len(hits) + 1))
+                hits.append(SearchHit(self.ids[row], float(score), label, len(hits) + 1,
+                                      self.class_name(label)))
             results.append(hits)
         return results
 
+    def class_name(self, label: int | None) -> str | None:
+        """The class name of ``label``, when the index knows its classes."""
+        if label is None or self.classes is None or not 0 <= label < len(self.classes):
+            return None
+        return str(self.classes[label])
+
     def save(self, folder: str | Path) -> Path:
-        """Write ``folder/index.faiss`` and ``folder/index.json``."""
+        """Write ``folder/index.faiss`` and ``folder/index.json`` (both replaced atomically).
+
+        Raises:
+            ConfigError: ``folder`` is a file.
+            WriteError: the disk is full or the folder is not writable; a previous index there
+                is intact and no temporary file is left.
+        """
         faiss = _faiss()
         folder = Path(folder)
         if folder.exists() and not folder.is_dir():
             raise ConfigError(f"index output '{folder}' exists and is not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{INDEX_FILE}.tmp"
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, folder / INDEX_FILE)
-        info = {"kind": self.kind, "dim": self.dim, "count": len(self), "ids": self.ids,
-                "labels": self.labels, "params": self.params.__dict__, "meta": self.meta,
-                "build_seconds": self.build_seconds}
-        tmp_meta = folder / f".{META_FILE}.tmp"
-        tmp_meta.write_text(json.dumps(info))
-        os.replace(tmp_meta, folder / META_FILE)
+        info = json.dumps({"kind": self.kind, "dim": self.dim, "count": len(self),
+                           "ids": self.ids, "labels": self.labels, "classes": self.classes,
+                           "params": self.params.__dict__, "meta": self.meta,
+                           "build_seconds": self.build_seconds})
+        write_atomic_group(
+            [(folder / INDEX_FILE, lambda tmp: faiss.write_index(self.index, str(tmp))),
+             (folder / META_FILE, lambda tmp: tmp.write_text(info, encoding="utf-8"))],
+            "index")
         return folder
+
+
+def adopt_classes(index: VectorIndex, classes: list[str] | None, index_data: str | None) -> None:
+    """Give ``index`` the class names ``classes`` of a run when the index has none of its own
+    (an index built before it stored them) and was built from that run's data ``index_data``
+    (compared with the ``data`` its embeddings' metadata records)."""
+    if index.classes is not None or index.labels is None or not classes:
+        return
+    if index_data is None or index.meta.get("data") != index_data:
+        return
+    if max(index.labels, default=-1) < len(classes):
+        index.classes = [str(c) for c in classes]
+
+
+def index_files(folder: str | Path) -> list[Path]:
+    """The files of an index folder (those :meth:`VectorIndex.save` writes)."""
+    return [Path(folder) / INDEX_FILE, Path(folder) / META_FILE]
 
 
 def build_index(
@@ -174,6 +211,8 @@ def build_index(
     params: IndexParams | None = None,
     meta: dict[str, Any] | None = None,
     seed: int = 0,
+    classes: list[str] | None = None,
+    phase: Phase = quiet_phase,
 ) -> VectorIndex:
     """Build a cosine-similarity index of ``vectors`` (N, D).
 
@@ -185,6 +224,9 @@ def build_index(
         params: construction/search settings.
         meta: metadata of the embeddings (encoder, features), kept with the index.
         seed: seed of the IVF k-means and of its training sample.
+        classes: class names of the labels, returned with hits.
+        phase: progress of the k-means training and of the adding (see
+            :mod:`contrastlab.serve.progress`).
     """
     faiss = _faiss()
     if kind not in INDEX_KINDS:
@@ -218,13 +260,18 @@ def build_index(
         rng = np.random.default_rng(seed)
         sample = data[np.sort(rng.choice(n, sample_size, replace=False))] \
             if sample_size < n else data
-        index.train(sample)
+        with phase(f"IVF: k-means of {len(sample):,} vectors into {nlist:,} cells", None):
+            index.train(sample)
         if params.nprobe is None:
             params.nprobe = min(nlist, max(8, nlist // 32))
-    index.add(data)
+    with phase(f"adding {n:,} vectors to the {kind} index", n) as advance:
+        for first in range(0, n, ADD_CHUNK):
+            index.add(data[first:first + ADD_CHUNK])
+            advance(min(ADD_CHUNK, n - first))
     elapsed = time.perf_counter() - start
     labels_list = None if labels is None else [int(v) for v in labels]
-    built = VectorIndex(index, kind, ids, labels_list, params, dict(meta or {}), elapsed)
+    built = VectorIndex(index, kind, ids, labels_list, params, dict(meta or {}), elapsed,
+                        None if classes is None else [str(c) for c in classes])
     built.set_search_params()
     return built
 
@@ -241,9 +288,11 @@ def load_index(folder: str | Path) -> VectorIndex:
         info = json.loads(meta_path.read_text())
         index = faiss.read_index(str(index_path))
         params = IndexParams(**info.get("params", {}))
+        classes = info.get("classes")
         loaded = VectorIndex(index, info["kind"], [str(v) for v in info["ids"]],
                              info.get("labels"), params, dict(info.get("meta") or {}),
-                             float(info.get("build_seconds", 0.0)))
+                             float(info.get("build_seconds", 0.0)),
+                             None if classes is None else [str(c) for c in classes])
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         raise DataError(f"cannot read index '{folder}': {error!r}") from error
     if len(loaded.ids) != len(loaded):

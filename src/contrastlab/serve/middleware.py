@@ -1,4 +1,4 @@
-"""ASGI middleware of the service: API-key check and request-body size limit.
+"""ASGI middleware of the service: API-key check, request-body size limit and body timeout.
 
 Both are plain ASGI wrappers, so they run before any routing or body parsing:
 
@@ -7,11 +7,20 @@ Both are plain ASGI wrappers, so they run before any routing or body parsing:
   in constant time (:func:`hmac.compare_digest`).
 * :class:`BodySizeLimitMiddleware`: a declared ``Content-Length`` over the limit is refused with
   413 before anything is read; otherwise the body is read (chunked bodies included) and refused
-  with 413 as soon as it passes the limit, then handed to the application from memory.
+  with 413 as soon as it passes the limit, then handed to the application from memory (in
+  slices of :data:`REPLAY_CHUNK`, so that parsing it yields to other requests). The
+  whole body must arrive within ``timeout_s`` of the first read, else 408: a client that sends
+  its body slowly (or stops half-way) cannot hold a connection and a request slot for ever.
+  Receiving and parsing a body costs the event loop time in proportion to its size, so at most
+  ``large_bodies`` requests with a body over ``large_bytes`` (or of unknown, chunked, length)
+  are taken at once; another is answered 503 before its body is read. Answers sent before the
+  body was read in full carry ``Connection: close``, so the server closes the connection
+  instead of waiting for the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,6 +34,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Routes that never need the API key.
 PUBLIC_PATHS = frozenset({"/healthz"})
+
+#: Header of answers after which the connection must not be reused.
+CLOSE = [(b"connection", b"close")]
+
+#: Size of the pieces in which a body read in full is handed to the application.
+REPLAY_CHUNK = 256 * 1024
 
 
 async def send_json_error(send: Send, status: int, error: str, detail: str,
@@ -72,51 +87,100 @@ class ApiKeyMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """413 for bodies over ``max_bytes`` (see the module doc)."""
+    """413 for bodies over ``max_bytes``, 408 for bodies slower than ``timeout_s``, 503 for a
+    large body (over ``large_bytes``, or chunked) while ``large_bodies`` are in progress (see
+    the module doc)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0,
+                 large_bytes: int = 1024 * 1024, large_bodies: int = 1,
+                 max_json_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_bytes = max_bytes if max_json_bytes is None else min(max_json_bytes,
+                                                                            max_bytes)
+        self.timeout_s = timeout_s
+        self.large_bytes = large_bytes
+        self.large_bodies = large_bodies
+        self.large_in_progress = 0
 
-    def _too_large(self) -> str:
-        return f"the request body is larger than the limit of {self.max_bytes} bytes"
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        """The size limit of this request's body and how to word it."""
+        media = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+        if self.max_json_bytes < self.max_bytes and (media == "application/json"
+                                                     or media.endswith("+json")):
+            return self.max_json_bytes, (
+                f"a JSON request body is limited to {self.max_json_bytes} bytes (parsing JSON "
+                "holds up the server); send large uploads as multipart/form-data")
+        return self.max_bytes, (f"the request body is larger than the limit of "
+                                f"{self.max_bytes} bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, too_large = self._limit(scope)
         declared = _header(scope, b"content-length")
+        length = 0
         if declared is not None:
             try:
                 length = int(declared)
             except ValueError:
                 await send_json_error(send, 400, "bad_request", "invalid Content-Length header")
                 return
-            if length > self.max_bytes:
-                await send_json_error(send, 413, "body_too_large", self._too_large())
+            if length > limit:
+                await send_json_error(send, 413, "body_too_large", too_large, CLOSE)
                 return
+        large = length > self.large_bytes or _header(scope, b"transfer-encoding") is not None
+        if not large:
+            await self._read_and_call(scope, receive, send, limit, too_large)
+            return
+        if self.large_in_progress >= self.large_bodies:
+            await send_json_error(send, 503, "busy",
+                                  f"the server is already receiving {self.large_bodies} request "
+                                  f"bodies over {self.large_bytes} bytes; retry in a moment or "
+                                  "send smaller requests", [*CLOSE, (b"retry-after", b"1")])
+            return
+        self.large_in_progress += 1
+        try:
+            await self._read_and_call(scope, receive, send, limit, too_large)
+        finally:
+            self.large_in_progress -= 1
+
+    async def _read_and_call(self, scope: Scope, receive: Receive, send: Send, limit: int,
+                             too_large: str) -> None:
         chunks: list[bytes] = []
         size = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:  # not the builtin one before Python 3.11
+                await send_json_error(send, 408, "request_timeout",
+                                      f"the request body did not arrive within "
+                                      f"{self.timeout_s:g} s; send it at once", CLOSE)
+                return
             if message["type"] != "http.request":  # the client went away
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await send_json_error(send, 413, "body_too_large", self._too_large())
+            if size > limit:
+                await send_json_error(send, 413, "body_too_large", too_large, CLOSE)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        delivered = False
+        body = memoryview(b"".join(chunks))
+        position, replayed = 0, False
 
         async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            # in slices, so that parsing a large body (multipart) yields to other requests
+            nonlocal position, replayed
+            if replayed:
+                return await receive()
+            piece = bytes(body[position:position + REPLAY_CHUNK])
+            position += REPLAY_CHUNK
+            replayed = position >= len(body)
+            return {"type": "http.request", "body": piece, "more_body": not replayed}
 
         await self.app(scope, replay, send)

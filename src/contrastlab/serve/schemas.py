@@ -49,10 +49,14 @@ class SimilarityResponse(BaseModel):
 
 
 class SearchHitModel(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     rank: int
     id: str
     score: float = Field(description="cosine similarity")
     label: int | None = None
+    class_name: str | None = Field(default=None, alias="class",
+                                   description="the label's class name, when the index has it")
 
 
 class SearchResponse(BaseModel):
@@ -66,6 +70,7 @@ class InfoResponse(BaseModel):
     embedding_dim: int
     index: dict[str, Any] | None
     batching: dict[str, Any]
+    decoding: dict[str, Any]
     limits: dict[str, Any]
 
 
