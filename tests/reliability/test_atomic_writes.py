@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from serve_helpers import small_filesystem
 
 from contrastlab.atomic import (
     save_torch_atomic,
@@ -25,6 +24,7 @@ from contrastlab.atomic import (
     write_text_atomic,
 )
 from contrastlab.errors import ContrastlabError, WriteError
+from tests.serve.serve_helpers import small_filesystem
 
 FULL = "No space left on device"
 PREVIOUS = b"the previous content"

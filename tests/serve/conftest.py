@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serve_helpers import encode_png
+
+from tests.serve.serve_helpers import encode_png
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,11 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed")
 pytest.importorskip("faiss", reason="the serve extra is not installed")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_helpers import encode_png, png_bomb  # noqa: E402
 
 from contrastlab.serve.app import Service, ServiceLimits, create_app  # noqa: E402
 from contrastlab.serve.images import decode_image  # noqa: E402
 from contrastlab.serve.index import build_index  # noqa: E402
+from tests.serve.serve_helpers import encode_png, png_bomb  # noqa: E402
 
 KEY = "s3cret-key"
 

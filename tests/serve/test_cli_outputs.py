@@ -18,7 +18,6 @@ pytest.importorskip("faiss", reason="the serve extra is not installed")
 pytest.importorskip("onnxruntime", reason="the serve extra is not installed")
 
 from rich.console import Console  # noqa: E402
-from serve_helpers import encode_png, small_filesystem  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from contrastlab.cli import app  # noqa: E402
@@ -26,6 +25,7 @@ from contrastlab.errors import ConfigError, WriteError  # noqa: E402
 from contrastlab.eval.runs import evaluate_run  # noqa: E402
 from contrastlab.serve.embed import EmbeddingTable, load_embeddings, save_embeddings  # noqa: E402
 from contrastlab.serve.index import adopt_classes, build_index, load_index  # noqa: E402
+from tests.serve.serve_helpers import encode_png, small_filesystem  # noqa: E402
 
 runner = CliRunner()
 

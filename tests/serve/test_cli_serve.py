@@ -14,11 +14,11 @@ import pytest
 pytest.importorskip("faiss", reason="the serve extra is not installed")
 pytest.importorskip("onnxruntime", reason="the serve extra is not installed")
 
-from serve_helpers import encode_png  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from contrastlab.cli import app  # noqa: E402
 from contrastlab.errors import ConfigError, DataError  # noqa: E402
+from tests.serve.serve_helpers import encode_png  # noqa: E402
 
 runner = CliRunner()
 

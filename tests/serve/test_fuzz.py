@@ -20,10 +20,10 @@ pytest.importorskip("faiss", reason="the serve extra is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from serve_helpers import encode_png, png_bomb  # noqa: E402
 
 from contrastlab.serve.app import Service, ServiceLimits, create_app  # noqa: E402
 from contrastlab.serve.index import build_index  # noqa: E402
+from tests.serve.serve_helpers import encode_png, png_bomb  # noqa: E402
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -7,7 +7,6 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from serve_helpers import encode_png, png_bomb
 
 from contrastlab.errors import DataError
 from contrastlab.serve.images import (
@@ -16,6 +15,7 @@ from contrastlab.serve.images import (
     decode_image,
     read_image_file,
 )
+from tests.serve.serve_helpers import encode_png, png_bomb
 
 
 def test_grey_png_of_the_right_size_is_returned_unchanged() -> None:

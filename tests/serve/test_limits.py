@@ -21,7 +21,6 @@ pytest.importorskip("faiss", reason="the serve extra is not installed")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image, ImageFile  # noqa: E402
-from serve_helpers import encode_png, png_bomb  # noqa: E402
 
 from contrastlab.serve.app import ApiError, Service, ServiceLimits, create_app  # noqa: E402
 from contrastlab.serve.decoding import (  # noqa: E402
@@ -33,6 +32,7 @@ from contrastlab.serve.decoding import (  # noqa: E402
 )
 from contrastlab.serve.images import ImageTooLargeError, OpenedImage, decode_image  # noqa: E402
 from contrastlab.serve.index import build_index  # noqa: E402
+from tests.serve.serve_helpers import encode_png, png_bomb  # noqa: E402
 
 
 def b64(data: bytes) -> str:

@@ -17,9 +17,8 @@ import pytest
 httpx = pytest.importorskip("httpx", reason="the serve extra is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed")
 
-from serve_helpers import encode_png  # noqa: E402
-
 from contrastlab.serve.service import ServiceLimits  # noqa: E402
+from tests.serve.serve_helpers import encode_png  # noqa: E402
 
 
 def free_port() -> int:

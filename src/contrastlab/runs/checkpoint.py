@@ -17,7 +17,6 @@ import os
 import pickletools
 import random
 import re
-import tempfile
 import time
 import warnings
 import zipfile
@@ -27,35 +26,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from contrastlab.atomic import save_torch_atomic
 from contrastlab.errors import CheckpointError
 
 #: the ``format`` field of every checkpoint contrastlab writes
 CHECKPOINT_FORMAT = "contrastlab-checkpoint-v1"
 
 
-def save_atomic(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (temp file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        _test_pause()
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+def save_atomic(state: dict[str, Any], path: str | Path, advice: str | None = None) -> None:
+    """Write ``state`` to ``path`` atomically (temp file + fsync + rename, through
+    :func:`contrastlab.atomic.save_torch_atomic`): the previous file survives any failure and no
+    temporary file is left.
+
+    Raises:
+        WriteError: the file system refused the write (full disk, permissions), naming the file
+            and the cause; ``advice`` says what to do (default: from the cause).
+    """
+    save_torch_atomic(state, path, "checkpoint", advice=advice,
+                      before_replace=lambda _: _test_pause())
 
 
 #: the testing hook's environment variable (see the module docstring)

@@ -512,15 +512,10 @@ class Trainer:
 
         def write() -> None:
             state = self.checkpoint_state()
+            advice = (f"Free disk space or fix the folder's permissions, then continue with "
+                      f"--resume --out {run.root}")
             for path in (run.checkpoint_path, *extra):
-                try:
-                    save_atomic(state, path)
-                except OSError as error:
-                    raise CheckpointError(
-                        f"could not write checkpoint '{path}' ({error.strerror or error}); the "
-                        "previous checkpoint there is intact. Free disk space or fix the "
-                        f"folder's permissions, then continue with --resume --out {run.root}"
-                    ) from error
+                save_atomic(state, path, advice=advice)
 
         self.ddp.on_main(write)
 
