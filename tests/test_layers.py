@@ -17,7 +17,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "contrastlab"
 #: lowest first; a package may import its own modules and those of lower layers only
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"settings", "distributed", "phases"},
+    {"settings", "distributed", "phases", "atomic"},
     {"data", "views", "losses", "models", "optim", "recipes"},
     {"methods"},
     {"config"},
