@@ -190,7 +190,7 @@ def test_an_index_without_class_names_takes_the_runs_for_the_runs_own_data() -> 
 
 def test_parity_knn_follows_the_runs_protocol_and_says_so(trained_run: Path, tmp_path: Path
                                                           ) -> None:
-    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())["eval"]
     run_knn = evaluate_run(trained_run, k=config["knn_k"],
                            temperature=config["knn_temperature"])["knn_top1"]
     result = invoke("export", "--run", trained_run, "--format", "onnx", "--out",
