@@ -62,12 +62,18 @@ class ScheduleSettings(Settings):
                               must_be=">= 2 (a contrastive batch needs negatives) and "
                               "<= 10000000")
     time_budget: float | None = setting(
-        None, "Stop after this many seconds of training; the schedule spans the budget.",
-        source="here", gt=0, le=10_000_000, must_be="> 0 seconds and <= 10000000")
+        None, "Stop after this many seconds of training; the schedule spans the budget. 0: "
+        "no budget, the epochs decide (lifts a recipe's budget).",
+        source="here", ge=0, le=10_000_000, must_be=">= 0 seconds and <= 10000000")
     micro_batch: int | None = setting(
         None, "GradCache: images per micro-batch of activations; the gradient is the full "
         "batch's, except that batch norm uses per-micro-batch statistics (docs/cli.md).",
         source="here: off", ge=1)
+
+    def check_together(self) -> None:
+        if self.time_budget == 0:
+            # "no budget": a recipe's budget is lifted and the epochs decide
+            object.__setattr__(self, "time_budget", None)
 
 
 @dataclass

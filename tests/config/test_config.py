@@ -45,7 +45,7 @@ def test_unknown_yaml_key_suggests_closest(tmp_path: Path) -> None:
         ({"batch_size": True}, "batch_size in .* must be of type int"),
         ({"device": "tpu"}, "device must be"),
         ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
-        ({"time_budget": -5}, "time_budget must be > 0"),
+        ({"time_budget": -5}, "time_budget must be >= 0"),
     ],
 )
 def test_out_of_range_values_are_rejected_with_the_key(overrides: dict, message: str) -> None:
@@ -70,3 +70,11 @@ def test_round_trip_through_yaml(tmp_path: Path) -> None:
     config.save_yaml(tmp_path / "saved.yaml")
     again = build_config(tmp_path / "saved.yaml")
     assert again == config
+
+
+def test_a_time_budget_of_zero_lifts_the_recipes_budget() -> None:
+    recipe = {"time_budget": 600, "epochs": 100}
+    assert build_config(None, {}, recipe=recipe).schedule.time_budget == 600
+    lifted = build_config(None, {"time_budget": 0, "epochs": 2}, recipe=recipe)
+    assert lifted.schedule.time_budget is None and lifted.schedule.epochs == 2
+    assert build_config(None, {"time_budget": "0"}).schedule.time_budget is None
