@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from contrastlab.errors import ConfigError
@@ -28,9 +30,32 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.float16
 
 
+def cpu_lacks_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True when this CPU is known to have no bf16 instructions (neither AVX512-BF16 nor AMX):
+    torch then emulates bf16 autocast, which is slower than float32 (about 4x for the ConvNet
+    on an AVX2 EPYC, docs/benchmarks.md). False where it has them or where it cannot tell
+    (no /proc/cpuinfo)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return bool(flags) and not any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def precision_warning(dtype: torch.dtype | None, device: torch.device) -> str | None:
+    """A line for the user when the chosen precision is known to be slow on this device."""
+    if dtype == torch.bfloat16 and device.type == "cpu" and cpu_lacks_native_bf16():
+        return ("[yellow]bf16 on this CPU: it has no bf16 instructions (avx512_bf16 / amx_bf16), "
+                "so autocast emulates them and trains slower than fp32 (about 4x measured on an "
+                "AVX2 CPU); --precision fp32 is likely faster here[/yellow]")
+    return None
+
+
 def memory_format_of(channels_last: bool) -> torch.memory_format:
     """NHWC (channels_last) when asked, else the default NCHW layout."""
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
-__all__ = ["memory_format_of", "resolve_device", "resolve_precision"]
+__all__ = ["cpu_lacks_native_bf16", "memory_format_of", "precision_warning", "resolve_device",
+           "resolve_precision"]

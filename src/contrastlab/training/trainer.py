@@ -49,6 +49,7 @@ from contrastlab.runs import (
     memory_format_of,
     model_meta,
     num_local_crops,
+    precision_warning,
     rebuild_method,
     resolve_device,
     resolve_precision,
@@ -165,6 +166,9 @@ class Trainer:
         if self.custom_backbone is None:
             for note in config.notes:
                 self.console.print(note)
+        slow_precision = precision_warning(self.autocast_dtype, self.device)
+        if slow_precision is not None:
+            self.console.print(slow_precision)
         self.console.print(
             f"training [bold]{config.method.name}[/bold] / {self.backbone_name} on "
             f"{self.train_set.name}: {len(self.train_set)} images {self.train_set.channels}x"
