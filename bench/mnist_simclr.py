@@ -72,7 +72,8 @@ def main() -> None:
         "linear_top1": metrics["linear_top1"],
         "n_train": metrics["n_train"],
         "n_test": metrics["n_test"],
-        "recipe": {k: list(v) if isinstance(v, tuple) else v for k, v in RECIPE.items()},
+        "recipe": RECIPE,
+        "recipe_settings": dict(load_recipe(RECIPE).settings),
         "device": args.device,
         **machine(),
     }

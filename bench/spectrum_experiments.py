@@ -1,6 +1,6 @@
 """The two experiments of the reference recipe, on CIFAR-10 with the CPU recipe at equal budgets.
 
-1. Temperature against spectrum: SimCLR at T = 0.03, 0.2 and the recipe's T; for each, the
+1. Temperature against spectrum: SimCLR at T = 0.03, the recipe's 0.2 and 0.5; for each, the
    linear probe and the top-5 eigenvalue ratio (share of the embedding covariance's variance in
    its 5 largest eigenvalues) of backbone features and projector outputs, with effective rank.
 2. What keeps the spectrum healthy: the covariance spectrum (drawn as the report draws it) of
@@ -8,10 +8,12 @@
    stop-gradient and MoCo v2 without its queue (negatives from the current batch only), each
    beside the intact method.
 
-    python bench/spectrum_experiments.py --experiment temperature --budget 300
-    python bench/spectrum_experiments.py --experiment heuristics --budget 180 --plots docs/images
+    python bench/spectrum_experiments.py --experiment temperature --epochs 3
+    python bench/spectrum_experiments.py --experiment heuristics --epochs 2 --plots docs/images
 
-Each run is ``contrastlab.train(recipe=RECIPE, data=CIFAR, time_budget=BUDGET, **changes)``; the
+Equal budgets are equal numbers of epochs (``--epochs``: the same steps whatever else the machine
+is doing) or of seconds (``--budget``). Each run is ``contrastlab.train(recipe=RECIPE,
+data=CIFAR, epochs=EPOCHS or time_budget=BUDGET, **changes)``; the
 spectra come from ``contrastlab diagnose`` on the final checkpoint (2,000 training images, two
 augmented views, the run's own augmentation). One JSON object is printed.
 """
@@ -32,8 +34,8 @@ RECIPE = "cifar10-convnet-cpu"
 
 TEMPERATURE_RUNS: dict[str, dict[str, Any]] = {
     "T=0.03": {"temperature": 0.03},
-    "T=0.2": {"temperature": 0.2},
-    "recipe T": {},
+    "T=0.2 (the recipe's)": {},
+    "T=0.5": {"temperature": 0.5},
 }
 
 #: (experiment, ablation, intact); settings change the recipe (method first)
@@ -76,14 +78,14 @@ def settings_for(recipe: dict[str, Any], changes: dict[str, Any]) -> dict[str, A
     return merged
 
 
-def run_one(label: str, settings: dict[str, Any], folder: Path, budget: float,
+def run_one(label: str, settings: dict[str, Any], folder: Path, length: dict[str, float],
             scratch: Path) -> dict[str, Any]:
     import contrastlab
     from contrastlab.eval.run_diagnostics import diagnose_run
 
-    out = scratch / label.replace(" ", "_").replace(",", "").replace("=", "")
-    result = contrastlab.train(**settings, data=str(folder), time_budget=budget, out=str(out),
-                               diagnose_every=0, console=Console(stderr=True))
+    out = scratch / "".join(c if c.isalnum() or c in "-." else "_" for c in label)
+    result = contrastlab.train(**{**settings, **length, "diagnose_every": 0}, data=str(folder),
+                               out=str(out), console=Console(stderr=True))
     diagnosed = diagnose_run(out)
     row: dict[str, Any] = {"linear_top1": result.metrics.get("linear_top1"),
                            "knn_top1": result.metrics.get("knn_top1"),
@@ -99,7 +101,9 @@ def run_one(label: str, settings: dict[str, Any], folder: Path, budget: float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--experiment", choices=("temperature", "heuristics"), required=True)
-    parser.add_argument("--budget", type=float, default=300.0)
+    length = parser.add_mutually_exclusive_group(required=True)
+    length.add_argument("--budget", type=float, help="seconds of training per run")
+    length.add_argument("--epochs", type=int, help="epochs per run (the recipe's budget lifted)")
     parser.add_argument("--recipe", default=RECIPE)
     parser.add_argument("--data", default=None)
     parser.add_argument("--plots", default=None, help="folder for the spectrum plots (PNG)")
@@ -108,13 +112,15 @@ def main() -> None:
     from contrastlab.recipes import load_recipe
 
     recipe = load_recipe(args.recipe).settings
+    length = ({"time_budget": args.budget} if args.budget is not None
+              else {"time_budget": 0, "epochs": args.epochs})
     runs = TEMPERATURE_RUNS if args.experiment == "temperature" else HEURISTIC_RUNS
     scratch = Path(tempfile.mkdtemp(prefix="bench-spectrum-"))
     results: dict[str, Any] = {}
     try:
         folder = cifar_folder(args.data, scratch / "data")
         for label, changes in runs.items():
-            results[label] = run_one(label, settings_for(recipe, changes), folder, args.budget,
+            results[label] = run_one(label, settings_for(recipe, changes), folder, length,
                                      scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -133,7 +139,8 @@ def main() -> None:
             spectrum = row[space].pop("spectrum", None) or []
             row[space]["top_eigenvalues"] = [round(v, 5) for v in spectrum[:8]]
     emit({"benchmark": "spectrum_experiments", "experiment": args.experiment,
-          "budget_s": args.budget, "recipe": args.recipe, "runs": results, "machine": machine()})
+          "budget_s": args.budget, "epochs": args.epochs, "recipe": args.recipe,
+          "runs": results, "machine": machine()})
 
 
 if __name__ == "__main__":
