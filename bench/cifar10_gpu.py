@@ -86,7 +86,8 @@ def gpu_utilisation() -> Iterator[list[float]]:
         thread.join(timeout=5)
 
 
-def part_train(folder: Path, recipe: str, budget: float, device: str) -> dict[str, Any]:
+def part_train(folder: Path, recipe: str, budget: float, device: str,
+               **overrides: Any) -> dict[str, Any]:
     import json
 
     from rich.console import Console
@@ -99,7 +100,7 @@ def part_train(folder: Path, recipe: str, budget: float, device: str) -> dict[st
         with gpu_utilisation() as utilisation:
             result = contrastlab.train(recipe=recipe, data=str(folder), time_budget=budget,
                                        device=device, out=str(out / "run"),
-                                       console=Console(stderr=True))
+                                       console=Console(stderr=True), **overrides)
         wall = time.perf_counter() - start
         records = [json.loads(line) for line in
                    (out / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -296,7 +297,10 @@ def main() -> None:
                                   "recipe": args.recipe, "tiny": args.tiny,
                                   "machine": machine()}
         if args.part in ("train", "both"):
-            result["train"] = part_train(folder, args.recipe, args.budget, str(device))
+            # the tiny folder's 400 training images hold fewer than the recipe's batch
+            overrides = {"batch_size": 32} if args.tiny else {}
+            result["train"] = part_train(folder, args.recipe, args.budget, str(device),
+                                         **overrides)
         if args.part in ("levers", "both"):
             result["levers"] = part_levers(folder, device, args.batch, args.lever_seconds,
                                            args.peer_seconds, args.peer_workers)
