@@ -1,0 +1,43 @@
+"""The text encoder: padding does not change a sentence's embedding, dropout is the only
+randomness, and the ViT still builds from the shared blocks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from contrastlab.errors import ConfigError
+from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
+
+
+@pytest.mark.parametrize("pool", ["mean", "cls"])
+def test_padding_leaves_the_embedding_unchanged(pool: str) -> None:
+    torch.manual_seed(0)
+    encoder = TextTransformer(50, TextEncoderSettings(dim=16, depth=2, heads=2, max_length=12,
+                                                      pool=pool)).eval()
+    ids = torch.tensor([[2, 7, 9, 3]])
+    alone = encoder(ids, torch.ones_like(ids, dtype=torch.bool))
+    padded_ids = torch.tensor([[2, 7, 9, 3, 0, 0, 0], [2, 5, 6, 8, 11, 4, 3]])
+    mask = padded_ids != 0
+    padded = encoder(padded_ids, mask)
+    torch.testing.assert_close(padded[0], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_dropout_makes_two_passes_differ_only_in_training() -> None:
+    torch.manual_seed(1)
+    encoder = TextTransformer(30, TextEncoderSettings(dim=16, depth=1, heads=2, dropout=0.3))
+    ids = torch.randint(5, 30, (4, 6))
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    assert not torch.allclose(encoder(ids, mask), encoder(ids, mask))
+    encoder.eval()
+    torch.testing.assert_close(encoder(ids, mask), encoder(ids, mask))
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="heads 3 must divide dim 16"):
+        TextEncoderSettings(dim=16, heads=3)
+    with pytest.raises(ConfigError, match="pool"):
+        TextEncoderSettings(pool="max")
+    encoder = TextTransformer(30, TextEncoderSettings(dim=8, heads=2, max_length=4))
+    with pytest.raises(ValueError, match="at most 4"):
+        encoder(torch.ones(1, 5, dtype=torch.long), torch.ones(1, 5, dtype=torch.bool))
