@@ -10,11 +10,11 @@ from contrastlab.errors import ConfigError
 from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
 
 
-@pytest.mark.parametrize("pool", ["mean", "cls"])
-def test_padding_leaves_the_embedding_unchanged(pool: str) -> None:
+@pytest.mark.parametrize("pool,final_norm", [("mean", True), ("cls", True), ("mean", False)])
+def test_padding_leaves_the_embedding_unchanged(pool: str, final_norm: bool) -> None:
     torch.manual_seed(0)
     encoder = TextTransformer(50, TextEncoderSettings(dim=16, depth=2, heads=2, max_length=12,
-                                                      pool=pool)).eval()
+                                                      pool=pool, final_norm=final_norm)).eval()
     ids = torch.tensor([[2, 7, 9, 3]])
     alone = encoder(ids, torch.ones_like(ids, dtype=torch.bool))
     padded_ids = torch.tensor([[2, 7, 9, 3, 0, 0, 0], [2, 5, 6, 8, 11, 4, 3]])
@@ -41,3 +41,18 @@ def test_settings_are_checked() -> None:
     encoder = TextTransformer(30, TextEncoderSettings(dim=8, heads=2, max_length=4))
     with pytest.raises(ValueError, match="at most 4"):
         encoder(torch.ones(1, 5, dtype=torch.long), torch.ones(1, 5, dtype=torch.bool))
+
+
+def test_token_drop_keeps_cls_sep_and_at_least_one_word() -> None:
+    from contrastlab.methods.simcse import drop_tokens
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[True] * 6 + [False] * 2, [True] * 3 + [False] * 5] * 50)
+    dropped = drop_tokens(mask, 0.9)
+    lengths = mask.sum(dim=1)
+    rows = torch.arange(len(mask))
+    assert dropped[:, 0].all() and dropped[rows, lengths - 1].all()
+    assert not (dropped & ~mask).any()  # padding stays out
+    assert (dropped[:, 1:].sum(dim=1) >= 2).all()  # [SEP] and at least one word
+    assert dropped.sum() < mask.sum()
+    torch.testing.assert_close(drop_tokens(mask, 0.0), mask)

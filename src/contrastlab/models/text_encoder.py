@@ -4,7 +4,9 @@ blocks (:mod:`contrastlab.models.vit`).
 Token ids (N, L) with their padding mask go through a token embedding plus a learned position
 embedding (L <= ``max_length``), dropout, ``depth`` pre-norm Transformer blocks (self-attention
 that ignores padding, a GELU MLP; dropout on the attention weights and on each residual branch)
-and a final LayerNorm. The sentence embedding is (``pool``)
+and a final LayerNorm (``final_norm``; without it the pooled vectors are sums of residual streams
+whose norms differ from token to token, so training can weight rare words up as IDF does).
+The sentence embedding is (``pool``)
 
 * ``mean``: the mean of the outputs over the real tokens,
   :math:`h = \frac{1}{|M|} \sum_{t \in M} x_t` (sentence-transformers' default,
@@ -38,7 +40,7 @@ class TextEncoderSettings(Settings):
     section: ClassVar[str] = "encoder"
 
     dim: int = setting(256, "Width of the token features (and of the sentence embedding).",
-                       source="here: tuned on STS-B within 15 CPU-minutes", ge=8)
+                       source="here: small for CPU budgets", ge=8)
     depth: int = setting(2, "Transformer blocks.", source="here: small for CPU budgets", ge=0)
     heads: int = setting(4, "Attention heads (must divide dim).", source="here", ge=1)
     mlp_ratio: float = setting(2.0, "Width of each block's MLP as a multiple of dim.",
@@ -48,6 +50,10 @@ class TextEncoderSettings(Settings):
     pool: str = setting("mean", "Sentence embedding: mean of the token outputs, or the [CLS] "
                         "output.", source="sentence-transformers (mean); SimCSE (cls)",
                         choices=TEXT_POOLS)
+    final_norm: bool = setting(
+        True, "LayerNorm the token outputs before pooling (BERT, the ViT); off: pool the raw "
+        "residual stream, whose token norms can then weight the words (an IDF-like weighting "
+        "an encoder trained from scratch can learn).", source="BERT (on)")
     dropout: float = setting(0.1, "Dropout on embeddings, attention weights and residual "
                              "branches: SimCSE's augmentation.",
                              source="SimCSE (BERT's 0.1, its best in Table 2)", ge=0, lt=1)
@@ -76,7 +82,7 @@ class TextTransformer(Backbone):
         self.embed_drop = nn.Dropout(s.dropout)
         self.blocks = nn.ModuleList(TransformerBlock(s.dim, s.heads, s.mlp_ratio, s.dropout)
                                     for _ in range(s.depth))
-        self.norm = nn.LayerNorm(s.dim, eps=1e-6)
+        self.norm = nn.LayerNorm(s.dim, eps=1e-6) if s.final_norm else nn.Identity()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -89,7 +95,7 @@ class TextTransformer(Backbone):
             self.token_embed.weight[self.token_embed.padding_idx].zero_()
 
     def token_features(self, ids: Tensor, mask: Tensor) -> Tensor:
-        """(N, L) ids and mask -> (N, L, dim) normed token outputs."""
+        """(N, L) ids and mask -> (N, L, dim) token outputs (normed with ``final_norm``)."""
         if ids.shape[1] > self.max_length:
             raise ValueError(f"{ids.shape[1]} tokens, but this encoder takes at most "
                              f"{self.max_length}")
