@@ -15,6 +15,22 @@ def test_padding_leaves_the_embedding_unchanged(pool: str, final_norm: bool) -> 
     torch.manual_seed(0)
     encoder = TextTransformer(50, TextEncoderSettings(dim=16, depth=2, heads=2, max_length=12,
                                                       pool=pool, final_norm=final_norm)).eval()
+    check_padding(encoder)
+
+
+def test_without_positions_depth_0_is_a_bag_of_tokens() -> None:
+    torch.manual_seed(0)
+    encoder = TextTransformer(50, TextEncoderSettings(dim=16, depth=0, heads=2, positions=False,
+                                                      final_norm=False)).eval()
+    check_padding(encoder)
+    ids = torch.tensor([[2, 7, 9, 3], [2, 9, 7, 3]])
+    out = encoder(ids, torch.ones_like(ids, dtype=torch.bool))
+    torch.testing.assert_close(out[0], out[1])  # word order does not matter
+    expected = encoder.token_embed(ids[0]).mean(dim=0)
+    torch.testing.assert_close(out[0], expected)
+
+
+def check_padding(encoder: TextTransformer) -> None:
     ids = torch.tensor([[2, 7, 9, 3]])
     alone = encoder(ids, torch.ones_like(ids, dtype=torch.bool))
     padded_ids = torch.tensor([[2, 7, 9, 3, 0, 0, 0], [2, 5, 6, 8, 11, 4, 3]])

@@ -47,6 +47,9 @@ class TextEncoderSettings(Settings):
                                source="here (BERT: 4)", gt=0)
     max_length: int = setting(48, "Tokens kept per sentence ([CLS] and [SEP] included).",
                               source="here: > 99% of STS-B sentences fit", ge=2)
+    positions: bool = setting(
+        True, "Add learned position embeddings; off: the blocks see a bag of tokens (with depth "
+        "0 the positions would only tell the sentence's length).", source="BERT (on)")
     pool: str = setting("mean", "Sentence embedding: mean of the token outputs, or the [CLS] "
                         "output.", source="sentence-transformers (mean); SimCSE (cls)",
                         choices=TEXT_POOLS)
@@ -99,7 +102,10 @@ class TextTransformer(Backbone):
         if ids.shape[1] > self.max_length:
             raise ValueError(f"{ids.shape[1]} tokens, but this encoder takes at most "
                              f"{self.max_length}")
-        x = self.embed_drop(self.token_embed(ids) + self.pos_embed[:ids.shape[1]])
+        x = self.token_embed(ids)
+        if self.settings.positions:
+            x = x + self.pos_embed[:ids.shape[1]]
+        x = self.embed_drop(x)
         for block in self.blocks:
             x = block(x, mask)
         return self.norm(x)
