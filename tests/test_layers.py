@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"eval"},
     {"report", "serve"},
     {"api", "cli_settings"},
+    {"cli_text"},
     {"cli"},
     {"__init__", "__main__"},
 ]

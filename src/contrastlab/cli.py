@@ -305,6 +305,11 @@ from contrastlab.report.cli import register as _register_reports  # noqa: E402
 
 _register_reports(app)
 
+# tokenizer train, train-text, eval sts (issue 21); tokenizers is imported inside the commands.
+from contrastlab.cli_text import register as _register_text  # noqa: E402
+
+_register_text(app, eval_app)
+
 
 def main() -> None:
     """Entry point: user mistakes print one clear line (exit code 2), not a traceback."""

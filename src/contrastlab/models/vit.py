@@ -103,38 +103,51 @@ def default_patch_size(image_size: int) -> int:
 
 
 class Attention(nn.Module):
-    """Multi-head scaled dot-product self-attention (Vaswani et al. 2017)."""
+    """Multi-head scaled dot-product self-attention (Vaswani et al. 2017).
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    ``mask`` (N, T), True for real tokens, keeps padding out of every query's keys (the text
+    encoder's padded sentences); ``dropout`` drops attention weights in training mode (BERT's
+    attention dropout, part of SimCSE's augmentation; 0 for the ViT)."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ConfigError(f"ViT width {dim} is not divisible by its {num_heads} heads")
+            raise ConfigError(f"Transformer width {dim} is not divisible by its {num_heads} "
+                              "heads")
         self.num_heads = num_heads
+        self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         n, t, d = x.shape
         qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, d // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (n, heads, t, head_dim)
-        out = F.scaled_dot_product_attention(q, k, v)
+        keys = None if mask is None else mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keys,
+                                             dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(n, t, d))
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: x + MSA(LN(x)), then x + MLP(LN(x)); the MLP is GELU, mlp_ratio*dim wide."""
+    """Pre-norm block: x + MSA(LN(x)), then x + MLP(LN(x)); the MLP is GELU, mlp_ratio*dim wide.
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+    ``dropout`` > 0 (the text encoder) drops attention weights and each branch's output before
+    its residual sum, as BERT does (Devlin et al. 2019); the ViT uses none."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0,
+                 dropout: float = 0.0) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, dropout)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = x + self.drop(self.attn(self.norm1(x), mask))
+        return x + self.drop(self.mlp(self.norm2(x)))
 
 
 def init_transformer_weights(module: nn.Module) -> None:
@@ -228,5 +241,5 @@ _register("vit-micro", 64, 2, 2)
 _register("vit-tiny", 192, 12, 3)
 _register("vit-small", 384, 12, 6)
 
-__all__ = ["VisionTransformer", "default_patch_size", "patchify", "sincos_position_embedding_2d",
-           "unpatchify"]
+__all__ = ["Attention", "TransformerBlock", "VisionTransformer", "default_patch_size",
+           "init_transformer_weights", "patchify", "sincos_position_embedding_2d", "unpatchify"]

@@ -64,4 +64,28 @@ def all_recipes() -> list[Recipe]:
     return [load_recipe(name) for name in recipe_names()]
 
 
-__all__ = ["Recipe", "all_recipes", "load_recipe", "recipe_names"]
+#: the text runs' recipes (``contrastlab train-text --recipe NAME``) live in this sub-folder,
+#: apart from the image recipes, whose settings are another command's
+TEXT_FOLDER = "text"
+
+
+def text_recipe_names() -> list[str]:
+    """The names of the shipped text recipes."""
+    folder = resources.files(__name__).joinpath(TEXT_FOLDER)
+    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def load_text_recipe(name: str) -> Recipe:
+    """The text recipe ``name`` (ConfigError with the known names when there is none)."""
+    if name not in text_recipe_names():
+        raise unknown_name("text recipe", name, text_recipe_names())
+    text = resources.files(__name__).joinpath(TEXT_FOLDER, f"{name}.yaml").read_text(
+        encoding="utf-8")
+    values = yaml.safe_load(text) or {}
+    if not isinstance(values, dict) or not isinstance(values.get("settings"), dict):
+        raise ConfigError(f"text recipe '{name}' has no settings: mapping")
+    return Recipe(name, dict(values["settings"]), dict(values.get("about") or {}))
+
+
+__all__ = ["Recipe", "all_recipes", "load_recipe", "load_text_recipe", "recipe_names",
+           "text_recipe_names"]

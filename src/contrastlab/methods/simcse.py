@@ -1,0 +1,124 @@
+"""SimCSE: sentence embeddings by contrastive learning, with dropout as the augmentation
+(unsupervised) or with sentence pairs as positives (supervised).
+
+Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", EMNLP 2021:
+
+* **unsupervised** (Sec. 3): each sentence of the batch passes through the encoder twice; the two
+  outputs differ only by their dropout masks and are a positive pair, the batch's other
+  sentences the negatives (eq. 4). The two copies go through as one batch of 2N (as the paper's
+  implementation does).
+* **supervised** (Sec. 4): pairs (x_i, x_i^+) of related sentences are the positives (the paper:
+  NLI entailment pairs) and optionally a hard negative x_i^- per anchor (a contradiction) joins
+  the columns (eq. 5). From a file of scored pairs (STS), a pair whose score is at least
+  ``positive_threshold`` is a positive pair; a file's ``negative`` column gives hard negatives.
+
+The loss is :func:`contrastlab.losses.simcse.simcse_loss` (temperature 0.05, the paper's).
+The method takes a :class:`SentenceBatch`: the token ids of every sentence of the step in one
+padded tensor, view-major (anchors, then positives, then negatives).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from contrastlab.data.tokenizer import TokenBatch
+from contrastlab.losses.simcse import simcse_loss
+from contrastlab.methods import settings as common
+from contrastlab.methods.base import StepOutput
+from contrastlab.methods.settings import MethodSettings
+from contrastlab.models.text_encoder import TextTransformer
+from contrastlab.settings import setting
+
+
+@dataclass
+class SimCSESettings(MethodSettings):
+    """SimCSE's hyper-parameters."""
+
+    name: ClassVar[str] = "simcse"
+
+    temperature: float = common.temperature(0.05, "the paper (its Table D.1)")
+    supervised: bool = setting(
+        False, "Supervised SimCSE: pairs of the data are the positives (needs a pairs file); "
+        "off: unsupervised, each sentence twice through dropout.", source="the paper's two forms")
+    positive_threshold: float = setting(
+        4.0, "Supervised, from scored pairs: a pair is a positive when its score is at least "
+        "this (STS scores are 0-5); pairs without scores are all positives.",
+        source="here: STS-B scores 4-5 mean 'mostly/completely equivalent'")
+    token_drop: float = setting(
+        0.0, "Share of each copy's tokens left out at random ([CLS]/[SEP] kept), on top of "
+        "dropout; 0: the paper's dropout-only augmentation.",
+        source="the paper (0; its Table 1 finds word deletion worse on BERT); here: helps "
+        "encoders trained from scratch", ge=0, lt=1)
+    loss_chunk_size: int | None = common.loss_chunk_size()
+
+
+@dataclass
+class SentenceBatch:
+    """The sentences of one step: ``tokens`` holds ``groups`` blocks of N rows (anchors, then
+    positives, then hard negatives when given)."""
+
+    tokens: TokenBatch
+    groups: int = 1
+
+    def to(self, device: torch.device | str) -> SentenceBatch:
+        return SentenceBatch(self.tokens.to(device), self.groups)
+
+
+def drop_tokens(mask: Tensor, rate: float) -> Tensor:
+    """``mask`` with each inner token (not the first or last real one: ``[CLS]``, ``[SEP]``)
+    left out with probability ``rate`` (global torch RNG); padding stays out."""
+    lengths = mask.sum(dim=1, keepdim=True)
+    positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
+    inner = (positions > 0) & (positions < lengths - 1)
+    dropped = inner & (torch.rand(mask.shape, device=mask.device) < rate)
+    kept = mask & ~dropped
+    keep_one = inner & ~(kept & inner).any(dim=1, keepdim=True)  # never drop every word
+    return kept | (keep_one & mask)
+
+
+class SimCSE(nn.Module):
+    """SimCSE on a :class:`~contrastlab.models.text_encoder.TextTransformer` (see the module
+    docstring); ``encode(ids, mask)`` is the sentence embedding used for evaluation."""
+
+    name = "simcse"
+    Settings = SimCSESettings
+
+    def __init__(self, encoder: TextTransformer, settings: SimCSESettings | None = None,
+                 **overrides: Any) -> None:
+        super().__init__()
+        values = {} if settings is None else settings.to_dict()
+        values.update(overrides)
+        self.settings = SimCSESettings.from_mapping(values, "the settings of method 'simcse'")
+        self.backbone = encoder
+
+    def training_step(self, batch: SentenceBatch) -> StepOutput:
+        tokens = batch.tokens
+        if batch.groups == 1:  # unsupervised: the same sentences twice, as one 2N batch
+            ids, mask = tokens.ids.repeat(2, 1), tokens.mask.repeat(2, 1)
+            groups = 2
+        else:
+            ids, mask, groups = tokens.ids, tokens.mask, batch.groups
+        if groups not in (2, 3) or ids.shape[0] % groups:
+            raise ValueError(f"a SentenceBatch holds 1, 2 or 3 groups of N rows, got {groups} "
+                             f"groups over {tokens.ids.shape[0]} rows")
+        if self.settings.token_drop > 0 and self.training:
+            mask = drop_tokens(mask, self.settings.token_drop)
+        embeddings = self.backbone(ids, mask).chunk(groups, dim=0)
+        loss = simcse_loss(embeddings[0], embeddings[1], self.settings.temperature,
+                           embeddings[2] if groups == 3 else None,
+                           chunk_size=self.settings.loss_chunk_size)
+        return StepOutput(loss=loss)
+
+    def forward(self, batch: SentenceBatch) -> StepOutput:
+        return self.training_step(batch)
+
+    def encode(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """The sentence embeddings (the encoder's pooled output)."""
+        return self.backbone(ids, mask)
+
+
+__all__ = ["SentenceBatch", "SimCSE", "SimCSESettings"]

@@ -1,0 +1,78 @@
+"""Loading a text run (``contrastlab train-text``): its encoder and tokenizer, and sentence
+embeddings from them.
+
+The checkpoint is read weights-only (:func:`contrastlab.runs.checkpoint.load_checkpoint`); it
+holds the settings the encoder was built with, the tokenizer's JSON and the state dict, so the
+run needs nothing else to embed sentences exactly as in training (in eval mode: no dropout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from contrastlab.data.tokenizer import TextTokenizer
+from contrastlab.errors import CheckpointError
+from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
+from contrastlab.runs.checkpoint import load_checkpoint
+from contrastlab.runs.directory import RunDirectory
+
+#: the ``kind`` of a text run's checkpoint (image runs' checkpoints have none)
+TEXT_RUN_KIND = "text-simcse"
+
+
+@dataclass
+class LoadedTextRun:
+    """A text run's encoder (eval mode, on ``device``) and tokenizer."""
+
+    encoder: TextTransformer
+    tokenizer: TextTokenizer
+    device: torch.device
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+        """(N, D) float32 sentence embeddings on the CPU, in the order of ``texts``."""
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenizer.encode(texts[start:start + batch_size],
+                                           self.encoder.max_length).to(self.device)
+            parts.append(self.encoder(tokens.ids, tokens.mask).float().cpu())
+        if not parts:
+            return torch.zeros(0, self.encoder.output_dim)
+        return torch.cat(parts)
+
+
+def load_text_run(run: str | Path, device: torch.device | str = "cpu") -> LoadedTextRun:
+    """The encoder and tokenizer of the text run in folder ``run``.
+
+    Raises:
+        CheckpointError: no checkpoint, an unreadable one, or an image run's.
+    """
+    path = RunDirectory(run).checkpoint_path
+    if not path.is_file():
+        raise CheckpointError(f"'{run}' holds no run (no {path}): give the --out folder of "
+                              "`contrastlab train-text`")
+    state = load_checkpoint(path)
+    if state.get("kind") != TEXT_RUN_KIND:
+        raise CheckpointError(f"'{run}' is an image run; this needs a text run (trained by "
+                              "`contrastlab train-text`)")
+    settings = TextEncoderSettings.from_mapping(state["settings"]["encoder"],
+                                                f"the checkpoint of '{run}'")
+    encoder = TextTransformer(int(state["vocab_size"]), settings, int(state["pad_id"]))
+    prefix = "backbone."
+    weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"the encoder weights of '{run}' do not fit its settings: "
+                              f"{str(error).splitlines()[0]}") from None
+    device = torch.device(device)
+    return LoadedTextRun(encoder.to(device).eval(), TextTokenizer.from_json(state["tokenizer"]),
+                         device)
+
+
+__all__ = ["TEXT_RUN_KIND", "LoadedTextRun", "load_text_run"]

@@ -1,0 +1,168 @@
+"""The training loop of text runs (SimCSE on a :class:`TextTransformer`).
+
+A loop of its own rather than a mode of :class:`contrastlab.training.trainer.Trainer`: that
+trainer is built around an in-memory image tensor, batched augmentations on the device, channels
+last, batch-norm synchronisation, GradCache and image evaluation callbacks, none of which applies
+to token batches. This loop reuses what does apply: the optimiser and its parameter groups and
+the warm-up + cosine schedule (``optim/``), the run directory with ``config.yaml`` and
+``metrics.jsonl`` records, atomic weights-only checkpoints (``runs/``), the step skip on a
+non-finite loss and the ``--time-budget`` meaning (the schedule spans the budget).
+
+The run directory::
+
+    RUN/config.yaml             the resolved settings, by section
+    RUN/tokenizer.json          the tokenizer (loaded with the run)
+    RUN/metrics.jsonl           "type": data | step | epoch | final
+    RUN/checkpoints/last.pt     encoder, optimiser, position, settings and tokenizer
+
+Batch order: epoch e is a permutation drawn from a generator seeded with (seed, e).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from contrastlab.atomic import write_text_atomic
+from contrastlab.methods.simcse import SimCSE
+from contrastlab.models.text_encoder import TextTransformer
+from contrastlab.optim.optimizers import build_optimizer, default_lr
+from contrastlab.optim.schedule import set_lr, warmup_cosine
+from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from contrastlab.runs.device import resolve_device
+from contrastlab.runs.directory import RunDirectory, default_run_name
+from contrastlab.runs.text_run import TEXT_RUN_KIND
+from contrastlab.training.text_data import TextTrainingData, build_training_data
+from contrastlab.training.text_settings import TextRunSettings
+
+
+@dataclass
+class TextRunResult:
+    """Where the run is and how it ended."""
+
+    run_dir: Path
+    steps: int
+    last_loss: float
+    stop_reason: str
+    seconds: float
+
+
+def _say_nothing(_: str) -> None:
+    pass
+
+
+def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothing
+             ) -> TextRunResult:
+    """Train SimCSE as ``settings`` say; returns when the epochs or the time budget are spent."""
+    train = settings.train
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    out = Path(train.out or default_run_name("simcse", train.data.split(",")[0]))
+    run = RunDirectory(out)
+    run.prepare(resume=False)
+    device = resolve_device(train.device)
+    torch.manual_seed(train.seed)
+    data = build_training_data(train, settings.method, settings.encoder.max_length, say)
+    run.log({"type": "data", "examples": len(data), "groups": data.groups,
+             "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(data.skipped)})
+    if data.skipped:
+        say(f"skipped {len(data.skipped)} bad row(s); first: {data.skipped[0]}")
+    resolved = settings.to_dict()
+    write_text_atomic(run.config_path, yaml.safe_dump(resolved, sort_keys=False), "config")
+    write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
+
+    encoder = TextTransformer(data.tokenizer.vocab_size, settings.encoder, data.tokenizer.pad_id)
+    method = SimCSE(encoder, settings.method).to(device)
+    opt = settings.optimizer
+    peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
+    optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
+
+    batch_size = min(train.batch_size, len(data))
+    steps_per_epoch = max(1, len(data) // batch_size)
+    budget = train.time_budget
+    epochs = train.epochs if budget is None else 1_000_000
+    total_steps = epochs * steps_per_epoch
+    say(f"simcse ({'supervised' if settings.method.supervised else 'unsupervised'}): "
+        f"{len(data)} examples, {steps_per_epoch} steps per epoch, "
+        + (f"{budget:g} s budget" if budget else f"{epochs} epoch(s)") + f", device {device}")
+    step, elapsed, last_loss, stop = 0, 0.0, math.nan, "done"
+    method.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(
+            train.seed * 1_000_003 + epoch))
+        losses = []
+        for b in range(steps_per_epoch):
+            progress = elapsed / budget if budget else step / total_steps
+            if progress >= 1.0:
+                stop = "time_budget"
+                break
+            started = time.perf_counter()
+            lr = peak_lr * warmup_cosine(progress, opt.warmup_fraction)
+            set_lr(optimizer, lr)
+            loss = _step(method, optimizer, data, order[b * batch_size:(b + 1) * batch_size],
+                         device, opt.clip_grad_norm)
+            elapsed += time.perf_counter() - started
+            step += 1
+            if math.isfinite(loss):
+                losses.append(loss)
+                last_loss = loss
+            if step % train.log_every == 0 or step == 1:
+                run.log({"type": "step", "epoch": epoch, "step": step, "loss": loss,
+                         "lr": lr, "elapsed": round(elapsed, 3)})
+                say(f"step {step}" + (f"/{total_steps}" if not budget else "")
+                    + f"  epoch {epoch}  loss {loss:.4f}  lr {lr:.2e}  {elapsed:.0f} s")
+        run.log({"type": "epoch", "epoch": epoch, "step": step,
+                 "loss": sum(losses) / len(losses) if losses else None,
+                 "elapsed": round(elapsed, 3)})
+        if stop == "time_budget":
+            break
+    _save(run, method, optimizer, settings, data, {"epoch": epoch, "step": step,
+                                                   "elapsed": elapsed})
+    final = {"type": "final", "steps": step, "loss": last_loss, "stop_reason": stop,
+             "elapsed": round(elapsed, 3)}
+    run.log(final)
+    return TextRunResult(out, step, last_loss, stop, elapsed)
+
+
+def _step(method: SimCSE, optimizer: torch.optim.Optimizer, data: TextTrainingData,
+          indices: torch.Tensor, device: torch.device, clip: float | None) -> float:
+    """One optimiser step; a non-finite loss or gradient skips it (returns the loss)."""
+    batch = data.batch(indices).to(device)
+    optimizer.zero_grad(set_to_none=True)
+    loss = method(batch).loss
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return value
+    loss.backward()
+    if clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(method.parameters(), clip)
+        if not torch.isfinite(norm):
+            return math.nan
+    optimizer.step()
+    return value
+
+
+def _save(run: RunDirectory, method: SimCSE, optimizer: torch.optim.Optimizer,
+          settings: TextRunSettings, data: TextTrainingData, position: dict[str, Any]) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": TEXT_RUN_KIND,
+        "settings": settings.to_dict(),
+        "vocab_size": data.tokenizer.vocab_size,
+        "pad_id": data.tokenizer.pad_id,
+        "tokenizer": data.tokenizer.to_json(),
+        "model": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "position": position,
+    }
+    save_atomic(state, run.checkpoint_path)
+
+
+__all__ = ["TextRunResult", "fit_text"]
