@@ -59,8 +59,8 @@ def decode_catalog(catalog: ShardCatalog, shards: ShardSet, *, count: int | None
     if catalog.has_labels:
         labels = torch.from_numpy(catalog.label[:total][kept].astype(np.int64))
     dataset = ImageDataset(images=torch.from_numpy(decoded.images), labels=labels,
-                           classes=shards.classes, ids=[names[i] for i in kept.tolist()],
-                           name=shards.name)
+                           classes=catalog.class_names(shards.classes),
+                           ids=[names[i] for i in kept.tolist()], name=shards.name)
     return dataset, decoded.skipped
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contrastlab.data.decode import is_image_name
 from contrastlab.data.shard_format import (
     IMAGE_SUFFIXES,
     INDEX_NAME,
@@ -55,14 +56,22 @@ class ShardSet:
     def classes(self) -> list[str] | None:
         return None if self.index is None else self.index.classes
 
+    def counts_of_index(self) -> list[int] | None:
+        """Each shard's sample count according to the index (None without one)."""
+        if self.index is None or not all(path.name in self.index.counts for path in self.paths):
+            return None
+        return [self.index.counts[path.name] for path in self.paths]
+
 
 def _is_shard_folder(folder: Path) -> bool:
-    """A folder of shards: it has an index file, or ``.tar`` files and no sub-folders."""
+    """A folder of shards: it has an index file, or ``.tar`` files and neither sub-folders nor
+    images."""
     if (folder / INDEX_NAME).is_file():
         return True
     entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
     tars = [entry for entry in entries if entry.is_file() and entry.name.lower().endswith(".tar")]
-    return bool(tars) and not any(entry.is_dir() for entry in entries)
+    return bool(tars) and not any(entry.is_dir() or is_image_name(entry.name)
+                                  for entry in entries)
 
 
 def _folder_set(folder: Path, name: str) -> ShardSet:
@@ -142,6 +151,13 @@ class ShardCatalog:
     @property
     def has_labels(self) -> bool:
         return len(self) > 0 and bool((self.label >= 0).all())
+
+    def class_names(self, named: list[str] | None) -> list[str] | None:
+        """``named`` (the index's class names), else "0", "1", ... up to the largest label
+        (None for unlabelled shards)."""
+        if named is not None or not self.has_labels:
+            return named
+        return [str(label) for label in range(int(self.label.max()) + 1)]
 
     def starts(self) -> np.ndarray:
         """The first sample of each shard (samples are stored shard after shard)."""
@@ -236,6 +252,12 @@ def catalog_shards(shards: ShardSet) -> ShardCatalog:
             parts.append((offsets, sizes, labels))
             progress.advance()
     counts = np.asarray([len(offsets) for offsets, _, _ in parts], dtype=np.int64)
+    expected = shards.counts_of_index()
+    if expected is not None and counts.tolist() != expected:
+        shard = next(i for i, (a, b) in enumerate(zip(counts, expected, strict=True)) if a != b)
+        raise DataError(f"shard {shards.paths[shard]} holds {counts[shard]} images but "
+                        f"{INDEX_NAME} says {expected[shard]}: the shard was changed or "
+                        "replaced; rebuild the shards (or delete the index)")
     catalog = ShardCatalog(
         shards=list(shards.paths),
         shard=np.repeat(np.arange(len(parts), dtype=np.int32), counts),

@@ -157,9 +157,12 @@ def iterate_batches(stream: EpochStream, workers: int, pin_memory: bool = False
         DataError: a sample that cannot be decoded (without ``skip_bad_files``).
     """
     workers = max(0, min(workers, stream.steps - stream.start))
+    # a private generator: the DataLoader draws its workers' base seed from it, not from the
+    # global generator, whose state a resumed run must find exactly as it was saved
     loader = torch.utils.data.DataLoader(
         stream, batch_size=None, num_workers=workers, pin_memory=pin_memory,
-        prefetch_factor=2 if workers else None, persistent_workers=False)
+        prefetch_factor=2 if workers else None, persistent_workers=False,
+        generator=torch.Generator().manual_seed(0))
     expected = stream.start
     for item in loader:
         if item["error"] is not None:

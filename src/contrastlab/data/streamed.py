@@ -44,7 +44,7 @@ class StreamedData:
 
     @property
     def classes(self) -> list[str] | None:
-        return self.shards.classes
+        return self.preview.classes
 
 
 def open_stream(shards: ShardSet, *, image_size: int | None, skip_bad_files: bool,

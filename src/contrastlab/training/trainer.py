@@ -406,6 +406,7 @@ class Trainer:
                     break
                 if budget is not None and state.elapsed >= budget:
                     break
+                self.checkpoint_within_epoch()
         finally:
             batches.close()  # a stream's worker processes end here
         extra_copies: list[Path] = []
@@ -414,6 +415,17 @@ class Trainer:
         checkpoint_start = time.perf_counter()
         self.save_checkpoint(*extra_copies)
         state.elapsed += time.perf_counter() - checkpoint_start
+        _, state.elapsed = self.ddp.agree(None, state.elapsed)
+
+    def checkpoint_within_epoch(self) -> None:
+        """``--checkpoint-every N``: last.pt every N steps, except at the epoch's end (which
+        writes its own); the write counts as training time, as at the end of an epoch."""
+        every, state = self.config.run.checkpoint_every, self.state
+        if not every or state.global_step % every or state.batch_in_epoch >= self.steps_per_epoch:
+            return
+        start = time.perf_counter()
+        self.save_checkpoint()
+        state.elapsed += time.perf_counter() - start
         _, state.elapsed = self.ddp.agree(None, state.elapsed)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None,
