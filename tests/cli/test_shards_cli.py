@@ -14,7 +14,7 @@ from PIL import Image
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "120"}
+    env = {**os.environ, "COLUMNS": "1000"}
     return subprocess.run([sys.executable, "-m", "contrastlab", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -36,4 +36,5 @@ def test_shards_build_writes_shards_and_refuses_a_used_folder(tmp_path: Path) ->
     assert index["classes"] == ["a", "b"] and index["max_side"] == 16
     again = cli("shards", "build", "--data", str(tmp_path / "photos"), "--out", str(out))
     assert again.returncode == 2
-    assert "already exists and is not an empty folder; pass --force" in again.stderr
+    message = " ".join(again.stderr.split())  # the console wraps long lines
+    assert "already exists and is not an empty folder; pass --force" in message
