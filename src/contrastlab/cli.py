@@ -295,6 +295,48 @@ def eval_transfer(
     _print_scores(scores, as_json)
 
 
+shards_app = typer.Typer(help="Make WebDataset tar shards that training streams from.",
+                         no_args_is_help=True)
+app.add_typer(shards_app, name="shards")
+
+
+@shards_app.command("build")
+def shards_build(
+    data: Annotated[str, Opt(help=DATA_HELP + ".")],
+    out: Annotated[Path, Opt(help="Folder to write the shards into (OUT/train and OUT/test "
+                                  "for data with an official split).")],
+    shard_size: Annotated[str, Opt(help="Close a shard once it holds this much (e.g. 1GB, "
+                                        "256MB).")] = "1GB",
+    max_side: Annotated[int | None, Opt(min=8, help="Store images whose shorter side is longer "
+                                        "than this resized to it (JPEG); others as they are.")
+                        ] = None,
+    skip_bad_files: Annotated[bool, Opt("--skip-bad-files", help="Leave unreadable images out "
+                                        "(counted) instead of failing.")] = False,
+    force: Annotated[bool, Opt("--force", help="Write into OUT even if it holds files.")] = False,
+) -> None:
+    """Write a dataset as WebDataset tar shards with a shards.json index (train with
+    `--data OUT`)."""
+    from contrastlab.data.shard_build import build_shards
+    from contrastlab.data.shard_writer import parse_size
+    from contrastlab.errors import ConfigError
+
+    shard_bytes = parse_size(shard_size)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise ConfigError(f"'{out}' already exists and is not an empty folder; pass --force to "
+                          "write the shards into it anyway, or choose another --out")
+    report = build_shards(data, out, shard_bytes=shard_bytes, max_side=max_side,
+                          skip_bad_files=skip_bad_files)
+    for side, counts in report.sides.items():
+        folder = out / side if side else out
+        err_console.print(f"{folder}: {len(counts)} shard(s), {sum(counts.values())} images")
+    if report.skipped:
+        err_console.print(f"[yellow]skipped {len(report.skipped)} unreadable file(s), e.g. "
+                          f"{report.skipped[0]}[/yellow]")
+    print(json.dumps({"out": str(out), "samples": report.samples,
+                      "shards": sum(len(c) for c in report.sides.values()),
+                      "skipped": len(report.skipped)}))
+
+
 # embed, export, index build, search, serve (issue 6); their heavy imports are lazy.
 from contrastlab.serve.cli import register as _register_serving  # noqa: E402
 

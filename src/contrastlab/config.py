@@ -119,6 +119,9 @@ class RunSettings(Settings):
     keep: int = setting(0, "Also keep a checkpoint every N epochs (0: only last.pt and "
                         "best.pt).", source="here", ge=0,
                         must_be=">= 0 (0: only last.pt and best.pt)")
+    checkpoint_every: int = setting(
+        0, "Also write last.pt every N steps within an epoch (0: at the end of each epoch); "
+        "a killed run then loses at most N steps (long streamed epochs).", source="here", ge=0)
     max_nonfinite_steps: int = setting(20, "Stop after this many non-finite steps in a row "
                                        "(each is skipped).", source="here", ge=1)
     log_to: str = setting("", "Also log to these trackers, comma-separated: tensorboard, mlflow, "

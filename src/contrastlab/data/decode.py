@@ -21,10 +21,12 @@ square is kept (bilinear, antialiased when shrinking; images smaller than ``imag
 enlarged), so every image is ``image_size`` squared. Files are recognised by their content, not
 their extension (a PNG named ``.jpg`` is read as a PNG).
 
-A file that cannot be decoded (corrupt, truncated, empty, not an image) raises DataError naming it,
-or with ``skip_bad_files`` is left out and reported with its reason. All images must end with the
-same channel count and, without ``image_size``, the same size; otherwise DataError names one file
-of each kind.
+Without ``image_size`` the sizes are first read from the headers
+(:mod:`contrastlab.data.size_check`), so a dataset with one image of an odd size fails before
+anything is decoded. A file that cannot be decoded (corrupt, truncated, empty, not an image)
+raises DataError naming it, or with ``skip_bad_files`` is left out and reported with its reason.
+All images must end with the same channel count and, without ``image_size``, the same size;
+otherwise DataError names one file of each kind.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from contrastlab.data.size_check import check_sizes
 from contrastlab.errors import DataError
 from contrastlab.phases import phase
 
@@ -229,6 +232,8 @@ def decode_images(
         raise ValueError("names and sources must have the same length")
     if not names:
         raise DataError("no image files to read")
+    if image_size is None:  # one odd size fails here, in seconds, not after the whole decode
+        check_sizes(names, sources, f"{description}: reading the headers")
     indexed = list(enumerate(sources))
     chunks = [indexed[i : i + _CHUNK] for i in range(0, len(indexed), _CHUNK)]
     threads = max(1, min(workers or (os.cpu_count() or 1), len(chunks)))

@@ -25,6 +25,8 @@ from contrastlab.data.digits import read_digits
 from contrastlab.data.idx import find_idx_files, read_idx_folder
 from contrastlab.data.image_folder import read_image_folder
 from contrastlab.data.npz import read_npz
+from contrastlab.data.shard_memory import read_shards
+from contrastlab.data.shard_set import find_shard_sets
 from contrastlab.data.split import check_test_fraction, split_dataset
 from contrastlab.errors import DataError
 
@@ -46,7 +48,9 @@ def describe_accepted() -> str:
         "a CIFAR-10 or CIFAR-100 'python version' batch folder; a folder of MNIST-style IDX "
         "files (train-/t10k-images-idx3-ubyte and -labels-idx1-ubyte, optionally .gz); an .npz "
         "file with uint8 images 'x' (N,H,W) or (N,H,W,C) and optional labels 'y', or "
-        "x_train/y_train/x_test/y_test. Nothing is downloaded."
+        "x_train/y_train/x_test/y_test; WebDataset tar shards: a folder of .tar shards (with "
+        "or without shards.json; train/ and test/ shard folders for an official split) or a "
+        "brace pattern such as 'shards/{000000..000099}.tar'. Nothing is downloaded."
     )
 
 
@@ -96,6 +100,10 @@ def _read(
         return split_dataset(read_digits(), test_fraction=fraction, split_seed=split_seed)
     if lowered in _FASHION_NAMES:
         return _fashion_mnist(fraction, split_seed)
+    shards = find_shard_sets(text)
+    if shards is not None:
+        return read_shards(*shards, test_fraction=fraction, split_seed=split_seed,
+                           skip_bad_files=skip_bad_files, image_size=size)
     path = Path(text).expanduser()
     if not path.exists():
         raise DataError(

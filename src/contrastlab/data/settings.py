@@ -10,7 +10,8 @@ from contrastlab.settings import Settings, setting
 DATA_HELP = (
     "digits (bundled), fashion-mnist, a folder of images (class sub-folders, optional train/ and "
     "test/), a .tar/.tar.gz of one, a CIFAR python-batches folder, an MNIST IDX folder, or an "
-    ".npz."
+    ".npz, or WebDataset tar shards (a shard folder or a pattern such as "
+    "'shards/{000000..000099}.tar')."
 )
 
 
@@ -30,6 +31,18 @@ class DataSettings(Settings):
     image_size: int | None = setting(
         None, "Resize images (shorter side, centre crop) and crop views to this size; none: "
         "the data's own size.", source="the data", ge=4, must_be=">= 4 pixels")
+    stream: str = setting(
+        "auto", "Stream batches from tar shards, decoded in worker processes, instead of "
+        "decoding everything into memory first: on, off, or auto (on for shards).",
+        source="here: data larger than memory streams", choices=("auto", "on", "off"))
+    loader_workers: int | None = setting(
+        None, "Worker processes decoding streamed batches (0: in the training process); none: "
+        "the CPU count less one, at most 8. The batches do not depend on it.",
+        source="here", ge=0)
+    shuffle_buffer: int = setting(
+        10_000, "Samples in the streamed shuffle buffer (sample numbers only, 8 bytes each); "
+        "shard order is shuffled per epoch as well.", source="here: as WebDataset's typical "
+        "buffer", ge=0)
 
 
 __all__ = ["DATA_HELP", "DataSettings"]

@@ -77,7 +77,11 @@ class EvaluationCallback(Callback):
     def on_train_end(self, trainer: Trainer) -> dict[str, Any] | None:
         splits = trainer.splits
         if splits.test is None:
-            trainer.note("no labels in the data: skipped kNN / linear evaluation")
+            if getattr(trainer, "streamed", None) is not None:
+                trainer.note("streamed data: skipped the kNN / linear evaluation; run "
+                             f"'contrastlab eval knn --run {trainer.run.root}'")
+            else:
+                trainer.note("no labels in the data: skipped kNN / linear evaluation")
             return None
         if not self.at_end:
             return None

@@ -35,6 +35,8 @@ from torch import nn
 
 from contrastlab.config import TrainConfig, flatten
 from contrastlab.data import DatasetSplits, load_dataset
+from contrastlab.data.shard_set import find_shard_sets
+from contrastlab.data.streamed import StreamedData, open_stream
 from contrastlab.errors import CheckpointError, ConfigError
 from contrastlab.methods import Method, method_class
 from contrastlab.models.global_batch_norm import convert_to_global_batch_norm
@@ -56,6 +58,7 @@ from contrastlab.runs import (
     restore_rng_state,
     save_atomic,
 )
+from contrastlab.training.batches import MemoryBatches, StreamBatches, epoch_permutation
 from contrastlab.training.callbacks import Callback
 from contrastlab.training.ddp import setup_distributed
 from contrastlab.training.micro_batch import check_micro_batch, grad_cache_step
@@ -66,13 +69,8 @@ from contrastlab.views import EvalTransform, channel_stats
 #: settings a resumed run must share with the run it continues
 RESUME_IDENTITY = ("method", "backbone", "data", "batch_size", "seed", "image_size",
                    "test_fraction", "split_seed", "optimizer")
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of the training set in ``epoch``: a function of (seed, epoch) only, so resuming
-    mid-run draws the same batches as an uninterrupted run."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=generator)
+#: settings added later: checked only against checkpoints that record them
+RESUME_IDENTITY_IF_SAVED = ("stream", "shuffle_buffer")
 
 
 def gradient_norm(parameters: list[torch.Tensor], clip: float | None) -> torch.Tensor:
@@ -158,7 +156,8 @@ class Trainer:
             self.restore()
         else:
             ddp.on_main(lambda: config.save_yaml(self.run.config_path))
-        self.log({"type": "data", "name": self.train_set.name, "n_train": len(self.train_set),
+        self.log({"type": "data", "name": self.train_set.name, "n_train": self.n_train,
+                  "streamed": self.streamed is not None,
                   "n_test": 0 if self.splits.test is None else len(self.splits.test),
                   "official_split": self.splits.official_split,
                   "skipped_files": len(self.splits.skipped)})
@@ -171,7 +170,7 @@ class Trainer:
             self.console.print(slow_precision)
         self.console.print(
             f"training [bold]{config.method.name}[/bold] / {self.backbone_name} on "
-            f"{self.train_set.name}: {len(self.train_set)} images {self.train_set.channels}x"
+            f"{self.train_set.name}: {self.n_train} images {self.train_set.channels}x"
             f"{self.image_size}x{self.image_size}, batch {config.schedule.batch_size}, "
             f"{config.optimizer.name} lr {self.base_lr:.3g}, device {self.device}"
             + (f", budget {config.schedule.time_budget:.0f}s" if config.schedule.time_budget
@@ -183,22 +182,47 @@ class Trainer:
             return type(self.custom_backbone).__name__
         return self.config.backbone.name
 
+    def open_stream(self) -> StreamedData | None:
+        """The streamed training set when the data is tar shards and ``--stream`` allows it
+        (``auto`` or ``on``); None: the data is decoded into memory."""
+        data = self.config.data
+        shards = None if data.stream == "off" else find_shard_sets(data.source)
+        if shards is None:
+            if data.stream == "on":
+                raise ConfigError(
+                    f"--stream on needs WebDataset tar shards but data {data.source!r} is not a "
+                    "shard folder or pattern; make shards with 'contrastlab shards build --data "
+                    f"{data.source} --out DIR' and train with --data DIR, or pass --stream auto")
+            return None
+        return open_stream(shards[0], image_size=data.image_size,
+                           skip_bad_files=data.skip_bad_files)
+
     def setup_data(self) -> None:
-        """Load the data, check it fits the batch and the processes, make the views."""
+        """Load (or catalogue, for a stream) the data, check it fits the batch and the
+        processes, make the views and the source of batches."""
         config, ddp = self.config, self.ddp
-        self.splits: DatasetSplits = load_dataset(
-            config.data.source, test_fraction=config.data.test_fraction,
-            split_seed=config.data.split_seed, skip_bad_files=config.data.skip_bad_files,
-            image_size=config.data.image_size)
+        self.streamed = self.open_stream()
+        if self.streamed is not None:
+            # the preview stands for the training set (channel statistics, diagnostics); no
+            # evaluation split is held in memory
+            self.splits = DatasetSplits(train=self.streamed.preview, test=None,
+                                        skipped=self.streamed.skipped)
+            self.n_train = len(self.streamed.catalog)
+        else:
+            self.splits = load_dataset(
+                config.data.source, test_fraction=config.data.test_fraction,
+                split_seed=config.data.split_seed, skip_bad_files=config.data.skip_bad_files,
+                image_size=config.data.image_size)
+            self.n_train = len(self.splits.train)
         self.train_set = train_set = self.splits.train
         if self.splits.skipped:
             self.console.print(f"[yellow]skipped {len(self.splits.skipped)} unreadable file(s) "
                                f"(--skip-bad-files), e.g. {self.splits.skipped[0]}[/yellow]")
         batch = config.schedule.batch_size
-        if len(train_set) < batch:
+        if self.n_train < batch:
             raise ConfigError(
-                f"batch_size {batch} is larger than the training set ({len(train_set)} images "
-                f"in {train_set.name}); pass --batch-size {max(2, len(train_set))} or less"
+                f"batch_size {batch} is larger than the training set ({self.n_train} images "
+                f"in {train_set.name}); pass --batch-size {max(2, self.n_train)} or less"
             )
         if batch % ddp.world_size:
             raise ConfigError(
@@ -209,7 +233,8 @@ class Trainer:
         self.local_batch = batch // ddp.world_size
         if config.schedule.micro_batch is not None:
             check_micro_batch(config.schedule.micro_batch, self.local_batch, ddp.world_size)
-        self.image_size = config.data.image_size or min(train_set.image_size)
+        self.image_size = (self.streamed.image_size if self.streamed is not None
+                           else config.data.image_size or min(train_set.image_size))
         self.mean, self.std = channel_stats(train_set.images)
         self.views = build_views(config, self.image_size, train_set.channels, self.mean,
                                  self.std)
@@ -217,9 +242,42 @@ class Trainer:
                                             self.std)
         self.meta = model_meta(config, self.splits, self.image_size, self.mean, self.std,
                                self.custom_backbone)
-        self.steps_per_epoch = len(train_set) // batch
+        self.batches = self.make_batches()
+        self.steps_per_epoch = self.batches.steps_per_epoch
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"batch_size {batch} leaves no whole batch per process: each of the "
+                f"{ddp.world_size} processes reads its own shards of {train_set.name}, and the "
+                f"smallest share holds fewer than {self.local_batch} images; use a smaller "
+                "--batch-size, fewer processes or more, smaller shards")
         self.total_steps = config.schedule.epochs * self.steps_per_epoch
-        self.batch_images, self.batch_labels = self.place_training_data()
+
+    def make_batches(self) -> MemoryBatches | StreamBatches:
+        """The source of this process's batches (see :mod:`contrastlab.training.batches`)."""
+        config = self.config
+        if self.streamed is None:
+            images, labels = self.place_training_data()
+            return MemoryBatches(images, labels, seed=config.run.seed,
+                                 batch=config.schedule.batch_size, local_batch=self.local_batch,
+                                 rank=self.ddp.rank, device=self.device)
+        self.console.print(
+            f"streaming {len(self.streamed.shards.paths)} shard(s) of {self.train_set.name}, "
+            f"decoded at {self.streamed.image_size}x{self.streamed.image_size}; evaluation "
+            "during training is off for streamed data (evaluate the run afterwards with "
+            "'contrastlab eval knn --run RUN')")
+        return StreamBatches(self.streamed, seed=config.run.seed, rank=self.ddp.rank,
+                             world=self.ddp.world_size, local_batch=self.local_batch,
+                             buffer=config.data.shuffle_buffer,
+                             workers=config.data.loader_workers,
+                             skip_bad_files=config.data.skip_bad_files, device=self.device,
+                             on_skipped=self.skipped_samples)
+
+    def skipped_samples(self, names: list[str]) -> None:
+        """Samples of a streamed batch that could not be decoded (``--skip-bad-files``)."""
+        self.log({"type": "skipped_samples", "epoch": self.state.epoch,
+                  "step": self.state.global_step, "count": len(names), "samples": names})
+        self.console.print(f"[yellow]skipped {len(names)} undecodable sample(s) "
+                           f"(--skip-bad-files), e.g. {names[0]}[/yellow]")
 
     def place_training_data(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Where batches are drawn from: the training images on the GPU (``data_on_device``),
@@ -338,17 +396,23 @@ class Trainer:
         """The remaining batches of the current epoch (or until a stop), then the epoch's end
         when it is complete, then a checkpoint."""
         state = self.state
-        order = epoch_permutation(len(self.train_set), self.config.run.seed, state.epoch)
+        batches = self.batches.epoch(state.epoch, state.batch_in_epoch)
         self.epoch_loss_sum = torch.zeros((), device=self.device)
         self.epoch_steps = 0
         self.window_start, self.window_images = time.perf_counter(), 0
         budget = self.config.schedule.time_budget
-        while state.batch_in_epoch < self.steps_per_epoch:
-            self.train_step(order)
-            if self.stop_reason is not None:
-                break
-            if budget is not None and state.elapsed >= budget:
-                break
+        try:
+            while state.batch_in_epoch < self.steps_per_epoch:
+                step_start = time.perf_counter()
+                images, labels = next(batches)  # waiting for data counts as training time
+                self.train_step(images, labels, step_start)
+                if self.stop_reason is not None:
+                    break
+                if budget is not None and state.elapsed >= budget:
+                    break
+                self.checkpoint_within_epoch()
+        finally:
+            batches.close()  # a stream's worker processes end here
         extra_copies: list[Path] = []
         if state.batch_in_epoch >= self.steps_per_epoch:
             extra_copies = self.end_of_epoch()
@@ -357,18 +421,24 @@ class Trainer:
         state.elapsed += time.perf_counter() - checkpoint_start
         _, state.elapsed = self.ddp.agree(None, state.elapsed)
 
-    def train_step(self, order: torch.Tensor) -> None:
-        """One optimiser step on the next batch of ``order`` (the epoch's permutation)."""
+    def checkpoint_within_epoch(self) -> None:
+        """``--checkpoint-every N``: last.pt every N steps, except at the epoch's end (which
+        writes its own); the write counts as training time, as at the end of an epoch."""
+        every, state = self.config.run.checkpoint_every, self.state
+        if not every or state.global_step % every or state.batch_in_epoch >= self.steps_per_epoch:
+            return
+        start = time.perf_counter()
+        self.save_checkpoint()
+        state.elapsed += time.perf_counter() - start
+        _, state.elapsed = self.ddp.agree(None, state.elapsed)
+
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor | None,
+                   step_start: float | None = None) -> None:
+        """One optimiser step on this process's uint8 ``images`` (and ``labels``) of the next
+        batch; ``step_start``: when the step began (before its data was fetched)."""
         config, state, ddp = self.config, self.state, self.ddp
         batch = config.schedule.batch_size
-        step_start = time.perf_counter()
-        index = order[state.batch_in_epoch * batch:(state.batch_in_epoch + 1) * batch]
-        local = index[ddp.rank * self.local_batch:(ddp.rank + 1) * self.local_batch]  # this rank's
-        local = local.to(self.batch_images.device)
-        images = self.batch_images[local].to(self.device, non_blocking=True)
-        labels = None
-        if self.batch_labels is not None:
-            labels = self.batch_labels[local].to(self.device, non_blocking=True)
+        step_start = time.perf_counter() if step_start is None else step_start
         lr = self.base_lr * warmup_cosine(self.schedule_progress, config.optimizer.warmup_fraction)
         set_lr(self.optimizer, lr)
         progress = self.schedule_progress
@@ -395,7 +465,7 @@ class Trainer:
             self.skip_step(step_loss, grad_norm, lr)
         state.global_step += 1
         state.batch_in_epoch += 1
-        self.window_images += len(index)
+        self.window_images += batch
         state.elapsed += time.perf_counter() - step_start
         stop_now = ("stop_after_step" if self.stop_after_step is not None
                     and state.global_step >= self.stop_after_step
@@ -552,7 +622,7 @@ class Trainer:
             if scores:
                 test = self.splits.test
                 final = {"epoch": state.epoch, "step": state.global_step,
-                         "train_seconds": round(state.elapsed, 2), "n_train": len(self.train_set),
+                         "train_seconds": round(state.elapsed, 2), "n_train": self.n_train,
                          "n_test": 0 if test is None else len(test),
                          "skipped_steps": state.skipped_steps, **scores}
                 self.log({"type": "final", **final})
@@ -588,7 +658,8 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, meta: dict[str, 
     if state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"'{path}' is not a {CHECKPOINT_FORMAT} checkpoint")
     saved, asked = flatten(state["config"]), config.flat()
-    for key in RESUME_IDENTITY:
+    identity = RESUME_IDENTITY + tuple(key for key in RESUME_IDENTITY_IF_SAVED if key in saved)
+    for key in identity:
         if saved.get(key) != asked[key]:
             raise CheckpointError(
                 f"cannot resume '{path}': it was trained with {key}={saved.get(key)!r} but this "
@@ -600,5 +671,5 @@ def check_resumable(state: dict[str, Any], config: TrainConfig, meta: dict[str, 
         raise CheckpointError(f"'{path}' holds a non-finite elapsed time")
 
 
-__all__ = ["RESUME_IDENTITY", "Trainer", "check_resumable", "epoch_permutation",
-           "gradient_norm"]
+__all__ = ["RESUME_IDENTITY", "RESUME_IDENTITY_IF_SAVED", "Trainer", "check_resumable",
+           "epoch_permutation", "gradient_norm"]
