@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--recipe", default=RECIPE)
     parser.add_argument("--data", default=None)
     parser.add_argument("--plots", default=None, help="folder for the spectrum plots (PNG)")
+    parser.add_argument("--runs", default=None,
+                        help="only these runs of the experiment, by label, separated by semicolons")
     args = parser.parse_args()
 
     from contrastlab.recipes import load_recipe
@@ -115,6 +117,12 @@ def main() -> None:
     length = ({"time_budget": args.budget} if args.budget is not None
               else {"time_budget": 0, "epochs": args.epochs})
     runs = TEMPERATURE_RUNS if args.experiment == "temperature" else HEURISTIC_RUNS
+    if args.runs is not None:
+        wanted = [label.strip() for label in args.runs.split(";")]
+        unknown = [label for label in wanted if label not in runs]
+        if unknown:
+            parser.error(f"unknown run label(s) {unknown}; the experiment has {list(runs)}")
+        runs = {label: runs[label] for label in wanted}
     scratch = Path(tempfile.mkdtemp(prefix="bench-spectrum-"))
     results: dict[str, Any] = {}
     try:

@@ -89,7 +89,9 @@ def test_time_budget_ends_training_and_lays_schedule_over_it(tmp_path: Path) -> 
                    console=QUIET,
                    evaluate_at_end=False)
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    assert 3.0 <= state["elapsed"] < 60
+    # the budget is spent (the last checkpoint's own write time, which can be what crosses the
+    # budget at an epoch's end, is counted after it is written, so its record may be a little short)
+    assert 2.5 <= state["elapsed"] < 60 and result.finished
     assert result.epoch < 1000
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text()
            .splitlines() if json.loads(line)["type"] == "step"]
