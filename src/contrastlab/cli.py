@@ -77,20 +77,14 @@ def _train(**options: Any) -> None:
 
 
 def _register_train() -> None:
-    import inspect
+    from contrastlab.cli_settings import (
+        SectionedCommand,
+        source_parameters,
+        with_settings_options,
+    )
 
-    from contrastlab.cli_settings import SectionedCommand, with_settings_options
-
-    extra = [
-        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[Path | None, Opt(
-                              help="YAML file of settings (flat or nested); flags override it.",
-                              rich_help_panel="Sources")]),
-        inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[str | None, Opt(
-                              help="Start from a named recipe (see `contrastlab recipes`); "
-                              "--config and flags override it.", rich_help_panel="Sources")]),
-    ]
+    extra = source_parameters("Start from a named recipe (see `contrastlab recipes`); --config "
+                              "and flags override it.")
     app.command("train", cls=SectionedCommand)(with_settings_options(extra, _train))
 
 

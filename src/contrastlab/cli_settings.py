@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -133,4 +134,19 @@ class SectionedCommand(TyperCommand):
                 formatter.write_dl(rows)
 
 
-__all__ = ["PANELS", "SectionedCommand", "settings_parameters", "with_settings_options"]
+
+def source_parameters(recipe_help: str) -> list[inspect.Parameter]:
+    """The ``--config FILE`` and ``--recipe NAME`` options of a training command (the "Sources"
+    panel of its help); ``recipe_help`` says which recipes the command takes."""
+    return [
+        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[Path | None, typer.Option(
+                              help="YAML file of settings (flat or nested); flags override it.",
+                              rich_help_panel="Sources")]),
+        inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[str | None, typer.Option(
+                              help=recipe_help, rich_help_panel="Sources")]),
+    ]
+
+__all__ = ["PANELS", "SectionedCommand", "settings_parameters", "source_parameters",
+           "with_settings_options"]

@@ -15,7 +15,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from contrastlab.cli_settings import SectionedCommand, _parameter, _section_help
+from contrastlab.cli_settings import (
+    SectionedCommand,
+    _parameter,
+    _section_help,
+    source_parameters,
+)
 from contrastlab.settings import declarations
 
 Opt = typer.Option
@@ -101,14 +106,8 @@ def _train_text(**options: Any) -> None:
 
 def _register_train_text(app: typer.Typer) -> None:
     extra = [
-        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[Path | None, Opt(
-                              help="YAML file of settings (flat or nested); flags override it.",
-                              rich_help_panel="Sources")]),
-        inspect.Parameter("recipe", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[str | None, Opt(
-                              help="Start from a text recipe (e.g. sts-simcse-cpu); --config "
-                              "and flags override it.", rich_help_panel="Sources")]),
+        *source_parameters("Start from a text recipe (e.g. sts-simcse-cpu); --config and flags "
+                           "override it."),
         inspect.Parameter("eval_data", inspect.Parameter.KEYWORD_ONLY, default=None,
                           annotation=Annotated[str | None, Opt(
                               help="After training, STS Spearman on these scored pair files "
