@@ -16,7 +16,8 @@ import torch
 
 from contrastlab.data.dataset import DatasetSplits, ImageDataset
 from contrastlab.data.decode import decode_images
-from contrastlab.data.shard_set import ShardCatalog, ShardSet, catalog_shards, scan_shard
+from contrastlab.data.shard_scan import scan_shard
+from contrastlab.data.shard_set import ShardCatalog, ShardSet, catalog_shards
 from contrastlab.data.split import official_splits, split_dataset
 from contrastlab.errors import DataError
 
@@ -27,7 +28,8 @@ def _names(catalog: ShardCatalog, count: int) -> list[str]:
     for shard in catalog.shards:
         if len(names) >= count:
             break
-        names.extend(f"{shard}::{key}" for key in scan_shard(shard)[3])
+        keys = scan_shard(shard, limit=count - len(names))[3]
+        names.extend(f"{shard}::{key}" for key in keys)
     return names[:count]
 
 

@@ -7,35 +7,34 @@ A spec names shards when it is
 * a folder with a ``train/`` shard folder, and optionally ``test/`` (or ``val/``) beside it: the
   official split, as for image folders.
 
-:func:`catalog_shards` reads the tar headers only (the images are not read): where each sample's
-image lies in its shard (offset and size) and its label. A sample's image is then read with one
+:func:`catalog_shards` reads the tar headers only, or the catalog files that keep them
+(:mod:`contrastlab.data.shard_catalog_file`), never the images: where each sample's image lies
+in its shard (offset and size) and its label. A sample's image is then read with one
 seek and one read (:func:`read_sample_bytes`), which is what lets a stream skip samples without
 reading or decoding them.
 """
 
 from __future__ import annotations
 
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from contrastlab.data.decode import is_image_name
+from contrastlab.data.shard_catalog_file import shard_catalog
 from contrastlab.data.shard_format import (
-    IMAGE_SUFFIXES,
     INDEX_NAME,
     ShardIndex,
     expand_braces,
     is_brace_pattern,
     read_index,
-    split_member_name,
 )
+from contrastlab.data.shard_scan import scan_shard
 from contrastlab.errors import DataError
 from contrastlab.phases import phase
 
 _TEST_NAMES = ("test", "val")
-_MAX_LABEL_BYTES = 64
 
 
 @dataclass
@@ -164,92 +163,14 @@ class ShardCatalog:
         return np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
 
 
-def _parse_label(data: bytes, shard: Path, key: str) -> int:
-    try:
-        value = int(data.decode("ascii").strip())
-    except (UnicodeDecodeError, ValueError):
-        value = -1
-    if value < 0:
-        raise DataError(f"sample {key!r} of shard {shard} has a .cls member {data[:20]!r} that is "
-                        "not a class index (a whole number >= 0); fix or rebuild the shard")
-    return value
-
-
-@dataclass
-class _Sample:
-    """The members of one key seen so far while scanning (-1: not seen)."""
-
-    key: str
-    offset: int = -1
-    size: int = 0
-    label: int = -1
-
-
-def scan_shard(path: Path) -> tuple[list[int], list[int], list[int], list[str]]:
-    """``(offsets, sizes, labels, keys)`` of the samples of one shard, from its headers.
-
-    A sample is a run of consecutive members sharing a key; its first image member is its image
-    and its ``cls`` member its label (-1 without one). Keys without an image are ignored.
-
-    Raises:
-        DataError: a shard that is not a tar file, is truncated, or holds no image.
-    """
-    offsets: list[int] = []
-    sizes: list[int] = []
-    labels: list[int] = []
-    keys: list[str] = []
-    file_size = path.stat().st_size
-    members = 0
-    group = _Sample("")
-
-    def flush() -> None:
-        if group.offset >= 0:
-            offsets.append(group.offset)
-            sizes.append(group.size)
-            labels.append(group.label)
-            keys.append(group.key)
-
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for member in tar:
-                members += 1
-                if member.offset_data + member.size > file_size:
-                    raise DataError(
-                        f"shard {path} is truncated: member {member.name!r} needs bytes up to "
-                        f"{member.offset_data + member.size} but the file has {file_size}; "
-                        "copy the shard again or rebuild it")
-                parts = split_member_name(member.name) if member.isreg() else None
-                if parts is None:
-                    continue
-                key, extension = parts
-                if group.key != key:
-                    flush()
-                    group = _Sample(key)
-                if extension in IMAGE_SUFFIXES and group.offset < 0:
-                    group.offset, group.size = member.offset_data, member.size
-                elif extension == "cls" and group.label < 0:
-                    handle = tar.extractfile(member)
-                    data = b"" if handle is None else handle.read(_MAX_LABEL_BYTES)
-                    group.label = _parse_label(data, path, key)
-            flush()
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DataError(f"cannot read shard {path}: {exc.__class__.__name__}: {exc}. It is not "
-                        "a complete uncompressed tar file; copy it again or rebuild it") from exc
-    if not offsets:
-        raise DataError(f"shard {path} holds no images ({members} member(s)); a shard needs "
-                        f"members named KEY.EXT with EXT one of {', '.join(sorted(IMAGE_SUFFIXES))}"
-                        "; remove it or rebuild the shards")
-    return offsets, sizes, labels, keys
-
-
 def catalog_shards(shards: ShardSet) -> ShardCatalog:
-    """Scan the headers of every shard of ``shards`` (with progress) into a catalog."""
-    parts: list[tuple[list[int], list[int], list[int]]] = []
-    with phase(f"reading the tar headers of {len(shards.paths)} shard(s) of {shards.name}",
+    """Every sample of ``shards`` (with progress): each shard's catalog file where a valid one
+    exists, else a scan of its tar headers (see :mod:`contrastlab.data.shard_catalog_file`)."""
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    with phase(f"cataloguing {len(shards.paths)} shard(s) of {shards.name}",
                total=len(shards.paths)) as progress:
         for path in shards.paths:
-            offsets, sizes, labels, _ = scan_shard(path)
-            parts.append((offsets, sizes, labels))
+            parts.append(shard_catalog(path))
             progress.advance()
     counts = np.asarray([len(offsets) for offsets, _, _ in parts], dtype=np.int64)
     expected = shards.counts_of_index()
@@ -261,9 +182,9 @@ def catalog_shards(shards: ShardSet) -> ShardCatalog:
     catalog = ShardCatalog(
         shards=list(shards.paths),
         shard=np.repeat(np.arange(len(parts), dtype=np.int32), counts),
-        offset=np.concatenate([np.asarray(p[0], dtype=np.int64) for p in parts]),
-        size=np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts]),
-        label=np.concatenate([np.asarray(p[2], dtype=np.int64) for p in parts]),
+        offset=np.concatenate([p[0] for p in parts]),
+        size=np.concatenate([p[1] for p in parts]),
+        label=np.concatenate([p[2] for p in parts]),
         counts=counts,
     )
     labelled = catalog.label >= 0

@@ -5,7 +5,9 @@ into a folder, starting a new shard once the current one holds ``shard_bytes`` o
 shard goes through :func:`contrastlab.atomic.write_atomic`: it is written to a temporary file and
 renamed when complete, so an interrupted build never leaves a partial shard under a shard's
 name. Members have fixed metadata (mtime 0, mode 0644, no owner), so the same samples always give
-the same bytes. Only one sample is held in memory at a time.
+the same bytes. Only one sample is held in memory at a time. Each finished shard gets its
+catalog file beside it (:mod:`contrastlab.data.shard_catalog_file`), so that a stream starts
+without scanning the shard's headers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contrastlab.atomic import write_atomic
+from contrastlab.data.shard_catalog_file import write_beside
 from contrastlab.errors import ConfigError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -98,7 +101,8 @@ def write_shards(samples: Iterator[ShardSample], folder: Path, shard_bytes: int,
         on_sample: called after each sample is written (progress).
 
     Returns:
-        Shard file name -> number of samples in it, in order.
+        Shard file name -> number of samples in it, in order (each shard also gets its catalog
+        file, ``NAME.tar.catalog.npz``).
 
     Raises:
         WriteError: a file-system failure (the shard being written is not left behind).
@@ -108,6 +112,7 @@ def write_shards(samples: Iterator[ShardSample], folder: Path, shard_bytes: int,
     while filler.next is not None:
         name = f"{len(counts):06d}.tar"
         write_atomic(folder / name, filler.write, "shard")
+        write_beside(folder / name)
         counts[name] = filler.count
     return counts
 

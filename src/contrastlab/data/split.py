@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from contrastlab.data.dataset import DatasetSplits, ImageDataset
 from contrastlab.errors import DataError
@@ -78,6 +77,8 @@ def stratified_split(
         )
     indices = np.arange(n, dtype=np.int64)
     try:
+        from sklearn.model_selection import train_test_split  # 1 s to import: when needed
+
         train_idx, test_idx = train_test_split(
             indices, test_size=fraction, stratify=array, random_state=int(seed)
         )
