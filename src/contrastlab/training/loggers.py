@@ -4,7 +4,8 @@ metrics.jsonl stays the source of truth; a logger is a callback that receives ev
 it was written there (``--log-to tensorboard,mlflow,wandb``) and turns its numbers into the
 tracker's scalars, indexed by the global step:
 
-* ``step`` records as ``train/<key>`` (loss, lr, images_per_s, grad_norm, method metrics),
+* ``step`` records as ``train/<key>`` (loss, lr, images_per_s, data_wait (the share of
+  the time waiting for batches), grad_norm, method metrics),
 * ``epoch`` records as ``epoch/<key>``, ``eval`` and ``final`` records as ``eval/<key>`` and
   ``final/<key>``, ``diagnostics`` records as ``diagnostics/<space>/<key>``.
 

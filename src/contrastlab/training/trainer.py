@@ -400,11 +400,13 @@ class Trainer:
         self.epoch_loss_sum = torch.zeros((), device=self.device)
         self.epoch_steps = 0
         self.window_start, self.window_images = time.perf_counter(), 0
+        self.window_data_wait = 0.0
         budget = self.config.schedule.time_budget
         try:
             while state.batch_in_epoch < self.steps_per_epoch:
                 step_start = time.perf_counter()
                 images, labels = next(batches)  # waiting for data counts as training time
+                self.window_data_wait += time.perf_counter() - step_start
                 self.train_step(images, labels, step_start)
                 if self.stop_reason is not None:
                     break
@@ -474,10 +476,14 @@ class Trainer:
         if (state.global_step % config.run.log_every == 0
                 or state.batch_in_epoch == self.steps_per_epoch):
             now = time.perf_counter()
-            images_per_s = self.window_images / max(now - self.window_start, 1e-9)
-            self.window_start, self.window_images = now, 0
+            window = max(now - self.window_start, 1e-9)
+            images_per_s = self.window_images / window
+            # the share of the window spent waiting for the next batch (decoding, loading)
+            data_wait = min(1.0, self.window_data_wait / window)
+            self.window_start, self.window_images, self.window_data_wait = now, 0, 0.0
             self.log({"type": "step", "epoch": state.epoch, "step": state.global_step,
                       "loss": float(step_loss), "lr": lr, "images_per_s": images_per_s,
+                      "data_wait": round(data_wait, 4),
                       "grad_norm": float(grad_norm), "elapsed": state.elapsed,
                       "view_size": step_views.output_size, **step_metrics})
         self.last_lr = lr
