@@ -7,11 +7,28 @@ are an int64 tensor of shape (N,). Augmentation happens later, batched, on the t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+
+@runtime_checkable
+class ImageSource(Protocol):
+    """What frozen-feature extraction needs of a dataset: its size, its name and its images in
+    order, batch by batch. :class:`ImageDataset` (in memory) and
+    :class:`contrastlab.data.streamed_images.StreamedImages` (decoded from shards in one pass)
+    are both image sources."""
+
+    name: str
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int, workers: int | None = None) -> Iterator[Tensor]:
+        """uint8 (n, C, H, W) batches of at most ``batch_size`` images, in dataset order."""
+        ...
 
 
 @dataclass
@@ -52,6 +69,11 @@ class ImageDataset:
     def __getitem__(self, index: int) -> tuple[Tensor, int | None]:
         label = None if self.labels is None else int(self.labels[index])
         return self.images[index], label
+
+    def batches(self, batch_size: int, workers: int | None = None) -> Iterator[Tensor]:
+        """Consecutive slices of :attr:`images` (``workers`` is ignored: nothing is decoded)."""
+        for start in range(0, len(self), batch_size):
+            yield self.images[start:start + batch_size]
 
     @property
     def channels(self) -> int:

@@ -26,7 +26,7 @@ from contrastlab.data.idx import find_idx_files, read_idx_folder
 from contrastlab.data.image_folder import read_image_folder
 from contrastlab.data.npz import read_npz
 from contrastlab.data.shard_memory import read_shards
-from contrastlab.data.shard_set import find_shard_sets
+from contrastlab.data.shard_set import ShardSet, find_shard_sets
 from contrastlab.data.split import check_test_fraction, split_dataset
 from contrastlab.errors import DataError
 
@@ -77,6 +77,15 @@ def _resize(data: ImageDataset, size: int | None) -> ImageDataset:
     )
 
 
+def shard_sets_of(spec: str) -> tuple[ShardSet, ShardSet | None] | None:
+    """The training (and official test) shards ``spec`` names, or None when ``spec`` is a
+    dataset name or not shards (as :func:`load_dataset` recognises them)."""
+    text = str(spec).strip()
+    if text.lower() in _DIGITS_NAMES or text.lower() in _FASHION_NAMES:
+        return None
+    return find_shard_sets(text)
+
+
 def _fashion_mnist(test_fraction: float, split_seed: int) -> DatasetSplits:
     """Read the Debian-packaged Fashion-MNIST, or explain how to get it."""
     if not FASHION_MNIST_DIR.is_dir() or not find_idx_files(FASHION_MNIST_DIR):
@@ -100,7 +109,7 @@ def _read(
         return split_dataset(read_digits(), test_fraction=fraction, split_seed=split_seed)
     if lowered in _FASHION_NAMES:
         return _fashion_mnist(fraction, split_seed)
-    shards = find_shard_sets(text)
+    shards = shard_sets_of(text)
     if shards is not None:
         return read_shards(*shards, test_fraction=fraction, split_seed=split_seed,
                            skip_bad_files=skip_bad_files, image_size=size)

@@ -28,9 +28,9 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
-def parse_size(text: str | int) -> int:
+def parse_size(text: str | int, what: str = "--shard-size") -> int:
     """Bytes in ``text``: a whole number, or a number with a unit (``1GB``, ``500MB``,
-    ``64KiB``; decimal and binary units).
+    ``64KiB``; decimal and binary units); ``what`` names the option in messages.
 
     Raises:
         ConfigError: text that is not a positive size.
@@ -40,12 +40,12 @@ def parse_size(text: str | int) -> int:
     else:
         match = _SIZE.match(str(text))
         if match is None:
-            raise ConfigError(f"--shard-size {text!r} is not a size; write e.g. 1GB, 500MB or "
+            raise ConfigError(f"{what} {text!r} is not a size; write e.g. 1GB, 500MB or "
                               "268435456 (bytes)")
         unit = (match.group(2) or "").lower().removesuffix("b")
         value = int(float(match.group(1)) * _UNITS[unit])
     if value < 1:
-        raise ConfigError(f"--shard-size must be at least 1 byte, got {text!r}")
+        raise ConfigError(f"{what} must be at least 1 byte, got {text!r}")
     return value
 
 

@@ -15,6 +15,7 @@ size and the order stays exact) and reported with the batch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,11 @@ from contrastlab.data.shard_set import ShardCatalog, key_at, read_sample_bytes
 from contrastlab.errors import DataError
 
 _LUMA = np.asarray([299, 587, 114], dtype=np.uint32)
+
+
+def default_workers() -> int:
+    """Decoding workers when not configured: the CPU count less one, between 1 and 8."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -83,7 +89,8 @@ class SampleReader:
 def decode_batch(reader: SampleReader, samples: np.ndarray, skip_bad_files: bool
                  ) -> dict[str, Any]:
     """Decode ``samples`` into one batch: ``images`` uint8 (N, C, S, S), ``labels`` int64 (N,)
-    (or None), ``skipped`` (names and reasons) and ``error`` (a message, or None)."""
+    (or None), ``skipped`` (names and reasons), ``replaced`` (the rows whose sample could not be
+    decoded and now hold another image of the batch) and ``error`` (a message, or None)."""
     size, channels = reader.image_size, reader.channels
     images = np.empty((len(samples), channels, size, size), dtype=np.uint8)
     good: list[int] = []
@@ -111,7 +118,7 @@ def decode_batch(reader: SampleReader, samples: np.ndarray, skip_bad_files: bool
     has_labels = reader.catalog.has_labels
     return {"images": torch.from_numpy(images),
             "labels": torch.from_numpy(labels.astype(np.int64)) if has_labels else None,
-            "skipped": skipped, "error": None}
+            "skipped": skipped, "replaced": bad, "error": None}
 
 
 class EpochStream(torch.utils.data.IterableDataset):
@@ -119,7 +126,9 @@ class EpochStream(torch.utils.data.IterableDataset):
 
     Args:
         catalog: the shard set's samples.
-        order: the epoch's sample numbers for this rank (at least ``steps * local_batch``).
+        order: the epoch's sample numbers for this rank (at least ``steps * local_batch``;
+            fewer makes the last batch partial, which is how a single pass in catalog order
+            keeps every sample: ``steps = ceil(len(order) / local_batch)``).
         local_batch: images per batch.
         start: the first batch to yield (a resumed run's position in the epoch).
         steps: batches in the epoch.
@@ -148,10 +157,10 @@ class EpochStream(torch.utils.data.IterableDataset):
             reader.close()
 
 
-def iterate_batches(stream: EpochStream, workers: int, pin_memory: bool = False
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[str]]]:
-    """``(images, labels, skipped)`` of each batch of ``stream`` in order, decoded by
-    ``workers`` worker processes (0: in this process).
+def iterate_items(stream: EpochStream, workers: int, pin_memory: bool = False
+                  ) -> Iterator[dict[str, Any]]:
+    """Each batch of ``stream`` in order as :func:`decode_batch` returns it (with ``batch``, its
+    number), decoded by ``workers`` worker processes (0: in this process).
 
     Raises:
         DataError: a sample that cannot be decoded (without ``skip_bad_files``).
@@ -170,6 +179,14 @@ def iterate_batches(stream: EpochStream, workers: int, pin_memory: bool = False
         if item["batch"] != expected:
             raise RuntimeError(f"batch {item['batch']} arrived where {expected} was expected")
         expected += 1
+        yield item
+
+
+def iterate_batches(stream: EpochStream, workers: int, pin_memory: bool = False
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[str]]]:
+    """``(images, labels, skipped)`` of each batch of ``stream`` in order (see
+    :func:`iterate_items`)."""
+    for item in iterate_items(stream, workers, pin_memory):
         yield item["images"], item["labels"], item["skipped"]
 
 
@@ -180,5 +197,5 @@ def shard_names(paths: list[Path]) -> str:
     return f"{paths[0]} ... {paths[-1].name} ({len(paths)} shards)"
 
 
-__all__ = ["EpochStream", "SampleReader", "decode_batch", "iterate_batches", "shard_names",
-           "to_channels"]
+__all__ = ["EpochStream", "SampleReader", "decode_batch", "default_workers", "iterate_batches",
+           "iterate_items", "shard_names", "to_channels"]

@@ -3,7 +3,10 @@
 Every ``eval_every`` epochs (``--eval-every``; 0: never during training) and once training has
 finished, the frozen backbone features of the run's own held-out split are scored by the
 weighted kNN (k = ``knn_k``) and the linear probe; the periodic kNN score decides which
-checkpoint is ``best.pt``. Data without labels is not evaluated (said once).
+checkpoint is ``best.pt``. Data without labels is not evaluated (said once). A run streamed
+from tar shards holds no evaluation split: at the end its shards are read once more, streamed,
+split as ``contrastlab eval`` splits them (:func:`contrastlab.eval.runs.load_eval_data`), and
+scored the same way; there is no evaluation during such a run.
 
 The encoder is scored exactly as ``contrastlab eval`` scores the saved run: a float32, eager,
 default-layout copy rebuilt from the run's metadata with the trained weights, through the same
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from contrastlab.eval.runs import score_loaded
+from contrastlab.eval.runs import Splits, load_eval_data, score_loaded
 from contrastlab.runs import LoadedRun, rebuild_method
 from contrastlab.training.callbacks import Callback
 
@@ -59,12 +62,26 @@ class EvaluationCallback(Callback):
         self.every = every
         self.at_end = at_end
 
-    def _evaluate(self, trainer: Trainer, protocols: tuple[str, ...]) -> dict[str, float]:
+    def _evaluate(self, trainer: Trainer, protocols: tuple[str, ...],
+                  splits: Splits | None = None) -> dict[str, float]:
         config = trainer.config
-        scores = score_loaded(as_loaded_run(trainer), trainer.splits, protocols,
+        loaded = as_loaded_run(trainer)
+        scores = score_loaded(loaded, splits or trainer.splits, protocols,
                               config.eval.knn_k, config.eval.knn_temperature, trainer.device)
-        scores.pop("n_train", None), scores.pop("n_test", None)
+        scores.pop("n_train", None)
+        if splits is None:
+            scores.pop("n_test", None)
         return scores
+
+    def _streamed_splits(self, trainer: Trainer) -> Splits | None:
+        """The streamed run's evaluation split (None, said, without labels)."""
+        if not trainer.streamed.catalog.has_labels:
+            trainer.note("no labels in the data: skipped kNN / linear evaluation")
+            return None
+        trainer.note("streamed data: evaluating with one more pass over the shards (features "
+                     "only; the run's held-out split, as 'contrastlab eval knn' makes it)")
+        # the evaluation data depend only on the run's settings and metadata: no model copy here
+        return load_eval_data(LoadedRun(trainer.method, trainer.meta, trainer.config.flat()))
 
     def on_epoch_end(self, trainer: Trainer) -> dict[str, Any] | None:
         epoch = trainer.state.epoch
@@ -75,17 +92,21 @@ class EvaluationCallback(Callback):
         return scores
 
     def on_train_end(self, trainer: Trainer) -> dict[str, Any] | None:
-        splits = trainer.splits
-        if splits.test is None:
-            if getattr(trainer, "streamed", None) is not None:
-                trainer.note("streamed data: skipped the kNN / linear evaluation; run "
-                             f"'contrastlab eval knn --run {trainer.run.root}'")
-            else:
-                trainer.note("no labels in the data: skipped kNN / linear evaluation")
+        splits: Splits = trainer.splits
+        streamed = None
+        if getattr(trainer, "streamed", None) is not None:
+            if not self.at_end:
+                return None
+            streamed = self._streamed_splits(trainer)
+            if streamed is None:
+                return None
+            splits = streamed
+        elif splits.test is None:
+            trainer.note("no labels in the data: skipped kNN / linear evaluation")
             return None
         if not self.at_end:
             return None
-        scores = self._evaluate(trainer, ("knn", "linear"))
+        scores = self._evaluate(trainer, ("knn", "linear"), streamed)
         state = trainer.state
         steps = f"{trainer.epochs_done:.2f}".rstrip("0").rstrip(".")
         trainer.note(f"[bold]{splits.train.name}[/bold] after {steps} epochs "

@@ -163,6 +163,7 @@ def fewshot_run(
     """
     from contrastlab.eval.runs import (
         check_features,
+        frozen_features,
         load_eval_data,
         load_run,
         require_labels,
@@ -173,7 +174,7 @@ def fewshot_run(
     check_features(features)
     loaded = load_run(run, device)
     test = require_test(load_eval_data(loaded, data))
-    test_features = loaded.features(test, features, device)
+    test_features = frozen_features(loaded, test, features, device)
     results = fewshot_evaluate(test_features, require_labels(test), ways, shots, episodes,
                                queries, seed)
     scores: dict[str, Any] = {}

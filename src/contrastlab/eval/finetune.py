@@ -213,7 +213,7 @@ def finetune_run(
     settings = settings or FinetuneSettings()
     settings.check()
     loaded = load_run(run, device)
-    splits = load_eval_data(loaded, data)
+    splits = load_eval_data(loaded, data, stream=False)  # augmented views need the images
     train = labelled_subset(splits.train, label_fraction, subset_seed)
     test = require_test(splits)
     if settings.flip_p is None:

@@ -1,5 +1,11 @@
 """Evaluate a finished (or running) run directory: rebuild its encoder from the checkpoint and
-score it on the same test split the run held out, or on another dataset."""
+score it on the same test split the run held out, or on another dataset.
+
+Tar shards are streamed (unless the run was trained with ``--stream off``): the features are
+computed in one pass over the shards, decoded in worker processes, without holding the images
+(:mod:`contrastlab.data.streamed_images`); other data, and commands that need the images
+themselves (fine-tuning), decode into memory.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,16 @@ import torch
 from torch import Tensor
 
 from contrastlab.data import DatasetSplits, ImageDataset, load_dataset
+from contrastlab.data.loader import shard_sets_of
+from contrastlab.data.streamed_images import StreamedImages, StreamedSplits, open_streamed_splits
 from contrastlab.errors import DataError
+from contrastlab.eval.features import extract_features
 from contrastlab.eval.protocols import score_features
 from contrastlab.eval.subsets import check_label_fraction, label_fraction_subset
 from contrastlab.runs.loading import FEATURES, LoadedRun, check_features, load_run
+
+Splits = DatasetSplits | StreamedSplits
+Images = ImageDataset | StreamedImages
 
 
 def load_eval_data(
@@ -21,25 +33,35 @@ def load_eval_data(
     data: str | None = None,
     test_fraction: float | None = None,
     split_seed: int | None = None,
-) -> DatasetSplits:
+    stream: bool = True,
+) -> Splits:
     """The labelled train/test splits to evaluate ``loaded`` on: ``data`` (default: the run's own
     data), split with the run's ``test_fraction`` / ``split_seed`` unless given.
 
-    Images of another size are resized by the run's :class:`EvalTransform` when features are
-    extracted; images with another number of channels are refused.
+    Tar shards are catalogued, not decoded (:class:`StreamedSplits`, the same split), unless
+    ``stream`` is False or the run was trained with ``stream: off``. Images of another size are
+    resized by the run's :class:`EvalTransform` when features are extracted; images with another
+    number of channels are refused.
 
     Raises:
         DataError: for unlabelled data or a channel count the encoder was not trained on.
     """
     config = loaded.config
     spec = data or config["data"]
-    splits = load_dataset(
-        spec,
-        test_fraction=config["test_fraction"] if test_fraction is None else test_fraction,
-        split_seed=config["split_seed"] if split_seed is None else split_seed,
-        skip_bad_files=config.get("skip_bad_files", False),
-        image_size=config.get("image_size"),
-    )
+    fraction = config["test_fraction"] if test_fraction is None else test_fraction
+    seed = config["split_seed"] if split_seed is None else split_seed
+    shards = shard_sets_of(spec) if stream and config.get("stream", "auto") != "off" else None
+    splits: Splits
+    if shards is not None:
+        splits = open_streamed_splits(
+            *shards, test_fraction=fraction, split_seed=seed,
+            image_size=config.get("image_size"),
+            skip_bad_files=config.get("skip_bad_files", False),
+            workers=config.get("loader_workers"))
+    else:
+        splits = load_dataset(spec, test_fraction=fraction, split_seed=seed,
+                              skip_bad_files=config.get("skip_bad_files", False),
+                              image_size=config.get("image_size"))
     if splits.test is None or splits.train.labels is None or splits.test.labels is None:
         raise DataError(f"'{spec}' has no labels: evaluation needs labelled data")
     if splits.train.channels != loaded.meta["in_channels"]:
@@ -51,21 +73,33 @@ def load_eval_data(
     return splits
 
 
-def require_labels(dataset: ImageDataset) -> Tensor:
+def frozen_features(loaded: LoadedRun, dataset: Images, features: str = "backbone",
+                    device: torch.device | str = "cpu") -> Tensor:
+    """float32 (N, D) features of ``dataset`` under the run's frozen encoder: images in memory
+    through :meth:`LoadedRun.features`, streamed shards in one pass (:func:`extract_features`,
+    batches of 1,024, as :meth:`LoadedRun.embed`). For streamed data, read the labels after
+    this call: samples skipped under ``skip_bad_files`` are known only then."""
+    if isinstance(dataset, ImageDataset):
+        return loaded.features(dataset, features, device)
+    loaded.method.to(device)
+    return extract_features(loaded.encoder(features), dataset, loaded.transform, device)
+
+
+def require_labels(dataset: Images) -> Tensor:
     """``dataset.labels``, or DataError when the dataset is unlabelled."""
     if dataset.labels is None:
         raise DataError(f"'{dataset.name}' has no labels: evaluation needs labelled data")
     return dataset.labels
 
 
-def require_test(splits: DatasetSplits) -> ImageDataset:
+def require_test(splits: Splits) -> Images:
     """``splits.test``, or DataError when there is no labelled test split."""
     if splits.test is None:
         raise DataError(f"'{splits.train.name}' has no test split: evaluation needs labelled data")
     return splits.test
 
 
-def labelled_subset(train: ImageDataset, label_fraction: float, seed: int = 0) -> ImageDataset:
+def labelled_subset(train: Images, label_fraction: float, seed: int = 0) -> Images:
     """``train`` itself for a fraction of 1, else its stratified, seeded ``label_fraction``."""
     fraction = check_label_fraction(label_fraction)
     if fraction == 1.0 or train.labels is None:
@@ -102,7 +136,7 @@ def evaluate_run(
 
 def score_loaded(
     loaded: LoadedRun,
-    splits: DatasetSplits,
+    splits: Splits,
     protocols: tuple[str, ...] = ("knn",),
     k: int = 200,
     temperature: float = 0.1,
@@ -116,8 +150,8 @@ def score_loaded(
     gives the very figures training printed."""
     train = labelled_subset(splits.train, label_fraction, subset_seed)
     test = require_test(splits)
-    train_features = loaded.features(train, features, device)
-    test_features = loaded.features(test, features, device)
+    train_features = frozen_features(loaded, train, features, device)
+    test_features = frozen_features(loaded, test, features, device)
     scores: dict[str, Any] = score_features(train_features, require_labels(train), test_features,
                                             require_labels(test), protocols, k, temperature,
                                             seed=loaded.config.get("seed", 0))
@@ -129,5 +163,6 @@ def score_loaded(
     return scores
 
 
-__all__ = ["FEATURES", "LoadedRun", "check_features", "evaluate_run", "labelled_subset",
-           "load_eval_data", "load_run", "require_labels", "require_test", "score_loaded"]
+__all__ = ["FEATURES", "LoadedRun", "check_features", "evaluate_run", "frozen_features",
+           "labelled_subset", "load_eval_data", "load_run", "require_labels", "require_test",
+           "score_loaded"]

@@ -8,7 +8,8 @@
     (e.g. digits -> MNIST) through the frozen encoder.
 
 Images of another size than the encoder's are resized by the run's ``EvalTransform``; images with
-another number of channels are refused with a DataError.
+another number of channels are refused with a DataError. Tar shards are streamed (one pass per
+split, see :mod:`contrastlab.eval.runs`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from contrastlab.data import ImageDataset
 from contrastlab.errors import DataError
 from contrastlab.eval.protocols import PROTOCOLS, score_features
 from contrastlab.eval.runs import (
+    Images,
     check_features,
+    frozen_features,
     load_eval_data,
     load_run,
     require_labels,
@@ -31,11 +33,11 @@ from contrastlab.eval.runs import (
 )
 
 
-def _num_classes(dataset: ImageDataset) -> int:
+def _num_classes(dataset: Images) -> int:
     return dataset.num_classes or 0
 
 
-def align_labels(probe: ImageDataset, target: ImageDataset, probe_spec: str,
+def align_labels(probe: Images, target: Images, probe_spec: str,
                  target_spec: str) -> Tensor:
     """``probe``'s labels expressed as ``target``'s label indices.
 
@@ -90,18 +92,19 @@ def transfer_run(
     target = load_eval_data(loaded, data)
     probe = load_eval_data(loaded, probe_data) if probe_data is not None else None
     target_test = require_test(target)
-    probe_labels = None
-    if probe is not None:
-        probe_labels = align_labels(probe.train, target_test, str(probe_data), data)
-    test_features = loaded.features(target_test, features, device)
-    train_features = loaded.features(target.train, features, device)
+    if probe is not None:  # refuse other label spaces before any feature is computed
+        align_labels(probe.train, target_test, str(probe_data), data)
+    test_features = frozen_features(loaded, target_test, features, device)
+    train_features = frozen_features(loaded, target.train, features, device)
     test_labels = require_labels(target_test)
     result: dict[str, Any] = {"data": data}
     result.update(score_features(train_features, require_labels(target.train), test_features,
                                  test_labels, protocols, k, temperature, seed))
     result.update(n_train=len(target.train), n_test=len(target_test))
-    if probe is not None and probe_labels is not None:
-        probe_features = loaded.features(probe.train, features, device)
+    if probe is not None:
+        probe_features = frozen_features(loaded, probe.train, features, device)
+        # after the pass: a streamed set knows then which samples it skipped
+        probe_labels = align_labels(probe.train, target_test, str(probe_data), data)
         cross = score_features(probe_features, probe_labels, test_features, test_labels,
                                protocols, k, temperature, seed)
         result["probe_data"] = probe_data

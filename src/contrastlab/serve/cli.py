@@ -41,12 +41,23 @@ def _run_config(encoder: Any) -> dict[str, Any]:
     return dict(getattr(encoder, "run_config", None) or {})
 
 
-def _load_splits(spec: str, config: dict[str, Any], image_size: int) -> Any:
+def _load_splits(spec: str, config: dict[str, Any], image_size: int, stream: bool = False
+                 ) -> Any:
+    """The run's train/test split of ``spec``; with ``stream``, tar shards are catalogued to be
+    decoded in one pass (``StreamedSplits``) instead of decoded into memory (unless the run was
+    trained with ``stream: off``)."""
     from contrastlab.data import load_dataset
+    from contrastlab.data.loader import shard_sets_of
+    from contrastlab.data.streamed_images import open_streamed_splits
 
-    return load_dataset(spec, test_fraction=config.get("test_fraction", 0.2),
-                        split_seed=config.get("split_seed", 0),
-                        skip_bad_files=config.get("skip_bad_files", False),
+    fraction, seed = config.get("test_fraction", 0.2), config.get("split_seed", 0)
+    skip = config.get("skip_bad_files", False)
+    shards = shard_sets_of(spec) if stream and config.get("stream", "auto") != "off" else None
+    if shards is not None:
+        return open_streamed_splits(*shards, test_fraction=fraction, split_seed=seed,
+                                    image_size=image_size, skip_bad_files=skip,
+                                    workers=config.get("loader_workers"))
+    return load_dataset(spec, test_fraction=fraction, split_seed=seed, skip_bad_files=skip,
                         image_size=image_size)
 
 
@@ -89,11 +100,14 @@ def embed(
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
-    """Embed every image of a dataset; write float32 vectors with their ids and labels."""
+    """Embed every image of a dataset; write float32 vectors with their ids and labels.
+    Tar shards are decoded in one streamed pass, never held in memory."""
     import torch
 
+    from contrastlab.data import ImageDataset
     from contrastlab.serve.embed import (
         EmbeddingTable,
+        embed_batches,
         embed_images,
         output_files,
         save_embeddings,
@@ -113,14 +127,23 @@ def embed(
         raise ConfigError("--data is required with --artefact (an artefact does not know its "
                           "training data)")
     with _progress() as progress, progress.phase(f"reading {spec}", None):
-        splits = _load_splits(spec, config, card.image_size)
+        splits = _load_splits(spec, config, card.image_size, stream=True)
     parts = {"train": [splits.train], "test": [splits.test] if splits.test else [],
              "all": [splits.train] + ([splits.test] if splits.test else [])}[split]
     if not parts:
         raise DataError(f"'{spec}' has no held-out test split to embed")
     for part in parts:
         _check_channels(part, card.channels, spec)
-    images = torch.cat([part.images for part in parts])
+    total = sum(len(part) for part in parts)
+    with _progress() as progress:
+        with progress.phase(f"embedding {total:,} images", total) as advance:
+            if all(isinstance(part, ImageDataset) for part in parts):
+                images = torch.cat([part.images for part in parts])
+                vectors = embed_images(encoder, images, batch_size, normalize, advance)
+            else:  # streamed shards: one pass, batch by batch
+                batches = (batch for part in parts for batch in part.batches(batch_size))
+                vectors = embed_batches(encoder, batches, total, normalize, advance)
+    # after the pass: streamed parts know then which samples --skip-bad-files left out
     ids = [i for part in parts for i in part.ids]
     labelled = all(part.labels is not None for part in parts)
     labels = torch.cat([part.labels for part in parts]).numpy() if labelled else None
@@ -129,8 +152,6 @@ def embed(
             "normalized": normalize, "data": spec, "split": split,
             "source": str(run if run is not None else artefact)}
     with _progress() as progress:
-        with progress.phase(f"embedding {len(images):,} images", len(images)) as advance:
-            vectors = embed_images(encoder, images, batch_size, normalize, advance)
         table = EmbeddingTable(vectors, ids, labels, parts[0].classes, meta)
         with progress.phase(f"writing {out}", None):
             written = save_embeddings(table, out)

@@ -17,7 +17,7 @@ check that a query encoder matches it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import torch
 
 from contrastlab.atomic import write_atomic, write_atomic_group
 from contrastlab.errors import ConfigError, DataError
+from contrastlab.eval.feature_store import FeatureStore
 from contrastlab.serve.deps import require
 from contrastlab.serve.encoders import Encoder
 
@@ -81,6 +82,30 @@ def embed_images(
         if progress is not None:
             progress(int(batch.shape[0]))
     return out
+
+
+def embed_batches(
+    encoder: Encoder,
+    batches: Iterable[torch.Tensor],
+    rows: int,
+    normalize: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Embeddings float32 (n, D) of uint8 batches (at most ``rows`` images in all), as they come
+    (streamed shards: the images are never held together); held in memory up to the
+    feature-memory cap, in a temporary file above it (:mod:`contrastlab.eval.feature_store`)."""
+    card = encoder.card
+    store = FeatureStore(rows, card.embedding_dim)
+    for batch in batches:
+        if batch.shape[1] != card.channels:
+            raise DataError(f"the images have {batch.shape[1]} channel(s) but the encoder takes "
+                            f"{card.channels}")
+        store.add(encoder.embed(batch, normalize=normalize))
+        if progress is not None:
+            progress(int(batch.shape[0]))
+    if store.filled == 0:
+        raise DataError("no images to embed")
+    return store.rows()
 
 
 def _check_suffix(path: Path) -> str:

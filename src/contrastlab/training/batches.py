@@ -15,12 +15,11 @@ the rank under torchrun), so a resumed run that starts at batch ``start`` contin
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import torch
 
-from contrastlab.data.stream import EpochStream, iterate_batches
+from contrastlab.data.stream import EpochStream, default_workers, iterate_batches
 from contrastlab.data.stream_order import epoch_order, steps_per_epoch
 from contrastlab.data.streamed import StreamedData
 
@@ -32,11 +31,6 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     mid-run draws the same batches as an uninterrupted run."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=generator)
-
-
-def default_workers() -> int:
-    """Decoding workers when not configured: the CPU count less one, between 1 and 8."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 class MemoryBatches:

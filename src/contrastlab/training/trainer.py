@@ -263,8 +263,8 @@ class Trainer:
         self.console.print(
             f"streaming {len(self.streamed.shards.paths)} shard(s) of {self.train_set.name}, "
             f"decoded at {self.streamed.image_size}x{self.streamed.image_size}; evaluation "
-            "during training is off for streamed data (evaluate the run afterwards with "
-            "'contrastlab eval knn --run RUN')")
+            "during training is off for streamed data (the end of the run evaluates with one "
+            "more streamed pass, as 'contrastlab eval knn --run RUN' does)")
         return StreamBatches(self.streamed, seed=config.run.seed, rank=self.ddp.rank,
                              world=self.ddp.world_size, local_batch=self.local_batch,
                              buffer=config.data.shuffle_buffer,
