@@ -41,7 +41,8 @@ def standard_callbacks(config: TrainConfig, evaluate_at_end: bool = True) -> lis
     """Evaluation, diagnostics with the collapse alarm, the progress bar and the loggers of
     ``--log-to``, in that order."""
     return [
-        EvaluationCallback(config.eval.eval_every, at_end=evaluate_at_end),
+        EvaluationCallback(config.eval.eval_every,
+                           at_end=evaluate_at_end and config.eval.eval_at_end),
         DiagnosticsCallback(config.eval.diagnose_every),
         ProgressCallback(),
         *make_loggers(config.run.loggers),

@@ -84,6 +84,9 @@ class EvalSettings(Settings):
 
     eval_every: int = setting(0, "Evaluate kNN + linear probe every N epochs (0: only at the "
                               "end).", source="here", ge=0, le=1_000_000)
+    eval_at_end: bool = setting(True, "kNN + linear probe on the held-out split at the end of "
+                                "training (a streamed run reads its shards once more for it).",
+                                source="here")
     diagnose_every: int = setting(10, "Embedding diagnostics and collapse alarm every N epochs "
                                   "and at the end (0: off).", source="here", ge=0, le=1_000_000)
     knn_k: int = setting(200, "Neighbours of the kNN evaluation.", source="Wu et al. 2018",
