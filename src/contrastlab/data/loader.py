@@ -21,6 +21,7 @@ from contrastlab.data.archive import is_archive_name, read_archive
 from contrastlab.data.cifar import find_cifar_folder, read_cifar
 from contrastlab.data.dataset import DatasetSplits, ImageDataset
 from contrastlab.data.decode import resize_batch
+from contrastlab.data.decoded_cache import cached_splits
 from contrastlab.data.digits import read_digits
 from contrastlab.data.idx import find_idx_files, read_idx_folder
 from contrastlab.data.image_folder import read_image_folder
@@ -170,7 +171,9 @@ def load_dataset(
             size. Applies to every source (image files are resized as they are decoded).
 
     Returns:
-        :class:`DatasetSplits` with uint8 (N, C, H, W) images held in memory.
+        :class:`DatasetSplits` with uint8 (N, C, H, W) images held in memory, or, for image
+        folders, archives and shards read before with the same settings, mapped from the
+        decoded-image cache (:mod:`contrastlab.data.decoded_cache`).
 
     Raises:
         DataError: for an unknown name, a missing path or any problem with the data.
@@ -179,8 +182,36 @@ def load_dataset(
     size = _check_image_size(image_size)
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
         raise DataError(f"no dataset given ({spec!r}). {describe_accepted()}")
-    splits = _read(str(spec).strip(), fraction, split_seed, skip_bad_files, size)
-    splits.train = _resize(splits.train, size)
-    if splits.test is not None:
-        splits.test = _resize(splits.test, size)
-    return splits
+    text = str(spec).strip()
+
+    def read() -> DatasetSplits:
+        splits = _read(text, fraction, split_seed, skip_bad_files, size)
+        splits.train = _resize(splits.train, size)
+        if splits.test is not None:
+            splits.test = _resize(splits.test, size)
+        return splits
+
+    paths = _decoded_sources(text)
+    if paths is None:
+        return read()
+    settings = {"test_fraction": fraction, "split_seed": split_seed,
+                "skip_bad_files": skip_bad_files, "image_size": size}
+    return cached_splits(paths, settings, text, read)
+
+
+def _decoded_sources(text: str) -> list[Path] | None:
+    """The files a spec's images are decoded from (an image folder, an archive, a shard
+    set), whose decoded images are worth keeping (:mod:`contrastlab.data.decoded_cache`); None
+    for names and the sources that are cheap to read again (CIFAR batches, IDX, ``.npz``)."""
+    if text.lower() in _DIGITS_NAMES or text.lower() in _FASHION_NAMES:
+        return None
+    shards = find_shard_sets(text)
+    if shards is not None:
+        train, test = shards
+        return [*train.paths, *([] if test is None else test.paths)]
+    path = Path(text).expanduser()
+    if path.is_file():
+        return [path] if is_archive_name(path) else None
+    if not path.is_dir() or find_cifar_folder(path) is not None or find_idx_files(path):
+        return None
+    return [path]

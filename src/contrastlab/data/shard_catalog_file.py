@@ -136,10 +136,5 @@ def scan_catalog(shard: Path) -> Catalog:
             np.asarray(labels, dtype=np.int64))
 
 
-def write_beside(shard: Path) -> bool:
-    """Scan ``shard`` and save its catalog beside it (what ``shards build`` does per shard)."""
-    return write_catalog_file(beside(shard), shard.stat(), scan_catalog(shard))
-
-
 __all__ = ["CATALOG_SUFFIX", "beside", "in_cache", "read_catalog_file", "scan_catalog",
-           "shard_catalog", "write_beside", "write_catalog_file"]
+           "shard_catalog", "write_catalog_file"]

@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from contrastlab.atomic import write_atomic
-from contrastlab.data.shard_catalog_file import write_beside
+from contrastlab.data.shard_catalog_file import beside, write_catalog_file
 from contrastlab.errors import ConfigError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
@@ -75,13 +77,21 @@ class _Filler:
         self.samples, self.shard_bytes, self.on_sample = samples, shard_bytes, on_sample
         self.next: ShardSample | None = next(samples, None)
         self.count = 0
+        self.offsets: list[int] = []
+        self.sizes: list[int] = []
+        self.labels: list[int] = []
 
     def write(self, tmp: Path) -> None:
         """Write samples into the tar file ``tmp`` until it is full or the samples end."""
         written, self.count = 0, 0
+        self.offsets, self.sizes, self.labels = [], [], []
         with tarfile.open(tmp, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             while self.next is not None and (self.count == 0 or written < self.shard_bytes):
                 sample = self.next
+                # a USTAR member is one 512-byte header block, then its data
+                self.offsets.append(tar.offset + tarfile.BLOCKSIZE)
+                self.sizes.append(len(sample.image))
+                self.labels.append(-1 if sample.label is None else sample.label)
                 written += _add(tar, f"{sample.key}.{sample.extension}", sample.image)
                 if sample.label is not None:
                     written += _add(tar, f"{sample.key}.cls", f"{sample.label}".encode())
@@ -112,7 +122,9 @@ def write_shards(samples: Iterator[ShardSample], folder: Path, shard_bytes: int,
     while filler.next is not None:
         name = f"{len(counts):06d}.tar"
         write_atomic(folder / name, filler.write, "shard")
-        write_beside(folder / name)
+        catalog = tuple(np.asarray(values, dtype=np.int64)
+                        for values in (filler.offsets, filler.sizes, filler.labels))
+        write_catalog_file(beside(folder / name), (folder / name).stat(), catalog)
         counts[name] = filler.count
     return counts
 
