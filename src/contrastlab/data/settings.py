@@ -32,8 +32,10 @@ class DataSettings(Settings):
         None, "Resize images (shorter side, centre crop) and crop views to this size; none: "
         "the data's own size.", source="the data", ge=4, must_be=">= 4 pixels")
     stream: str = setting(
-        "auto", "Stream batches from tar shards, decoded in worker processes, instead of "
-        "decoding everything into memory first: on, off, or auto (on for shards).",
+        "auto", "Stream batches from tar shards or an image folder, decoded in worker "
+        "processes, instead of decoding everything into memory first: on, off, or auto (on for "
+        "shards; for a folder when its decoded images would take over half of the available "
+        "memory).",
         source="here: data larger than memory streams", choices=("auto", "on", "off"))
     loader_workers: int | None = setting(
         None, "Worker processes decoding streamed batches (0: in the training process); none: "

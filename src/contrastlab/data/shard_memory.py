@@ -24,6 +24,8 @@ from contrastlab.errors import DataError
 
 def _names(catalog: ShardCatalog, count: int) -> list[str]:
     """``shard::key`` of the first ``count`` samples."""
+    if catalog.files:
+        return [str(path) for path in catalog.shards[:count]]
     names: list[str] = []
     for shard in catalog.shards:
         if len(names) >= count:

@@ -135,6 +135,8 @@ class ShardCatalog:
         size: per sample, how many bytes its image has.
         label: per sample, its class index (-1 without a ``.cls`` member).
         counts: samples per shard.
+        files: True when the "shards" are image files, one sample each at offset 0 (a folder
+            streamed without shards, :mod:`contrastlab.data.folder_stream`).
     """
 
     shards: list[Path]
@@ -143,6 +145,15 @@ class ShardCatalog:
     size: np.ndarray
     label: np.ndarray
     counts: np.ndarray
+    files: bool = False
+
+    def sample_name(self, sample: int) -> str:
+        """``shard::key`` of a sample (its file for a folder), for messages (rescans its
+        shard's headers)."""
+        shard = self.shards[int(self.shard[sample])]
+        if self.files:
+            return str(shard)
+        return f"{shard}::{key_at(shard, int(self.offset[sample]))}"
 
     def __len__(self) -> int:
         return int(self.shard.shape[0])
@@ -157,6 +168,16 @@ class ShardCatalog:
         if named is not None or not self.has_labels:
             return named
         return [str(label) for label in range(int(self.label.max()) + 1)]
+
+    def subset(self, samples: np.ndarray) -> ShardCatalog:
+        """The samples numbered ``samples`` of this catalog (kept in catalog order, so still
+        stored shard after shard; shards may be left with no sample)."""
+        samples = np.sort(np.asarray(samples, dtype=np.int64))
+        shard = self.shard[samples]
+        return ShardCatalog(shards=self.shards, shard=shard, offset=self.offset[samples],
+                            size=self.size[samples], label=self.label[samples],
+                            counts=np.bincount(shard, minlength=len(self.shards)).astype(
+                                np.int64), files=self.files)
 
     def starts(self) -> np.ndarray:
         """The first sample of each shard (samples are stored shard after shard)."""

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from contrastlab.data.decode import _DECODE_ERRORS, _describe_error, decode_one
-from contrastlab.data.shard_set import ShardCatalog, key_at, read_sample_bytes
+from contrastlab.data.shard_set import ShardCatalog, read_sample_bytes
 from contrastlab.errors import DataError
 
 _LUMA = np.asarray([299, 587, 114], dtype=np.uint32)
@@ -58,9 +58,8 @@ class SampleReader:
         self.handles: dict[int, BinaryIO] = {}
 
     def name(self, sample: int) -> str:
-        """``shard::key`` of a sample, for messages (rescans its shard's headers)."""
-        shard = self.catalog.shards[int(self.catalog.shard[sample])]
-        return f"{shard}::{key_at(shard, int(self.catalog.offset[sample]))}"
+        """``shard::key`` of a sample (its file for a folder), for messages."""
+        return self.catalog.sample_name(sample)
 
     def raw(self, sample: int) -> bytes:
         shard = int(self.catalog.shard[sample])

@@ -67,13 +67,21 @@ def epoch_order(counts: np.ndarray, *, seed: int, epoch: int, rank: int, world: 
 
     Samples are numbered shard after shard (``counts`` samples per shard).
     """
+    counts = np.asarray(counts, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     mine = shards_of_rank(len(counts), seed, rank, world)
     rng = np.random.default_rng([seed, epoch, rank])
     order = mine[rng.permutation(len(mine))]
-    stream = np.concatenate([np.arange(starts[s], starts[s] + counts[s], dtype=np.int64)
-                             for s in order])
-    return buffer_shuffle(stream, buffer, rng)[:length]
+    return buffer_shuffle(shard_runs(starts[order], counts[order]), buffer, rng)[:length]
 
 
-__all__ = ["buffer_shuffle", "epoch_order", "shards_of_rank", "steps_per_epoch"]
+def shard_runs(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The runs ``starts[i] .. starts[i] + lengths[i] - 1`` one after another (vectorised:
+    a folder streamed file by file has a million one-sample "shards")."""
+    total = int(lengths.sum())
+    run_starts = np.cumsum(lengths) - lengths
+    return (np.arange(total, dtype=np.int64) - np.repeat(run_starts, lengths)
+            + np.repeat(starts, lengths))
+
+
+__all__ = ["buffer_shuffle", "epoch_order", "shard_runs", "shards_of_rank", "steps_per_epoch"]

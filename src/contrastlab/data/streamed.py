@@ -48,14 +48,17 @@ class StreamedData:
 
 
 def open_stream(shards: ShardSet, *, image_size: int | None, skip_bad_files: bool,
-                preview: int = PREVIEW_IMAGES) -> StreamedData:
-    """Catalogue ``shards`` and decode their preview (see the module doc).
+                preview: int = PREVIEW_IMAGES, catalog: ShardCatalog | None = None
+                ) -> StreamedData:
+    """Catalogue ``shards`` (unless their ``catalog`` is given: a folder's, see
+    :mod:`contrastlab.data.folder_stream`) and decode their preview (see the module doc).
 
     Raises:
         DataError: unreadable shards, or preview images that are not squares of one size
             while ``image_size`` is not given.
     """
-    catalog = catalog_shards(shards)
+    if catalog is None:
+        catalog = catalog_shards(shards)
     first, skipped = decode_catalog(catalog, shards, count=preview, image_size=image_size,
                                     skip_bad_files=skip_bad_files)
     height, width = first.image_size

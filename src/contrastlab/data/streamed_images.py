@@ -139,6 +139,8 @@ class StreamedImages:
 def sample_names(catalog: ShardCatalog, samples: np.ndarray) -> list[str]:
     """``shard::key`` of ``samples`` (sample numbers of ``catalog``), from the shards' headers
     (each shard that holds one of them is scanned once)."""
+    if catalog.files:
+        return [catalog.sample_name(sample) for sample in samples.tolist()]
     starts = catalog.starts()
     keys: dict[int, list[str]] = {}
     names: list[str] = []

@@ -35,7 +35,9 @@ from torch import nn
 
 from contrastlab.config import TrainConfig, flatten
 from contrastlab.data import DatasetSplits, load_dataset
+from contrastlab.data.folder_stream import folder_catalog, is_image_folder, should_stream_folder
 from contrastlab.data.shard_set import find_shard_sets
+from contrastlab.data.split import stratified_split
 from contrastlab.data.streamed import StreamedData, open_stream
 from contrastlab.errors import CheckpointError, ConfigError
 from contrastlab.methods import Method, method_class
@@ -183,19 +185,49 @@ class Trainer:
         return self.config.backbone.name
 
     def open_stream(self) -> StreamedData | None:
-        """The streamed training set when the data is tar shards and ``--stream`` allows it
-        (``auto`` or ``on``); None: the data is decoded into memory."""
+        """The streamed training set, or None: the data is decoded into memory.
+
+        Tar shards stream unless ``--stream off``; an image folder streams file by file with
+        ``--stream on``, or with ``auto`` when its decoded images would take more than half of
+        the memory available. Without an official test split, the images held out for
+        evaluation (``test_fraction``, ``split_seed``: the in-memory reader's split) are left
+        out of training, as they are in memory.
+        """
         data = self.config.data
-        shards = None if data.stream == "off" else find_shard_sets(data.source)
-        if shards is None:
+        if data.stream == "off":
+            return None
+        shards = find_shard_sets(data.source)
+        if shards is not None:
+            streamed = open_stream(shards[0], image_size=data.image_size,
+                                   skip_bad_files=data.skip_bad_files)
+            official = shards[1] is not None
+        elif is_image_folder(data.source):
+            folder = folder_catalog(data.source)
+            if data.stream == "auto":
+                stream, need, have = should_stream_folder(folder.catalog, data.image_size)
+                if not stream:
+                    return None
+                self.console.print(
+                    f"the decoded images of {data.source} would take about {need / 2**30:.1f} "
+                    f"GiB of the {have / 2**30:.1f} GiB of memory available: streaming them "
+                    "from the folder, decoded in worker processes (--stream off decodes them "
+                    "into memory; 'contrastlab shards build' makes them faster to read)")
+            streamed = open_stream(folder.shards, image_size=data.image_size,
+                                   skip_bad_files=data.skip_bad_files, catalog=folder.catalog)
+            official = folder.test is not None
+        else:
             if data.stream == "on":
                 raise ConfigError(
-                    f"--stream on needs WebDataset tar shards but data {data.source!r} is not a "
-                    "shard folder or pattern; make shards with 'contrastlab shards build --data "
-                    f"{data.source} --out DIR' and train with --data DIR, or pass --stream auto")
+                    f"--stream on needs WebDataset tar shards or an image folder but data "
+                    f"{data.source!r} is neither; make shards with 'contrastlab shards build "
+                    f"--data {data.source} --out DIR' and train with --data DIR, or pass "
+                    "--stream auto")
             return None
-        return open_stream(shards[0], image_size=data.image_size,
-                           skip_bad_files=data.skip_bad_files)
+        if not official and streamed.catalog.has_labels:
+            kept, _ = stratified_split(streamed.catalog.label, data.test_fraction,
+                                       data.split_seed)
+            streamed.catalog = streamed.catalog.subset(kept)
+        return streamed
 
     def setup_data(self) -> None:
         """Load (or catalogue, for a stream) the data, check it fits the batch and the
