@@ -10,7 +10,8 @@ A spec names shards when it is
 :func:`catalog_shards` reads the tar headers only (the images are not read): where each sample's
 image lies in its shard (offset and size) and its label. A sample's image is then read with one
 seek and one read (:func:`read_sample_bytes`), which is what lets a stream skip samples without
-reading or decoding them.
+reading or decoding them. :func:`scan_shard_samples` also records each sample's ``.txt``
+member (its caption, for image-caption pairs: :mod:`contrastlab.data.captions`).
 """
 
 from __future__ import annotations
@@ -176,38 +177,44 @@ def _parse_label(data: bytes, shard: Path, key: str) -> int:
 
 
 @dataclass
-class _Sample:
-    """The members of one key seen so far while scanning (-1: not seen)."""
+class ShardSample:
+    """The members of one sample of a shard (-1: not seen): where its image and its caption
+    (``.txt`` member) lie, and its label."""
 
     key: str
     offset: int = -1
     size: int = 0
     label: int = -1
+    text_offset: int = -1
+    text_size: int = 0
 
 
 def scan_shard(path: Path) -> tuple[list[int], list[int], list[int], list[str]]:
-    """``(offsets, sizes, labels, keys)`` of the samples of one shard, from its headers.
+    """``(offsets, sizes, labels, keys)`` of the samples of one shard, from its headers
+    (:func:`scan_shard_samples` without the captions)."""
+    samples = scan_shard_samples(path)
+    return ([s.offset for s in samples], [s.size for s in samples], [s.label for s in samples],
+            [s.key for s in samples])
 
-    A sample is a run of consecutive members sharing a key; its first image member is its image
-    and its ``cls`` member its label (-1 without one). Keys without an image are ignored.
+
+def scan_shard_samples(path: Path) -> list[ShardSample]:
+    """The samples of one shard, from its headers.
+
+    A sample is a run of consecutive members sharing a key; its first image member is its
+    image, its ``cls`` member its label (-1 without one) and its ``txt`` member its caption
+    (offset -1 without one). Keys without an image are ignored.
 
     Raises:
         DataError: a shard that is not a tar file, is truncated, or holds no image.
     """
-    offsets: list[int] = []
-    sizes: list[int] = []
-    labels: list[int] = []
-    keys: list[str] = []
+    samples: list[ShardSample] = []
     file_size = path.stat().st_size
     members = 0
-    group = _Sample("")
+    group = ShardSample("")
 
     def flush() -> None:
         if group.offset >= 0:
-            offsets.append(group.offset)
-            sizes.append(group.size)
-            labels.append(group.label)
-            keys.append(group.key)
+            samples.append(group)
 
     try:
         with tarfile.open(path, mode="r:") as tar:
@@ -224,9 +231,11 @@ def scan_shard(path: Path) -> tuple[list[int], list[int], list[int], list[str]]:
                 key, extension = parts
                 if group.key != key:
                     flush()
-                    group = _Sample(key)
+                    group = ShardSample(key)
                 if extension in IMAGE_SUFFIXES and group.offset < 0:
                     group.offset, group.size = member.offset_data, member.size
+                elif extension == "txt" and group.text_offset < 0:
+                    group.text_offset, group.text_size = member.offset_data, member.size
                 elif extension == "cls" and group.label < 0:
                     handle = tar.extractfile(member)
                     data = b"" if handle is None else handle.read(_MAX_LABEL_BYTES)
@@ -235,11 +244,11 @@ def scan_shard(path: Path) -> tuple[list[int], list[int], list[int], list[str]]:
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"cannot read shard {path}: {exc.__class__.__name__}: {exc}. It is not "
                         "a complete uncompressed tar file; copy it again or rebuild it") from exc
-    if not offsets:
+    if not samples:
         raise DataError(f"shard {path} holds no images ({members} member(s)); a shard needs "
                         f"members named KEY.EXT with EXT one of {', '.join(sorted(IMAGE_SUFFIXES))}"
                         "; remove it or rebuild the shards")
-    return offsets, sizes, labels, keys
+    return samples
 
 
 def catalog_shards(shards: ShardSet) -> ShardCatalog:
@@ -291,5 +300,5 @@ def read_sample_bytes(handle, offset: int, size: int) -> bytes:  # noqa: ANN001 
     return handle.read(size)
 
 
-__all__ = ["ShardCatalog", "ShardSet", "catalog_shards", "find_shard_sets", "key_at",
-           "read_sample_bytes", "scan_shard"]
+__all__ = ["ShardCatalog", "ShardSample", "ShardSet", "catalog_shards", "find_shard_sets",
+           "key_at", "read_sample_bytes", "scan_shard", "scan_shard_samples"]
