@@ -4,7 +4,8 @@ Like :mod:`contrastlab.training.text_trainer`, a loop of its own (the image ``Tr
 views of images only): the images are decoded once into a uint8 tensor and augmented in batches
 on the training device by the image path's :class:`~contrastlab.views.AugmentedViews` (one view
 per image, the ``views`` section's settings, normalised with the training images' channel
-statistics); the captions are tokenised once. Each step takes a batch of pairs in the epoch's
+statistics), in channels-last memory format as in the image ``Trainer``; the captions are
+tokenised once. Each step takes a batch of pairs in the epoch's
 order, ``method.pair_step(images, tokens)``, an optimiser step, then ``method.on_step_end``
 (CLIP clips its logit scale). Optimiser, warm-up + cosine schedule, the skip of a non-finite
 step, ``--time-budget``, ``config.yaml`` / ``metrics.jsonl`` and the atomic weights-only
@@ -126,6 +127,7 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
                               size if takes_geometry(train.backbone) else None)
     text = TextTransformer(data.tokenizer.vocab_size, settings.encoder, data.tokenizer.pad_id)
     method = build_image_text_method(train.method, backbone, text, settings.method).to(device)
+    method.backbone.to(memory_format=torch.channels_last)  # as the image Trainer's default
     opt = settings.optimizer
     peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
     optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
@@ -154,7 +156,9 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
             lr = peak_lr * warmup_cosine(progress, opt.warmup_fraction)
             set_lr(optimizer, lr)
             images, tokens = data.batch(order[b * batch_size:(b + 1) * batch_size])
-            batch = ImageTextBatch(views(images.to(device), generator)[0], tokens.to(device))
+            augmented = views(images.to(device), generator)[0]
+            batch = ImageTextBatch(augmented.contiguous(memory_format=torch.channels_last),
+                                   tokens.to(device))
             loss, metrics = _step(method, optimizer, batch, opt.clip_grad_norm, step, progress)
             elapsed += time.perf_counter() - started
             step += 1
