@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"eval"},
     {"report", "serve"},
     {"api", "cli_settings"},
-    {"cli_text"},
+    {"cli_text", "cli_pairs"},
     {"cli"},
     {"__init__", "__main__"},
 ]

@@ -346,6 +346,11 @@ from contrastlab.cli_text import register as _register_text  # noqa: E402
 
 _register_text(app, eval_app)
 
+# train-pairs, eval zeroshot, eval retrieval (issue 21: CLIP / SigLIP with a text tower).
+from contrastlab.cli_pairs import register as _register_pairs  # noqa: E402
+
+_register_pairs(app, eval_app)
+
 
 def main() -> None:
     """Entry point: user mistakes print one clear line (exit code 2), not a traceback."""

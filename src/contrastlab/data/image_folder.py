@@ -11,10 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from contrastlab.data.assemble import all_paths, build_datasets
-from contrastlab.data.dataset import DatasetSplits
+from contrastlab.data.dataset import DatasetSplits, ImageDataset
 from contrastlab.data.decode import decode_images, is_image_name
 from contrastlab.data.layout import is_ignored_name, plan_layout
+from contrastlab.data.split import make_dataset
+from contrastlab.errors import DataError
 
 
 def list_image_tree(root: Path) -> tuple[list[str], list[str]]:
@@ -72,3 +76,29 @@ def read_image_folder(
         test_fraction=test_fraction,
         split_seed=split_seed,
     )
+
+
+def read_evaluation_images(root: Path, *, skip_bad_files: bool, image_size: int | None
+                           ) -> ImageDataset:
+    """The labelled images a model is scored on without training on any (zero-shot): the
+    official test part of a ``train/`` + ``test/`` tree (only it is decoded), else every image
+    of the class folders (no split drawn).
+
+    Raises:
+        DataError: a tree without class folders, or what decoding raises.
+    """
+    files, dirs = list_image_tree(root)
+    plan = plan_layout(files, dirs, lambda relative: str(root / relative) if relative
+                       else str(root))
+    part = plan.test if plan.test is not None else plan.train
+    if plan.classes is None or part.labels is None:
+        raise DataError(f"'{root}' has no class folders: give DATA/<class>/*.jpg (the folder "
+                        "names are the classes)")
+    ids = [str(root / path) for path in part.paths]
+    decoded = decode_images(ids, [root / path for path in part.paths], image_size=image_size,
+                            skip_bad_files=skip_bad_files,
+                            description=f"decoding the images of {root}")
+    labels = np.asarray(part.labels, dtype=np.int64)[decoded.kept]
+    name = (root.name or str(root)) + (" (test)" if plan.test is not None else "")
+    return make_dataset(decoded.images, labels, plan.classes, [ids[i] for i in decoded.kept],
+                        name)

@@ -27,45 +27,51 @@ def _parse_label(data: bytes, shard: Path, key: str) -> int:
 
 
 @dataclass
-class _Sample:
-    """The members of one key seen so far while scanning (-1: not seen)."""
+class ScannedSample:
+    """The members of one sample of a shard (-1: not seen): where its image and its caption
+    (``.txt`` member) lie, and its label."""
 
     key: str
     offset: int = -1
     size: int = 0
     label: int = -1
+    text_offset: int = -1
+    text_size: int = 0
 
 
 def scan_shard(path: Path, limit: int | None = None
                ) -> tuple[list[int], list[int], list[int], list[str]]:
     """``(offsets, sizes, labels, keys)`` of the samples of one shard, from its headers (of
-    its first ``limit`` samples only, when given).
+    its first ``limit`` samples only, when given): :func:`scan_shard_samples` without the
+    captions."""
+    samples = scan_shard_samples(path, limit)
+    return ([s.offset for s in samples], [s.size for s in samples], [s.label for s in samples],
+            [s.key for s in samples])
 
-    A sample is a run of consecutive members sharing a key; its first image member is its image
-    and its ``cls`` member its label (-1 without one). Keys without an image are ignored.
+
+def scan_shard_samples(path: Path, limit: int | None = None) -> list[ScannedSample]:
+    """The samples of one shard (its first ``limit`` ones, when given), from its headers.
+
+    A sample is a run of consecutive members sharing a key; its first image member is its
+    image, its ``cls`` member its label (-1 without one) and its ``txt`` member its caption
+    (offset -1 without one). Keys without an image are ignored.
 
     Raises:
         DataError: a shard that is not a tar file, is truncated, or holds no image.
     """
-    offsets: list[int] = []
-    sizes: list[int] = []
-    labels: list[int] = []
-    keys: list[str] = []
+    samples: list[ScannedSample] = []
     file_size = path.stat().st_size
     members = 0
-    group = _Sample("")
+    group = ScannedSample("")
 
     def flush() -> None:
         if group.offset >= 0:
-            offsets.append(group.offset)
-            sizes.append(group.size)
-            labels.append(group.label)
-            keys.append(group.key)
+            samples.append(group)
 
     try:
         with tarfile.open(path, mode="r:") as tar:
             for member in tar:
-                if limit is not None and len(offsets) >= limit:
+                if limit is not None and len(samples) >= limit:
                     break
                 members += 1
                 if member.offset_data + member.size > file_size:
@@ -79,9 +85,11 @@ def scan_shard(path: Path, limit: int | None = None
                 key, extension = parts
                 if group.key != key:
                     flush()
-                    group = _Sample(key)
+                    group = ScannedSample(key)
                 if extension in IMAGE_SUFFIXES and group.offset < 0:
                     group.offset, group.size = member.offset_data, member.size
+                elif extension == "txt" and group.text_offset < 0:
+                    group.text_offset, group.text_size = member.offset_data, member.size
                 elif extension == "cls" and group.label < 0:
                     handle = tar.extractfile(member)
                     data = b"" if handle is None else handle.read(_MAX_LABEL_BYTES)
@@ -90,13 +98,12 @@ def scan_shard(path: Path, limit: int | None = None
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"cannot read shard {path}: {exc.__class__.__name__}: {exc}. It is not "
                         "a complete uncompressed tar file; copy it again or rebuild it") from exc
-    if not offsets:
+    if not samples:
         raise DataError(f"shard {path} holds no images ({members} member(s)); a shard needs "
                         f"members named KEY.EXT with EXT one of {', '.join(sorted(IMAGE_SUFFIXES))}"
                         "; remove it or rebuild the shards")
-    if limit is not None:  # the sample being read when the scan stopped may be incomplete
-        return offsets[:limit], sizes[:limit], labels[:limit], keys[:limit]
-    return offsets, sizes, labels, keys
+    # the sample being read when a limited scan stopped may be incomplete
+    return samples if limit is None else samples[:limit]
 
 
-__all__ = ["scan_shard"]
+__all__ = ["ScannedSample", "scan_shard", "scan_shard_samples"]

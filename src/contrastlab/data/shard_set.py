@@ -11,7 +11,9 @@ A spec names shards when it is
 (:mod:`contrastlab.data.shard_catalog_file`), never the images: where each sample's image lies
 in its shard (offset and size) and its label. A sample's image is then read with one
 seek and one read (:func:`read_sample_bytes`), which is what lets a stream skip samples without
-reading or decoding them.
+reading or decoding them. :func:`contrastlab.data.shard_scan.scan_shard_samples` also records
+each sample's ``.txt`` member (its caption, for image-caption pairs:
+:mod:`contrastlab.data.captions`).
 """
 
 from __future__ import annotations

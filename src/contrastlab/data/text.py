@@ -73,7 +73,7 @@ def base_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
+def open_lines(path: Path) -> Iterator[tuple[int, str]]:
     """``(line number, line without its newline)``; DataError naming a missing or non-UTF-8
     file (the line of the first undecodable byte)."""
     if not path.is_file():
@@ -105,7 +105,7 @@ def read_sentences(path: str | Path, skip_bad_rows: bool = False) -> Sentences:
         raise DataError(_unknown_format(path))
     texts, skipped = [], []
     try:
-        for _, line in _open_lines(path):
+        for _, line in open_lines(path):
             if line.strip():
                 texts.append(line.strip())
     except DataError as error:
@@ -189,7 +189,7 @@ def _check_row(row: dict[str, str | float | None]) -> tuple[str, str, float | No
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    for number, line in _open_lines(path):
+    for number, line in open_lines(path):
         if not line.strip():
             continue
         try:
@@ -206,13 +206,13 @@ def _json_rows(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _delimited_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    lines = _open_lines(path)
+    lines = open_lines(path)
     first_line = next(lines, None)
     if first_line is None:
         return
     delimiter = "\t" if "\t" in first_line[1] else ","
     columns: dict[int, str] | None = None
-    header = _split(first_line[1], delimiter)
+    header = split_fields(first_line[1], delimiter)
     if any(name.strip().lower() in HEADER_NAMES for name in header) and len(header) >= 2:
         columns = {i: HEADER_NAMES[n.strip().lower()] for i, n in enumerate(header)
                    if n.strip().lower() in HEADER_NAMES}
@@ -225,7 +225,7 @@ def _delimited_rows(path: Path) -> Iterator[tuple[int, dict]]:
     for number, line in remaining:
         if not line.strip():
             continue
-        fields = _split(line, delimiter)
+        fields = split_fields(line, delimiter)
         if columns is not None:
             yield number, {name: fields[i] if i < len(fields) else None
                            for i, name in columns.items()}
@@ -246,10 +246,11 @@ def _chain(first: tuple[int, str], rest: Iterator[tuple[int, str]]
     yield from rest
 
 
-def _split(line: str, delimiter: str) -> list[str]:
+def split_fields(line: str, delimiter: str) -> list[str]:
     if delimiter == "\t":  # the STS files hold unbalanced quotes: no quoting with tabs
         return line.split("\t")
     return next(csv.reader(io.StringIO(line), delimiter=delimiter), [])
 
 
-__all__ = ["SentencePairs", "Sentences", "base_suffix", "read_pairs", "read_sentences"]
+__all__ = ["SentencePairs", "Sentences", "base_suffix", "open_lines", "read_pairs",
+           "read_sentences", "split_fields"]

@@ -10,8 +10,9 @@ Radford, Kim, Hallacy, Ramesh, Goh, Agarwal, Sastry, Askell, Mishkin, Clark, Kru
     loss = (cross_entropy(logits, labels, axis=0) + cross_entropy(logits, labels, axis=1)) / 2
 
 The logit scale exp(t) is clipped at 100 (Sec. 2.5): in the loss (no gradient beyond it) and on
-the parameter after every optimiser step. Here the pairs are two augmented views of an image
-through two separately initialised towers until the image-text data path exists
+the parameter after every optimiser step. The pairs are images and their captions (an image
+tower and a text tower, :mod:`contrastlab.methods.image_text`), or on image data two augmented
+views of an image through two separately initialised image towers
 (see :mod:`contrastlab.methods.two_tower`).
 """
 

@@ -9,9 +9,10 @@ Algorithm 1::
     loss = -sum(log_sigmoid(labels * logits)) / n                   # b init -10
 
 Every pair is an independent binary classification, so no normalisation over the batch is
-needed; the bias b = -10 starts the model near the prior that most pairs are negative. Here the
-pairs are two augmented views of an image through two separately initialised towers until the
-image-text data path exists (see :mod:`contrastlab.methods.two_tower`).
+needed; the bias b = -10 starts the model near the prior that most pairs are negative. The pairs
+are images and their captions (an image tower and a text tower,
+:mod:`contrastlab.methods.image_text`), or on image data two augmented views of an image through
+two separately initialised image towers (see :mod:`contrastlab.methods.two_tower`).
 
 ``temperature`` follows the library's convention (logits = cosine / temperature, as for CLIP):
 the paper's t = 10 is ``temperature = 0.1``.

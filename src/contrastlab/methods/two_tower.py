@@ -4,8 +4,11 @@ into a shared embedding space, trained so that paired inputs score higher than u
 Tower A is the method's ``backbone`` (what ``encode`` and evaluation use). Tower B is any encoder
 with an ``output_dim`` attribute: a text encoder for image-text data (``tower_b=``), or by default
 a second, freshly initialised copy of the backbone's architecture (a deep copy whose parameters
-are re-initialised, so the towers share nothing). Until the image-text data path exists the
-pairs are two augmented views of one image: view 1 goes to tower A, view 2 to tower B.
+are re-initialised, so the towers share nothing). On image data (``contrastlab train --method
+clip``) the pairs are two augmented views of one image: view 1 goes to tower A, view 2 to tower
+B. On image-caption pairs (``contrastlab train-pairs``) tower B is the text tower
+(:mod:`contrastlab.methods.image_text`) and :meth:`TwoTowerMethod.pair_step` takes the images
+and their captions' tokens.
 
 Subclasses set ``name`` and implement :meth:`TwoTowerMethod.pair_loss`.
 """
@@ -83,6 +86,10 @@ class TwoTowerMethod(Method):
         """The loss over the N x N pairs; row i of both is a positive pair."""
         raise NotImplementedError
 
+    def pair_step(self, inputs_a: Any, inputs_b: Any) -> StepOutput:
+        """The training step on N pairs given as the two towers' inputs (images and token
+        batches for image-text data): :meth:`pair_loss` of their embeddings."""
+        return self.pair_loss(self.embed_a(inputs_a), self.embed_b(inputs_b))
 
     def embed_views(self, views: list[Tensor]) -> Tensor:
         """Tower A's embedding of view 1 and tower B's of view 2, as ``(n, 2, D)`` rows."""

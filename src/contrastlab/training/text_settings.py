@@ -27,7 +27,7 @@ from contrastlab.errors import ConfigError, did_you_mean
 from contrastlab.methods.simcse import SimCSESettings
 from contrastlab.models.text_encoder import TextEncoderSettings
 from contrastlab.optim.settings import OptimizerSettings
-from contrastlab.settings import Settings, declarations, setting
+from contrastlab.settings import Declaration, Settings, declarations, setting
 
 
 @dataclass
@@ -97,27 +97,44 @@ class TextRunSettings:
                       for name in TEXT_SECTIONS})
 
 
-def flat_keys() -> dict[str, tuple[str, str]]:
-    """``{flat key: (section, field name)}`` over every section."""
-    keys = {}
-    for section, settings_class in TEXT_SECTIONS.items():
+#: sections of a run: a settings class, or several whose fields are offered together (the
+#: ``method`` section of an image-text run: CLIP's or SigLIP's, chosen by name)
+SectionTable = Mapping[str, type[Settings] | tuple[type[Settings], ...]]
+
+
+def section_declarations(entry: type[Settings] | tuple[type[Settings], ...]
+                         ) -> list[Declaration]:
+    """The declarations of a section's class (or classes: each flat key once, first wins)."""
+    found: dict[str, Declaration] = {}
+    for settings_class in entry if isinstance(entry, tuple) else (entry,):
         for declaration in declarations(settings_class):
+            found.setdefault(declaration.key, declaration)
+    return list(found.values())
+
+
+def flat_keys(sections: SectionTable | None = None) -> dict[str, tuple[str, str]]:
+    """``{flat key: (section, field name)}`` over every section (the text run's by default)."""
+    keys = {}
+    for section, entry in (sections or TEXT_SECTIONS).items():
+        for declaration in section_declarations(entry):
             if declaration.key in keys:  # pragma: no cover - a declaration mistake
                 raise RuntimeError(f"flat key '{declaration.key}' declared twice")
             keys[declaration.key] = (section, declaration.name)
     return keys
 
 
-def _sectioned(values: Mapping[str, Any], source: str) -> dict[str, dict[str, Any]]:
+def _sectioned(values: Mapping[str, Any], source: str, sections: SectionTable
+               ) -> dict[str, dict[str, Any]]:
     """Flat or nested values as ``{section: {field name: value}}``; unknown keys are refused
     naming ``source`` and the closest known key."""
-    keys = flat_keys()
-    found: dict[str, dict[str, Any]] = {name: {} for name in TEXT_SECTIONS}
+    keys = flat_keys(sections)
+    found: dict[str, dict[str, Any]] = {name: {} for name in sections}
     for key, value in values.items():
         key = str(key).replace("-", "_")
-        if key in TEXT_SECTIONS and isinstance(value, Mapping):
-            fields = {d.name for d in declarations(TEXT_SECTIONS[key])}
-            by_key = {d.key: d.name for d in declarations(TEXT_SECTIONS[key])}
+        if key in sections and isinstance(value, Mapping):
+            declared = section_declarations(sections[key])
+            fields = {d.name for d in declared}
+            by_key = {d.key: d.name for d in declared}
             for inner, inner_value in value.items():
                 inner = str(inner).replace("-", "_")
                 name = by_key.get(inner, inner)
@@ -130,7 +147,7 @@ def _sectioned(values: Mapping[str, Any], source: str) -> dict[str, dict[str, An
             found[section][name] = value
         else:
             raise ConfigError(f"unknown key '{key}' in {source}."
-                              f"{did_you_mean(key, list(keys) + list(TEXT_SECTIONS), 0.5)}")
+                              f"{did_you_mean(key, list(keys) + list(sections), 0.5)}")
     return found
 
 
@@ -150,6 +167,25 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def layer_settings(sections: SectionTable, flags: Mapping[str, Any] | None = None,
+                   config_file: str | Path | None = None,
+                   recipe: Mapping[str, Any] | None = None,
+                   recipe_name: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{section: {field name: value}}`` of defaults < ``recipe`` < ``config_file`` <
+    ``flags`` (flat keys; None means "not given"); only the values given, not the defaults."""
+    layers: list[tuple[Mapping[str, Any], str]] = []
+    if recipe is not None:
+        layers.append((recipe, f"recipe '{recipe_name}'"))
+    if config_file is not None:
+        layers.append((read_yaml(config_file), f"config file '{config_file}'"))
+    layers.append(({k: v for k, v in (flags or {}).items() if v is not None}, "the options"))
+    merged: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    for values, source in layers:
+        for section, fields in _sectioned(values, source, sections).items():
+            merged[section].update(fields)
+    return merged
+
+
 def resolve_text_settings(flags: Mapping[str, Any] | None = None,
                           config_file: str | Path | None = None,
                           recipe: Mapping[str, Any] | None = None,
@@ -159,16 +195,7 @@ def resolve_text_settings(flags: Mapping[str, Any] | None = None,
     Raises:
         ConfigError: an unknown key or a bad value, naming the layer it came from.
     """
-    layers: list[tuple[Mapping[str, Any], str]] = []
-    if recipe is not None:
-        layers.append((recipe, f"recipe '{recipe_name}'"))
-    if config_file is not None:
-        layers.append((read_yaml(config_file), f"config file '{config_file}'"))
-    layers.append(({k: v for k, v in (flags or {}).items() if v is not None}, "the options"))
-    merged: dict[str, dict[str, Any]] = {name: {} for name in TEXT_SECTIONS}
-    for values, source in layers:
-        for section, fields in _sectioned(values, source).items():
-            merged[section].update(fields)
+    merged = layer_settings(TEXT_SECTIONS, flags, config_file, recipe, recipe_name)
     settings = TextRunSettings.from_dict(merged)
     if not settings.train.data:
         raise ConfigError("no training data: give --data FILE (sentences .txt or pairs "
@@ -176,5 +203,6 @@ def resolve_text_settings(flags: Mapping[str, Any] | None = None,
     return settings
 
 
-__all__ = ["TEXT_SECTIONS", "TextRunSettings", "TextTrainSettings", "data_paths", "flat_keys",
-           "read_yaml", "resolve_text_settings"]
+__all__ = ["TEXT_SECTIONS", "SectionTable", "TextRunSettings", "TextTrainSettings", "data_paths",
+           "flat_keys", "layer_settings", "read_yaml", "resolve_text_settings",
+           "section_declarations"]

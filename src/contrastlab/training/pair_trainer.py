@@ -1,0 +1,222 @@
+"""The training loop of image-text runs (CLIP / SigLIP with an image and a text tower).
+
+Like :mod:`contrastlab.training.text_trainer`, a loop of its own (the image ``Trainer`` feeds
+views of images only): the images are decoded once into a uint8 tensor and augmented in batches
+on the training device by the image path's :class:`~contrastlab.views.AugmentedViews` (one view
+per image, the ``views`` section's settings, normalised with the training images' channel
+statistics), in channels-last memory format as in the image ``Trainer``; the captions are
+tokenised once. Each step takes a batch of pairs in the epoch's
+order, ``method.pair_step(images, tokens)``, an optimiser step, then ``method.on_step_end``
+(CLIP clips its logit scale). Optimiser, warm-up + cosine schedule, the skip of a non-finite
+step, ``--time-budget``, ``config.yaml`` / ``metrics.jsonl`` and the atomic weights-only
+checkpoint are those of the text loop.
+
+The run directory::
+
+    RUN/config.yaml             the resolved settings, by section
+    RUN/tokenizer.json          the tokenizer
+    RUN/metrics.jsonl           "type": data | step | epoch | final
+    RUN/checkpoints/last.pt     both towers, projections, loss parameters, optimiser, settings,
+                                tokenizer, image size / channels / mean / std
+
+Batch order: epoch e is a permutation of the pairs drawn from a generator seeded with
+(seed, e); the augmentations draw from a generator seeded with ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from contrastlab.atomic import write_text_atomic
+from contrastlab.data.captions import ImageCaptions, load_image_captions
+from contrastlab.data.tokenizer import TextTokenizer, TokenBatch, train_tokenizer
+from contrastlab.methods.image_text import ImageTextBatch, build_image_text_method
+from contrastlab.methods.two_tower import TwoTowerMethod
+from contrastlab.models.backbones import build_backbone, takes_geometry
+from contrastlab.models.text_encoder import TextTransformer
+from contrastlab.optim.optimizers import build_optimizer, default_lr
+from contrastlab.optim.schedule import set_lr, warmup_cosine
+from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
+from contrastlab.runs.device import resolve_device
+from contrastlab.runs.directory import RunDirectory, default_run_name
+from contrastlab.runs.pair_run import PAIR_RUN_KIND
+from contrastlab.training.pair_settings import PairRunSettings
+from contrastlab.views import AugmentedViews, channel_stats
+
+
+@dataclass
+class PairRunResult:
+    """Where the run is and how it ended."""
+
+    run_dir: Path
+    steps: int
+    last_loss: float
+    stop_reason: str
+    seconds: float
+
+
+@dataclass
+class PairData:
+    """The pairs, their captions' tokens (N, L) and the tokenizer."""
+
+    pairs: ImageCaptions
+    tokens: TokenBatch
+    tokenizer: TextTokenizer
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, TokenBatch]:
+        """uint8 images and tokens (cut to their longest caption) of pairs ``indices``."""
+        mask = self.tokens.mask[indices]
+        length = int(mask.sum(dim=1).max())
+        return (self.pairs.images[self.pairs.image_index[indices]],
+                TokenBatch(self.tokens.ids[indices, :length], mask[:, :length]))
+
+
+def _say_nothing(_: str) -> None:
+    pass
+
+
+def read_pair_data(settings: PairRunSettings, say: Callable[[str], None] = _say_nothing
+                   ) -> PairData:
+    """Read and decode the pairs, train (or load) the tokenizer, tokenise the captions."""
+    train = settings.train
+    pairs = load_image_captions(train.data, train.image_size, train.skip_bad_files)
+    if train.tokenizer:
+        tokenizer = TextTokenizer.from_file(train.tokenizer)
+    else:
+        tokenizer = train_tokenizer(list(dict.fromkeys(pairs.captions)),
+                                    vocab_size=train.vocab_size)
+        say(f"trained a WordPiece tokenizer of {tokenizer.vocab_size} tokens on the captions")
+    tokens = tokenizer.encode(pairs.captions, settings.encoder.max_length)
+    return PairData(pairs, tokens, tokenizer)
+
+
+def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothing
+              ) -> PairRunResult:
+    """Train CLIP or SigLIP as ``settings`` say; returns when the epochs or the budget are
+    spent."""
+    train = settings.train
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    out = Path(train.out or default_run_name(train.method, train.data))
+    run = RunDirectory(out)
+    run.prepare(resume=False)
+    device = resolve_device(train.device)
+    torch.manual_seed(train.seed)
+    data = read_pair_data(settings, say)
+    pairs = data.pairs
+    run.log({"type": "data", "pairs": len(pairs), "images": int(pairs.images.shape[0]),
+             "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(pairs.skipped)})
+    if pairs.skipped:
+        say(f"skipped {len(pairs.skipped)} bad row(s); first: {pairs.skipped[0]}")
+    write_text_atomic(run.config_path, yaml.safe_dump(settings.to_dict(), sort_keys=False),
+                      "config")
+    write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
+
+    channels, size = int(pairs.images.shape[1]), int(pairs.images.shape[-1])
+    mean, std = channel_stats(pairs.images)
+    views = AugmentedViews(size, channels, mean, std, settings.views, num_views=1)
+    backbone = build_backbone(train.backbone, channels,
+                              size if takes_geometry(train.backbone) else None)
+    text = TextTransformer(data.tokenizer.vocab_size, settings.encoder, data.tokenizer.pad_id)
+    method = build_image_text_method(train.method, backbone, text, settings.method).to(device)
+    method.backbone.to(memory_format=torch.channels_last)  # as the image Trainer's default
+    opt = settings.optimizer
+    peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
+    optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
+    generator = torch.Generator().manual_seed(train.seed)
+
+    batch_size = min(train.batch_size, len(pairs))
+    steps_per_epoch = max(1, len(pairs) // batch_size)
+    budget = train.time_budget
+    epochs = train.epochs if budget is None else 1_000_000
+    total_steps = epochs * steps_per_epoch
+    say(f"{train.method}: {len(pairs)} pairs of {pairs.images.shape[0]} images, "
+        f"{steps_per_epoch} steps per epoch, "
+        + (f"{budget:g} s budget" if budget else f"{epochs} epoch(s)") + f", device {device}")
+    step, elapsed, last_loss, stop, epoch = 0, 0.0, math.nan, "done", 0
+    method.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(
+            train.seed * 1_000_003 + epoch))
+        losses = []
+        for b in range(steps_per_epoch):
+            progress = elapsed / budget if budget else step / total_steps
+            if progress >= 1.0:
+                stop = "time_budget"
+                break
+            started = time.perf_counter()
+            lr = peak_lr * warmup_cosine(progress, opt.warmup_fraction)
+            set_lr(optimizer, lr)
+            images, tokens = data.batch(order[b * batch_size:(b + 1) * batch_size])
+            augmented = views(images.to(device), generator)[0]
+            batch = ImageTextBatch(augmented.contiguous(memory_format=torch.channels_last),
+                                   tokens.to(device))
+            loss, metrics = _step(method, optimizer, batch, opt.clip_grad_norm, step, progress)
+            elapsed += time.perf_counter() - started
+            step += 1
+            if math.isfinite(loss):
+                losses.append(loss)
+                last_loss = loss
+            if step % train.log_every == 0 or step == 1:
+                run.log({"type": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr,
+                         **metrics, "elapsed": round(elapsed, 3)})
+                say(f"step {step}" + (f"/{total_steps}" if not budget else "")
+                    + f"  epoch {epoch}  loss {loss:.4f}  lr {lr:.2e}  {elapsed:.0f} s")
+        run.log({"type": "epoch", "epoch": epoch, "step": step,
+                 "loss": sum(losses) / len(losses) if losses else None,
+                 "elapsed": round(elapsed, 3)})
+        if stop == "time_budget":
+            break
+    _save(run, method, optimizer, settings, data, {"size": size, "channels": channels,
+                                                   "mean": list(mean), "std": list(std)},
+          {"epoch": epoch, "step": step, "elapsed": elapsed})
+    run.log({"type": "final", "steps": step, "loss": last_loss, "stop_reason": stop,
+             "elapsed": round(elapsed, 3)})
+    return PairRunResult(out, step, last_loss, stop, elapsed)
+
+
+def _step(method: TwoTowerMethod, optimizer: torch.optim.Optimizer, batch: ImageTextBatch,
+          clip: float | None, step: int, progress: float) -> tuple[float, dict[str, float]]:
+    """One optimiser step; a non-finite loss or gradient skips it (returns the loss)."""
+    optimizer.zero_grad(set_to_none=True)
+    output = method.pair_step(batch.images, batch.tokens)
+    value = float(output.loss.detach())
+    if not math.isfinite(value):
+        return value, {}
+    output.loss.backward()
+    if clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(method.parameters(), clip)
+        if not torch.isfinite(norm):
+            return math.nan, {}
+    optimizer.step()
+    method.on_step_end(step, progress, output)
+    return value, output.metrics
+
+
+def _save(run: RunDirectory, method: TwoTowerMethod, optimizer: torch.optim.Optimizer,
+          settings: PairRunSettings, data: PairData, image: dict[str, Any],
+          position: dict[str, Any]) -> None:
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": PAIR_RUN_KIND,
+        "settings": settings.to_dict(),
+        "image": image,
+        "vocab_size": data.tokenizer.vocab_size,
+        "pad_id": data.tokenizer.pad_id,
+        "tokenizer": data.tokenizer.to_json(),
+        "model": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "position": position,
+    }
+    save_atomic(state, run.checkpoint_path)
+
+
+__all__ = ["PairData", "PairRunResult", "fit_pairs", "read_pair_data"]
