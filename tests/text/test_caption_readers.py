@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from contrastlab.data.captions import load_image_captions
-from contrastlab.data.shard_set import scan_shard, scan_shard_samples
+from contrastlab.data.shard_scan import scan_shard, scan_shard_samples
 from contrastlab.errors import DataError
 from tests.text.pair_data import COLOURS, image_bytes, write_folder, write_shard
 
