@@ -26,7 +26,7 @@ tree costs the machine); and the steady images/s and data-wait share of the last
 
     python bench/shards_scale.py [--images 1000000] [--pool 5000] [--side 256]
         [--shard-size 256MB] [--size 128] [--backbone resnet18] [--batch 64]
-        [--time-budget 60] [--workers 2] [--tmp /tmp] [--keep] [--markdown]
+        [--time-budget 60] [--workers 2] [--tmp /tmp] [--keep] [--shards DIR] [--markdown]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from PIL import Image
 
 from contrastlab.atomic import write_text_atomic
 from contrastlab.data.shard_catalog_file import CATALOG_SUFFIX
-from contrastlab.data.shard_format import INDEX_NAME, ShardIndex
+from contrastlab.data.shard_format import INDEX_NAME, ShardIndex, read_index
 from contrastlab.data.shard_writer import ShardSample, parse_size, write_shards
 from contrastlab.phases import phase
 
@@ -198,15 +198,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tmp", type=Path, default=None, help="where the data is made")
     parser.add_argument("--keep", action="store_true", help="keep the shard set")
+    parser.add_argument("--shards", type=Path, default=None,
+                        help="measure this shard set (kept by an earlier --keep) instead")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="contrastlab-bench-scale-", dir=args.tmp))
     try:
         start = time.perf_counter()
-        images, labels, classes = make_pool(args.source, args.pool, args.side, seed=0)
-        shards = work / "shards"
-        counts = write_set(shards, images, labels, classes, args.images,
-                           parse_size(args.shard_size))
+        if args.shards is None:
+            images, labels, classes = make_pool(args.source, args.pool, args.side, seed=0)
+            shards = work / "shards"
+            counts = write_set(shards, images, labels, classes, args.images,
+                               parse_size(args.shard_size))
+        else:  # a set an earlier run kept (--keep)
+            shards = args.shards
+            index = read_index(shards)
+            if index is None:
+                sys.exit(f"{shards} has no {INDEX_NAME}: pass a folder an earlier --keep left")
+            counts = index.counts
+            args.images = sum(counts.values())
         made = time.perf_counter() - start
         names = list(counts)
         small_shards = 1 + next((i for i, total in enumerate(_cumulative(counts))
@@ -220,14 +230,19 @@ def main() -> None:
         hidden.mkdir()
         for path in shards.glob(f"*{CATALOG_SUFFIX}"):
             path.rename(hidden / path.name)
-        runs["large_scanned"] = train_once(str(shards), work / "run-scan", args, env)
+        try:
+            runs["large_scanned"] = train_once(str(shards), work / "run-scan", args, env)
+        finally:
+            for path in hidden.iterdir():
+                path.rename(shards / path.name)
         result = {
             "benchmark": "shards_scale", "samples": {"small": total, "large": args.images},
-            "shards": {"small": small_shards, "large": len(names)}, "pool": len(images),
+            "shards": {"small": small_shards, "large": len(names)},
             "side": args.side, "size": args.size, "backbone": args.backbone,
             "batch": args.batch, "workers": args.workers, "time_budget": args.time_budget,
             "make_data_s": round(made, 1),
-            "data_gib": round(sum(p.stat().st_size for p in shards.glob("*.tar")) / 2**30, 2),
+            "pool": args.pool, "data_gib": round(sum(p.stat().st_size
+                                                     for p in shards.glob("*.tar")) / 2**30, 2),
             "runs": runs,
             "pss_ratio_large_over_small": round(runs["large"]["peak_pss_gib"]
                                                 / runs["small"]["peak_pss_gib"], 3),
