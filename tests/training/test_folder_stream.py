@@ -94,7 +94,10 @@ def test_auto_streams_a_folder_only_when_memory_is_short(folder: Path, tmp_path:
     assert not _data_record(tmp_path / "fits")["streamed"]
     monkeypatch.setattr(folder_stream, "available_memory", lambda: 10_000)
     console = Console(record=True, width=200)
-    train(config(str(folder), tmp_path / "short", epochs=1), console=console,
-          evaluate_at_end=False)
+    train(config(str(folder), tmp_path / "short", epochs=1), console=console)
     assert _data_record(tmp_path / "short")["streamed"]
     assert "streaming them from the folder" in console.export_text()
+    records = [json.loads(line) for line in
+               (tmp_path / "short" / "metrics.jsonl").read_text().splitlines()]
+    final = next(r for r in records if r["type"] == "final")  # evaluated on the held-out 8
+    assert 0.0 <= final["knn_top1"] <= 1.0 and final["n_test"] == 8

@@ -78,7 +78,7 @@ class EvaluationCallback(Callback):
         if not trainer.streamed.catalog.has_labels:
             trainer.note("no labels in the data: skipped kNN / linear evaluation")
             return None
-        trainer.note("streamed data: evaluating with one more pass over the shards (features "
+        trainer.note("streamed data: evaluating with one more pass over the data (features "
                      "only; the run's held-out split, as 'contrastlab eval knn' makes it)")
         # the evaluation data depend only on the run's settings and metadata: no model copy here
         return load_eval_data(LoadedRun(trainer.method, trainer.meta, trainer.config.flat()))
