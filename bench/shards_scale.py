@@ -22,7 +22,8 @@ optimiser step (from the first step record's wall time in metrics.jsonl; Python 
 import included); the process tree's peak memory, sampled every 0.2 s from /proc as the sum of
 RSS (which counts pages shared by the main process and its forked decoding workers once per
 process) and the sum of PSS (shared pages divided among the processes that share them: what the
-tree costs the machine); and the steady images/s and data-wait share of the last step records.
+tree costs the machine), and the training process's own peak RSS; and the steady images/s and
+data-wait share of the last step records.
 
     python bench/shards_scale.py [--images 1000000] [--pool 5000] [--side 256]
         [--shard-size 256MB] [--size 128] [--backbone resnet18] [--batch 64]
@@ -131,7 +132,7 @@ class TreeSampler(threading.Thread):
     def __init__(self, pid: int, every: float = 0.2) -> None:
         super().__init__(daemon=True)
         self.pid, self.every = pid, every
-        self.peak_rss = self.peak_pss = self.peak_processes = 0
+        self.peak_rss = self.peak_pss = self.peak_processes = self.peak_main_rss = 0
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -139,6 +140,7 @@ class TreeSampler(threading.Thread):
             pids = _tree(self.pid)
             memory = [_memory(pid) for pid in pids]
             self.peak_rss = max(self.peak_rss, sum(rss for rss, _ in memory))
+            self.peak_main_rss = max(self.peak_main_rss, memory[0][0] if memory else 0)
             self.peak_pss = max(self.peak_pss, sum(pss for _, pss in memory))
             self.peak_processes = max(self.peak_processes, len(pids))
             self.done.wait(self.every)
@@ -170,6 +172,7 @@ def train_once(spec: str, out: Path, args: argparse.Namespace, env: dict[str, st
         "steps": len(steps),
         "peak_rss_gib": round(sampler.peak_rss / 2**30, 3),
         "peak_pss_gib": round(sampler.peak_pss / 2**30, 3),
+        "peak_main_rss_gib": round(sampler.peak_main_rss / 2**30, 3),
         "processes": sampler.peak_processes,
         "images_per_s": round(sum(r["images_per_s"] for r in steady) / len(steady), 1),
         "data_wait": round(sum(r.get("data_wait", 0.0) for r in steady) / len(steady), 3),
