@@ -307,6 +307,7 @@ def shards_build(
     skip_bad_files: Annotated[bool, Opt("--skip-bad-files", help="Leave unreadable images out "
                                         "(counted) instead of failing.")] = False,
     force: Annotated[bool, Opt("--force", help="Write into OUT even if it holds files.")] = False,
+    seed: Annotated[int, Opt(help="Seed of the shuffled order the samples are written in.")] = 0,
 ) -> None:
     """Write a dataset as WebDataset tar shards with a shards.json index (train with
     `--data OUT`)."""
@@ -319,7 +320,7 @@ def shards_build(
         raise ConfigError(f"'{out}' already exists and is not an empty folder; pass --force to "
                           "write the shards into it anyway, or choose another --out")
     report = build_shards(data, out, shard_bytes=shard_bytes, max_side=max_side,
-                          skip_bad_files=skip_bad_files)
+                          skip_bad_files=skip_bad_files, seed=seed)
     for side, counts in report.sides.items():
         folder = out / side if side else out
         err_console.print(f"{folder}: {len(counts)} shard(s), {sum(counts.values())} images")

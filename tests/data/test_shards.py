@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from contrastlab.data import load_dataset
+from contrastlab.data.dataset import ImageDataset
 from contrastlab.data.shard_build import build_shards, prepare_image
 from contrastlab.data.shard_format import expand_braces, split_member_name
 from contrastlab.data.shard_set import catalog_shards, find_shard_sets
@@ -40,10 +41,30 @@ def test_sizes() -> None:
         parse_size("lots")
 
 
+def _in_order(images: torch.Tensor, labels: torch.Tensor | None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``images`` and ``labels`` sorted by (label, pixels): shards hold the samples shuffled."""
+    keys = [(-1 if labels is None else int(labels[i]), images[i].numpy().tobytes())
+            for i in range(len(images))]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return images[order], None if labels is None else labels[order]
+
+
 def _same(a, b) -> None:  # noqa: ANN001 (two ImageDatasets)
-    assert torch.equal(a.images, b.images)
-    assert (a.labels is None and b.labels is None) or torch.equal(a.labels, b.labels)
+    """The same images with the same labels, in any order."""
+    images_a, labels_a = _in_order(a.images, a.labels)
+    images_b, labels_b = _in_order(b.images, b.labels)
+    assert torch.equal(images_a, images_b)
+    assert (labels_a is None and labels_b is None) or torch.equal(labels_a, labels_b)
     assert a.classes == b.classes
+
+
+def _whole(splits):  # noqa: ANN001, ANN202 (DatasetSplits -> ImageDataset)
+    if splits.test is None:
+        return splits.train
+    return ImageDataset(images=torch.cat([splits.train.images, splits.test.images]),
+                        labels=torch.cat([splits.train.labels, splits.test.labels]),
+                        classes=splits.train.classes, ids=splits.train.ids + splits.test.ids)
 
 
 def test_build_from_class_folders_round_trips(tmp_path: Path, class_tree) -> None:
@@ -60,9 +81,14 @@ def test_build_from_class_folders_round_trips(tmp_path: Path, class_tree) -> Non
     # PNG files are stored as they are: the shards decode to exactly the folder's images
     from_shards = load_dataset(str(out), split_seed=1)
     from_folder = load_dataset(str(folder), split_seed=1)
-    _same(from_shards.train, from_folder.train)
-    _same(from_shards.test, from_folder.test)
+    _same(_whole(from_shards), _whole(from_folder))
     assert from_shards.train.ids[0].startswith(str(out / "000000.tar") + "::")
+    # written shuffled (seeded): not class by class, and the same order again for the same seed
+    labels = catalog_shards(find_shard_sets(str(out))[0]).label.tolist()
+    assert sorted(labels) == [0] * 7 + [1] * 5 and labels != sorted(labels)
+    again = tmp_path / "again"
+    build_shards(str(folder), again, shard_bytes=4 * 1024, max_side=None)
+    assert (again / "000000.tar").read_bytes() == (out / "000000.tar").read_bytes()
 
 
 def test_build_keeps_the_official_split_and_reads_archives(tmp_path: Path, class_tree) -> None:

@@ -7,6 +7,13 @@ are small and are read with :func:`contrastlab.data.load_dataset`, then each ima
 a PNG. A dataset with an official split is written as ``OUT/train/`` and ``OUT/test/``; otherwise
 the shards go straight into ``OUT``. Each shard folder gets its ``shards.json``.
 
+Samples are written in a shuffled order (seeded, ``--seed``): a folder's files and an in-memory
+source's images in a random permutation, an archive's images (read front to back) through a
+shuffle buffer of :data:`ARCHIVE_SHUFFLE_BUFFER` images. Folders list images class by class, and
+a stream reads each shard's samples in order through a bounded shuffle buffer, so shards written
+in folder order would give batches of only a few classes (about 3 points of kNN accuracy lost on
+CIFAR-10 in docs/benchmarks.md).
+
 An image is stored as it is (its original bytes, nothing decoded) when it is a JPEG, PNG or
 WebP whose shorter side is at most ``max_side``; an image with a longer shorter side is decoded
 (JPEG at reduced scale, see Pillow's draft mode), resized to a shorter side of ``max_side``
@@ -42,6 +49,8 @@ from contrastlab.phases import phase
 #: Pillow formats stored with their original bytes, and the extension they get.
 _KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 JPEG_QUALITY = 90
+#: Images of an archive held at once to shuffle its order (an archive is read front to back).
+ARCHIVE_SHUFFLE_BUFFER = 10_000
 
 
 @dataclass
@@ -109,7 +118,12 @@ class _Side:
     images: Callable[[], Iterator[Source]]
 
 
-def _folder_sides(root: Path) -> tuple[list[str] | None, list[_Side]]:
+def _shuffled(count: int, seed: int) -> list[int]:
+    """The order samples are written in: a seeded permutation of ``0 .. count - 1``."""
+    return np.random.default_rng([seed, 0x5EED]).permutation(count).tolist()
+
+
+def _folder_sides(root: Path, seed: int) -> tuple[list[str] | None, list[_Side]]:
     files, dirs = list_image_tree(root)
     plan = plan_layout(files, dirs, lambda rel: str(root / rel) if rel else str(root))
 
@@ -117,8 +131,9 @@ def _folder_sides(root: Path) -> tuple[list[str] | None, list[_Side]]:
         labels = part.labels or [None] * len(part.paths)
 
         def images() -> Iterator[Source]:
-            for path, label in zip(part.paths, labels, strict=True):
-                yield str(root / path), (root / path).read_bytes, label
+            for number in _shuffled(len(part.paths), seed):
+                path = root / part.paths[number]
+                yield str(path), path.read_bytes, labels[number]
 
         return _Side(name, len(part.paths), images)
 
@@ -156,7 +171,23 @@ def _members(archive: Path, tar_out: list[tarfile.TarFile] | None = None
                         "that it is a complete .tar, .tar.gz or .tgz file") from exc
 
 
-def _archive_sides(archive: Path) -> tuple[list[str] | None, list[_Side]]:
+def _buffer_shuffled(items: Iterator[Source], size: int, seed: int) -> Iterator[Source]:
+    """``items`` through a seeded shuffle buffer of ``size`` (an archive is read front to back,
+    so its images can only be mixed this far)."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    held: list[Source] = []
+    for item in items:
+        if len(held) < size:
+            held.append(item)
+            continue
+        slot = int(rng.integers(size))
+        yield held[slot]
+        held[slot] = item
+    for slot in rng.permutation(len(held)).tolist():
+        yield held[slot]
+
+
+def _archive_sides(archive: Path, seed: int) -> tuple[list[str] | None, list[_Side]]:
     files, dirs = _archive_names(archive)
     prefix, files, dirs = unwrap_single_folder(files, dirs)
     base = f"{prefix}/" if prefix else ""
@@ -166,7 +197,7 @@ def _archive_sides(archive: Path) -> tuple[list[str] | None, list[_Side]]:
         labels = dict(zip((base + path for path in part.paths),
                           part.labels or [None] * len(part.paths), strict=True))
 
-        def images() -> Iterator[Source]:
+        def members() -> Iterator[Source]:
             holder: list[tarfile.TarFile] = []
             for member, parts in _members(archive, holder):
                 path = "/".join(parts)
@@ -175,6 +206,9 @@ def _archive_sides(archive: Path) -> tuple[list[str] | None, list[_Side]]:
                     data = b"" if handle is None else handle.read()
                     yield f"{archive}::{path}", lambda data=data: data, labels[path]
 
+        def images() -> Iterator[Source]:
+            return _buffer_shuffled(members(), ARCHIVE_SHUFFLE_BUFFER, seed)
+
         return _Side(name, len(part.paths), images)
 
     if plan.test is None:
@@ -182,7 +216,7 @@ def _archive_sides(archive: Path) -> tuple[list[str] | None, list[_Side]]:
     return plan.classes, [side(plan.train, "train"), side(plan.test, "test")]
 
 
-def _memory_sides(spec: str) -> tuple[list[str] | None, list[_Side]]:
+def _memory_sides(spec: str, seed: int) -> tuple[list[str] | None, list[_Side]]:
     from contrastlab.data.loader import load_dataset
 
     splits = load_dataset(spec)
@@ -201,7 +235,7 @@ def _memory_sides(spec: str) -> tuple[list[str] | None, list[_Side]]:
     def side(data: ImageDataset, name: str) -> _Side:
         def images() -> Iterator[Source]:
             array = data.images.numpy()
-            for row in range(len(data)):
+            for row in _shuffled(len(data), seed):
                 label = None if data.labels is None else int(data.labels[row])
                 yield data.ids[row], lambda row=row: _array_png(array[row]), label
 
@@ -210,13 +244,13 @@ def _memory_sides(spec: str) -> tuple[list[str] | None, list[_Side]]:
     return splits.train.classes, [side(data, name) for data, name in parts]
 
 
-def _sides(spec: str) -> tuple[list[str] | None, list[_Side]]:
+def _sides(spec: str, seed: int) -> tuple[list[str] | None, list[_Side]]:
     path = Path(spec).expanduser()
     if path.is_file() and is_archive_name(path):
-        return _archive_sides(path)
+        return _archive_sides(path, seed)
     if path.is_dir() and not _is_special_folder(path):
-        return _folder_sides(path)
-    return _memory_sides(spec)
+        return _folder_sides(path, seed)
+    return _memory_sides(spec, seed)
 
 
 def _is_special_folder(path: Path) -> bool:
@@ -228,14 +262,15 @@ def _is_special_folder(path: Path) -> bool:
 
 
 def build_shards(spec: str, out: Path, *, shard_bytes: int, max_side: int | None,
-                 skip_bad_files: bool = False) -> BuildReport:
-    """Write the dataset ``spec`` as shards in ``out`` (see the module doc).
+                 skip_bad_files: bool = False, seed: int = 0) -> BuildReport:
+    """Write the dataset ``spec`` as shards in ``out`` (see the module doc), the samples in an
+    order shuffled by ``seed``.
 
     Raises:
         DataError: an unreadable image (without ``skip_bad_files``), an unreadable source.
         WriteError: a file-system failure while writing.
     """
-    classes, sides = _sides(spec)
+    classes, sides = _sides(spec, seed)
     skipped: list[str] = []
     written: dict[str, dict[str, int]] = {}
     for side in sides:
