@@ -51,8 +51,8 @@ class NgramEncoderSettings(Settings):
                            "words", ge=16)
     char_ngrams: tuple[int, int] = setting(
         (2, 4), "Character n-gram lengths (min max) of each word marked <word>.",
-        source="here: best on STS-B dev among 2-4, 2-5, 3-5 (TF-IDF char_wb 2-4 is the "
-        "baseline)", ge=1, ordered=True)
+        source="here: TF-IDF of these features on STS-B dev, 2-4: 78.5, 2-5: 78.1",
+        ge=1, ordered=True)
     word_ngrams: int = setting(1, "Word n-grams of 1..N words (0: none).",
                                source="fastText (1: unigrams)", ge=0)
     idf: bool = setting(True, "Weight each n-gram by its inverse document frequency over the "
