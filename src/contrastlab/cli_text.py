@@ -26,7 +26,8 @@ from contrastlab.settings import declarations
 Opt = typer.Option
 err_console = Console(stderr=True)
 
-TEXT_PANELS = {"train": "Training", "encoder": "Encoder", "method": "Method (SimCSE)",
+TEXT_PANELS = {"train": "Training", "encoder": "Encoder", "ngrams": "N-gram encoder",
+               "method": "Method (SimCSE)",
                "optimizer": "Optimizer"}
 
 tokenizer_app = typer.Typer(help="Train a sub-word tokenizer for text runs.",

@@ -68,6 +68,29 @@ def test_supervised_with_hard_negatives(corpus: Path, tmp_path: Path) -> None:
     assert data["groups"] == 3 and data["examples"] == 8
 
 
+NGRAMS = ["--text-backbone", "ngrams", "--buckets", "512", "--dim", "16", "--batch-size", "4",
+          "--device", "cpu", "--log-every", "1", "--lr", "0.01"]
+
+
+def test_ngram_runs_unsupervised_and_cosent_then_eval(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ngrams"
+    summary = run("train-text", "--data", str(corpus / "sentences.txt"), "--out", str(out),
+                  "--epochs", "2", "--token-drop", "0.3", *NGRAMS,
+                  "--eval-data", str(corpus / "pairs.tsv"))
+    assert summary["steps"] == 4 and not (out / "tokenizer.json").exists()
+    scores = run("eval", "sts", "--run", str(out), "--data", str(corpus / "pairs.tsv"),
+                 "--device", "cpu", "--json")
+    assert scores["spearman"] == pytest.approx(summary["sts_spearman:pairs.tsv"], abs=0.01)
+    loaded = load_text_run(out)
+    assert loaded.embed(WORDS[:3]).shape == (3, 16)
+    assert loaded.encoder.idf.max() > 1  # the IDF of the training sentences came with it
+    cosent = run("train-text", "--data", str(corpus / "pairs.tsv"), "--supervised",
+                 "--supervised-loss", "cosent", "--out", str(tmp_path / "cosent"), *NGRAMS)
+    assert cosent["steps"] == 4  # all 16 scored pairs, not only those >= positive_threshold
+    data = json.loads((tmp_path / "cosent" / "metrics.jsonl").read_text().splitlines()[0])
+    assert data["examples"] == 16 and data["groups"] == 2
+
+
 def test_mistakes_are_one_line(corpus: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train-text", "--data", str(corpus / "sentences.txt"),
                                       "--supervised", "--out", str(tmp_path / "x")])

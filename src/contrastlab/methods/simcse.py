@@ -13,8 +13,14 @@ Gao, Yao & Chen, "SimCSE: Simple Contrastive Learning of Sentence Embeddings", E
   ``positive_threshold`` is a positive pair; a file's ``negative`` column gives hard negatives.
 
 The loss is :func:`contrastlab.losses.simcse.simcse_loss` (temperature 0.05, the paper's).
-The method takes a :class:`SentenceBatch`: the token ids of every sentence of the step in one
-padded tensor, view-major (anchors, then positives, then negatives).
+With ``supervised_loss: cosent`` a supervised run instead trains on every scored pair with
+CoSENT's ranking loss (:func:`contrastlab.losses.cosent.cosent_loss`; not SimCSE's, an addition
+of ours for small scored data such as STS-B's train pairs).
+The method takes a :class:`SentenceBatch`: every sentence of the step in one batch, view-major
+(anchors, then positives, then negatives): token ids in one padded tensor for the Transformer
+encoder, or bags of hashed n-grams (:class:`~contrastlab.data.ngrams.NgramBatch`) for the
+bag-of-n-grams encoder (:mod:`contrastlab.models.ngram_encoder`), whose ``token_drop`` leaves
+n-grams out.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from contrastlab.data.ngrams import NgramBatch
 from contrastlab.data.tokenizer import TokenBatch
+from contrastlab.losses.cosent import cosent_loss
 from contrastlab.losses.simcse import simcse_loss
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import StepOutput
 from contrastlab.methods.settings import MethodSettings
+from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.settings import setting
 
@@ -53,19 +62,29 @@ class SimCSESettings(MethodSettings):
         "dropout; 0: the paper's dropout-only augmentation.",
         source="the paper (0; its Table 1 finds word deletion worse on BERT); here: helps "
         "encoders trained from scratch", ge=0, lt=1)
+    supervised_loss: str = setting(
+        "simcse", "Supervised loss: simcse (pairs scored >= positive_threshold as positives, "
+        "in-batch negatives) or cosent (every scored pair, ranked by its score; CoSENT, Su "
+        "2022).", source="the paper (simcse); here: cosent for small scored data",
+        choices=("simcse", "cosent"))
+    cosent_scale: float = setting(20.0, "CoSENT's scale lambda on the cosines.",
+                                  source="CoSENT (Su 2022)", gt=0)
     loss_chunk_size: int | None = common.loss_chunk_size()
 
 
 @dataclass
 class SentenceBatch:
     """The sentences of one step: ``tokens`` holds ``groups`` blocks of N rows (anchors, then
-    positives, then hard negatives when given)."""
+    positives, then hard negatives when given), as token ids or as bags of n-grams; ``scores``
+    (N,) the pairs' gold scores (CoSENT)."""
 
-    tokens: TokenBatch
+    tokens: TokenBatch | NgramBatch
     groups: int = 1
+    scores: Tensor | None = None
 
     def to(self, device: torch.device | str) -> SentenceBatch:
-        return SentenceBatch(self.tokens.to(device), self.groups)
+        return SentenceBatch(self.tokens.to(device), self.groups,
+                             None if self.scores is None else self.scores.to(device))
 
 
 def drop_tokens(mask: Tensor, rate: float) -> Tensor:
@@ -87,7 +106,8 @@ class SimCSE(nn.Module):
     name = "simcse"
     Settings = SimCSESettings
 
-    def __init__(self, encoder: TextTransformer, settings: SimCSESettings | None = None,
+    def __init__(self, encoder: TextTransformer | NgramEncoder,
+                 settings: SimCSESettings | None = None,
                  **overrides: Any) -> None:
         super().__init__()
         values = {} if settings is None else settings.to_dict()
@@ -97,21 +117,34 @@ class SimCSE(nn.Module):
 
     def training_step(self, batch: SentenceBatch) -> StepOutput:
         tokens = batch.tokens
+        groups = 2 if batch.groups == 1 else batch.groups
         if batch.groups == 1:  # unsupervised: the same sentences twice, as one 2N batch
-            ids, mask = tokens.ids.repeat(2, 1), tokens.mask.repeat(2, 1)
-            groups = 2
-        else:
-            ids, mask, groups = tokens.ids, tokens.mask, batch.groups
-        if groups not in (2, 3) or ids.shape[0] % groups:
+            tokens = (tokens.repeat(2) if isinstance(tokens, NgramBatch)
+                      else TokenBatch(tokens.ids.repeat(2, 1), tokens.mask.repeat(2, 1)))
+        if groups not in (2, 3) or len(tokens) % groups:
             raise ValueError(f"a SentenceBatch holds 1, 2 or 3 groups of N rows, got {groups} "
-                             f"groups over {tokens.ids.shape[0]} rows")
+                             f"groups over {len(batch.tokens)} rows")
         if self.settings.token_drop > 0 and self.training:
-            mask = drop_tokens(mask, self.settings.token_drop)
-        embeddings = self.backbone(ids, mask).chunk(groups, dim=0)
-        loss = simcse_loss(embeddings[0], embeddings[1], self.settings.temperature,
-                           embeddings[2] if groups == 3 else None,
-                           chunk_size=self.settings.loss_chunk_size)
+            tokens = (tokens.drop(self.settings.token_drop) if isinstance(tokens, NgramBatch)
+                      else TokenBatch(tokens.ids, drop_tokens(tokens.mask,
+                                                              self.settings.token_drop)))
+        embeddings = self.embed(tokens).chunk(groups, dim=0)
+        if self.settings.supervised and self.settings.supervised_loss == "cosent":
+            if batch.scores is None:
+                raise ValueError("CoSENT needs the pairs' scores (SentenceBatch.scores)")
+            loss = cosent_loss(embeddings[0], embeddings[1], batch.scores,
+                               self.settings.cosent_scale)
+        else:
+            loss = simcse_loss(embeddings[0], embeddings[1], self.settings.temperature,
+                               embeddings[2] if groups == 3 else None,
+                               chunk_size=self.settings.loss_chunk_size)
         return StepOutput(loss=loss)
+
+    def embed(self, tokens: TokenBatch | NgramBatch) -> Tensor:
+        """The encoder's sentence embeddings of a token batch or of a batch of n-gram bags."""
+        if isinstance(tokens, NgramBatch):
+            return self.backbone(tokens.ids, tokens.weights, tokens.offsets)
+        return self.backbone(tokens.ids, tokens.mask)
 
     def forward(self, batch: SentenceBatch) -> StepOutput:
         return self.training_step(batch)

@@ -2,8 +2,10 @@
 embeddings from them.
 
 The checkpoint is read weights-only (:func:`contrastlab.runs.checkpoint.load_checkpoint`); it
-holds the settings the encoder was built with, the tokenizer's JSON and the state dict, so the
-run needs nothing else to embed sentences exactly as in training (in eval mode: no dropout).
+holds the settings the encoder was built with, the tokenizer's JSON (Transformer runs; an n-gram
+run's featuriser is rebuilt from its settings and its IDF is a buffer of the state dict) and the
+state dict, so the run needs nothing else to embed sentences exactly as in training (in eval
+mode: no dropout).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from contrastlab.data.ngrams import NgramFeaturizer
 from contrastlab.data.tokenizer import TextTokenizer
 from contrastlab.errors import CheckpointError
+from contrastlab.models.ngram_encoder import NgramEncoder, NgramEncoderSettings
 from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
 from contrastlab.runs.checkpoint import load_checkpoint
 from contrastlab.runs.directory import RunDirectory
@@ -27,10 +31,10 @@ TEXT_RUN_KIND = "text-simcse"
 
 @dataclass
 class LoadedTextRun:
-    """A text run's encoder (eval mode, on ``device``) and tokenizer."""
+    """A text run's encoder (eval mode, on ``device``) and tokenizer (or n-gram featuriser)."""
 
-    encoder: TextTransformer
-    tokenizer: TextTokenizer
+    encoder: TextTransformer | NgramEncoder
+    tokenizer: TextTokenizer | NgramFeaturizer
     device: torch.device
 
     @torch.no_grad()
@@ -38,8 +42,13 @@ class LoadedTextRun:
         """(N, D) float32 sentence embeddings on the CPU, in the order of ``texts``."""
         parts = []
         for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer.encode(texts[start:start + batch_size],
-                                           self.encoder.max_length).to(self.device)
+            chunk = texts[start:start + batch_size]
+            if isinstance(self.tokenizer, NgramFeaturizer):
+                bags = self.tokenizer.encode(chunk).to(self.device)
+                parts.append(self.encoder(bags.ids, bags.weights, bags.offsets).float().cpu())
+                continue
+            assert isinstance(self.encoder, TextTransformer)
+            tokens = self.tokenizer.encode(chunk, self.encoder.max_length).to(self.device)
             parts.append(self.encoder(tokens.ids, tokens.mask).float().cpu())
         if not parts:
             return torch.zeros(0, self.encoder.output_dim)
@@ -60,9 +69,17 @@ def load_text_run(run: str | Path, device: torch.device | str = "cpu") -> Loaded
     if state.get("kind") != TEXT_RUN_KIND:
         raise CheckpointError(f"'{run}' is an image run; this needs a text run (trained by "
                               "`contrastlab train-text`)")
-    settings = TextEncoderSettings.from_mapping(state["settings"]["encoder"],
-                                                f"the checkpoint of '{run}'")
-    encoder = TextTransformer(int(state["vocab_size"]), settings, int(state["pad_id"]))
+    source = f"the checkpoint of '{run}'"
+    settings = TextEncoderSettings.from_mapping(state["settings"]["encoder"], source)
+    encoder: TextTransformer | NgramEncoder
+    tokenizer: TextTokenizer | NgramFeaturizer
+    if state["settings"].get("train", {}).get("text_backbone", "transformer") == "ngrams":
+        ngrams = NgramEncoderSettings.from_mapping(state["settings"].get("ngrams", {}), source)
+        encoder = NgramEncoder(ngrams, settings.dim, settings.dropout)
+        tokenizer = NgramFeaturizer(ngrams.buckets, ngrams.char_ngrams, ngrams.word_ngrams)
+    else:
+        encoder = TextTransformer(int(state["vocab_size"]), settings, int(state["pad_id"]))
+        tokenizer = TextTokenizer.from_json(state["tokenizer"])
     prefix = "backbone."
     weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     try:
@@ -71,8 +88,7 @@ def load_text_run(run: str | Path, device: torch.device | str = "cpu") -> Loaded
         raise CheckpointError(f"the encoder weights of '{run}' do not fit its settings: "
                               f"{str(error).splitlines()[0]}") from None
     device = torch.device(device)
-    return LoadedTextRun(encoder.to(device).eval(), TextTokenizer.from_json(state["tokenizer"]),
-                         device)
+    return LoadedTextRun(encoder.to(device).eval(), tokenizer, device)
 
 
 __all__ = ["TEXT_RUN_KIND", "LoadedTextRun", "load_text_run"]

@@ -4,8 +4,11 @@ Unsupervised SimCSE trains on sentences: every sentence of the data files (both 
 pairs file), duplicates removed (a repeated sentence in a batch would be its own negative).
 Supervised SimCSE trains on pairs: those of the pairs files whose score is at least
 ``positive_threshold`` (every pair of a file without scores), with the hard negatives of files
-that have them. All texts are tokenised once; a batch is one index operation and a cut to its
-longest sentence.
+that have them; with ``supervised_loss: cosent``, every scored pair with its score. All texts are
+tokenised once; a batch is one index operation and a cut to its longest sentence. For the
+bag-of-n-grams encoder (``text_backbone: ngrams``) the texts are featurised once instead
+(:mod:`contrastlab.data.ngrams`) and the document frequency of each bucket over the distinct
+training sentences is counted (the encoder's IDF).
 """
 
 from __future__ import annotations
@@ -16,10 +19,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from contrastlab.data.ngrams import (
+    NgramCorpus,
+    NgramFeaturizer,
+    concat,
+    document_frequency,
+)
 from contrastlab.data.text import read_pairs, read_sentences
 from contrastlab.data.tokenizer import TextTokenizer, TokenBatch, train_tokenizer
 from contrastlab.errors import DataError
 from contrastlab.methods.simcse import SentenceBatch, SimCSESettings
+from contrastlab.models.ngram_encoder import NgramEncoderSettings
 from contrastlab.training.text_settings import TextTrainSettings, data_paths
 
 
@@ -32,6 +42,7 @@ class TextTrainingData:
     mask: Tensor
     tokenizer: TextTokenizer
     skipped: list[str]
+    scores: Tensor | None = None
 
     @property
     def groups(self) -> int:
@@ -45,7 +56,32 @@ class TextTrainingData:
         mask = self.mask[:, indices].flatten(0, 1)
         length = int(mask.sum(dim=1).max())
         ids = self.ids[:, indices].flatten(0, 1)[:, :length]
-        return SentenceBatch(TokenBatch(ids, mask[:, :length]), self.groups)
+        return SentenceBatch(TokenBatch(ids, mask[:, :length]), self.groups,
+                             None if self.scores is None else self.scores[indices])
+
+
+@dataclass
+class NgramTrainingData:
+    """The examples of each group as bags of n-grams (``corpora[g]``), the featuriser, the
+    document frequency of each bucket over the ``sentences`` distinct training sentences."""
+
+    corpora: list[NgramCorpus]
+    featurizer: NgramFeaturizer
+    document_frequency: Tensor
+    sentences: int
+    skipped: list[str]
+    scores: Tensor | None = None
+
+    @property
+    def groups(self) -> int:
+        return len(self.corpora)
+
+    def __len__(self) -> int:
+        return len(self.corpora[0])
+
+    def batch(self, indices: Tensor) -> SentenceBatch:
+        return SentenceBatch(concat([corpus.batch(indices) for corpus in self.corpora]),
+                             self.groups, None if self.scores is None else self.scores[indices])
 
 
 def read_training_texts(train: TextTrainSettings, method: SimCSESettings
@@ -60,11 +96,29 @@ def read_training_texts(train: TextTrainSettings, method: SimCSESettings
             skipped += read.skipped
             sentences.update(dict.fromkeys(read.texts))
         return [list(sentences)], skipped
+    groups, _, skipped = _read_pairs(train, method)
+    return groups, skipped
+
+
+def _read_pairs(train: TextTrainSettings, method: SimCSESettings
+                ) -> tuple[list[list[str]], list[float] | None, list[str]]:
+    """The groups of the supervised texts, their scores (CoSENT) and the bad rows skipped."""
+    cosent = method.supervised_loss == "cosent"
     groups: list[list[str]] = [[], [], []]
-    with_negatives = True
+    scores: list[float] = []
+    skipped: list[str] = []
+    with_negatives = not cosent
     for path in data_paths(train.data):
         pairs = read_pairs(path, train.skip_bad_files)
         skipped += pairs.skipped
+        if cosent:
+            if pairs.scores is None:
+                raise DataError(f"supervised_loss cosent needs a score on every pair; {path} "
+                                "has none")
+            groups[0] += pairs.first
+            groups[1] += pairs.second
+            scores += pairs.scores
+            continue
         keep = [i for i in range(len(pairs)) if pairs.scores is None
                 or pairs.scores[i] >= method.positive_threshold]
         groups[0] += [pairs.first[i] for i in keep]
@@ -75,13 +129,33 @@ def read_training_texts(train: TextTrainSettings, method: SimCSESettings
         raise DataError(f"supervised SimCSE found {len(groups[0])} positive pair(s) in "
                         f"{train.data} (score >= positive_threshold {method.positive_threshold})"
                         ": lower --positive-threshold or give more pairs")
-    return groups if with_negatives else groups[:2], skipped
+    return (groups if with_negatives else groups[:2]), (scores if cosent else None), skipped
+
+
+def _read_groups(train: TextTrainSettings, method: SimCSESettings
+                 ) -> tuple[list[list[str]], Tensor | None, list[str]]:
+    if method.supervised:
+        groups, scores, skipped = _read_pairs(train, method)
+        return groups, None if scores is None else torch.tensor(scores), skipped
+    groups, skipped = read_training_texts(train, method)
+    return groups, None, skipped
+
+
+def build_ngram_data(train: TextTrainSettings, method: SimCSESettings,
+                     ngrams: NgramEncoderSettings) -> NgramTrainingData:
+    """Read and featurise (see the module docstring)."""
+    groups, scores, skipped = _read_groups(train, method)
+    featurizer = NgramFeaturizer(ngrams.buckets, ngrams.char_ngrams, ngrams.word_ngrams)
+    corpora = [NgramCorpus(featurizer.encode(texts)) for texts in groups]
+    unique = _unique(groups)
+    frequency = document_frequency(featurizer.encode(unique), ngrams.buckets)
+    return NgramTrainingData(corpora, featurizer, frequency, len(unique), skipped, scores)
 
 
 def build_training_data(train: TextTrainSettings, method: SimCSESettings, max_length: int,
                         say: Callable[[str], None] | None = None) -> TextTrainingData:
     """Read, (train a tokenizer if none is given,) tokenise (see the module docstring)."""
-    groups, skipped = read_training_texts(train, method)
+    groups, scores, skipped = _read_groups(train, method)
     if train.tokenizer:
         tokenizer = TextTokenizer.from_file(train.tokenizer)
     else:
@@ -95,11 +169,12 @@ def build_training_data(train: TextTrainSettings, method: SimCSESettings, max_le
     for g, batch in enumerate(encoded):
         ids[g, :, :batch.ids.shape[1]] = batch.ids
         mask[g, :, :batch.ids.shape[1]] = batch.mask
-    return TextTrainingData(ids, mask, tokenizer, skipped)
+    return TextTrainingData(ids, mask, tokenizer, skipped, scores)
 
 
 def _unique(groups: Sequence[Sequence[str]]) -> list[str]:
     return list(dict.fromkeys(text for texts in groups for text in texts))
 
 
-__all__ = ["TextTrainingData", "build_training_data", "read_training_texts"]
+__all__ = ["NgramTrainingData", "TextTrainingData", "build_ngram_data", "build_training_data",
+           "read_training_texts"]

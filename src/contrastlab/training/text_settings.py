@@ -1,14 +1,15 @@
-"""The settings of a text run (``contrastlab train-text``): four sections, each declared beside
+"""The settings of a text run (``contrastlab train-text``): five sections, each declared beside
 what it configures, layered like the image runs' (defaults < recipe < YAML file < flags).
 
-=============  ==========================================================  ====================
-section        declared in                                                 examples
-=============  ==========================================================  ====================
-``train``      here (:class:`TextTrainSettings`)                            data, epochs, out
-``encoder``    :class:`contrastlab.models.text_encoder.TextEncoderSettings`  dim, depth, dropout
-``method``     :class:`contrastlab.methods.simcse.SimCSESettings`           temperature
-``optimizer``  :class:`contrastlab.optim.settings.OptimizerSettings`        lr, warmup_fraction
-=============  ==========================================================  ====================
+=============  ============================================================  ====================
+section        declared in                                                   examples
+=============  ============================================================  ====================
+``train``      here (:class:`TextTrainSettings`)                              data, epochs, out
+``encoder``    :class:`contrastlab.models.text_encoder.TextEncoderSettings`    dim, depth, dropout
+``ngrams``     :class:`contrastlab.models.ngram_encoder.NgramEncoderSettings`  buckets, char_ngrams
+``method``     :class:`contrastlab.methods.simcse.SimCSESettings`             temperature
+``optimizer``  :class:`contrastlab.optim.settings.OptimizerSettings`          lr, warmup_fraction
+=============  ============================================================  ====================
 
 A YAML file (or recipe) holds flat keys (``dim: 256``) or sections (``encoder: {dim: 256}``);
 every flat key is also the ``--flag`` of the command.
@@ -25,6 +26,7 @@ import yaml
 
 from contrastlab.errors import ConfigError, did_you_mean
 from contrastlab.methods.simcse import SimCSESettings
+from contrastlab.models.ngram_encoder import NgramEncoderSettings
 from contrastlab.models.text_encoder import TextEncoderSettings
 from contrastlab.optim.settings import OptimizerSettings
 from contrastlab.settings import Declaration, Settings, declarations, setting
@@ -36,6 +38,10 @@ class TextTrainSettings(Settings):
 
     section: ClassVar[str] = "train"
 
+    text_backbone: str = setting(
+        "transformer", "The sentence encoder: transformer (sub-word tokens, the encoder section) "
+        "or ngrams (a bag of hashed character and word n-grams, the ngrams section; dim and "
+        "dropout of the encoder section).", source="here", choices=("transformer", "ngrams"))
     data: str = setting("", "Training text: files of sentences (.txt, .txt.gz) or of pairs "
                         "(.tsv, .csv, .jsonl), comma-separated (docs/text.md).", source="here")
     tokenizer: str | None = setting(
@@ -73,6 +79,7 @@ def data_paths(data: str) -> list[Path]:
 TEXT_SECTIONS: dict[str, type[Settings]] = {
     "train": TextTrainSettings,
     "encoder": TextEncoderSettings,
+    "ngrams": NgramEncoderSettings,
     "method": SimCSESettings,
     "optimizer": OptimizerSettings,
 }
@@ -84,6 +91,7 @@ class TextRunSettings:
 
     train: TextTrainSettings
     encoder: TextEncoderSettings
+    ngrams: NgramEncoderSettings
     method: SimCSESettings
     optimizer: OptimizerSettings
 

@@ -1,4 +1,5 @@
-"""The training loop of text runs (SimCSE on a :class:`TextTransformer`).
+"""The training loop of text runs (SimCSE on a :class:`TextTransformer` or on a bag-of-n-grams
+:class:`NgramEncoder`, ``text_backbone``).
 
 A loop of its own rather than a mode of :class:`contrastlab.training.trainer.Trainer`: that
 trainer is built around an in-memory image tensor, batched augmentations on the device, channels
@@ -11,11 +12,17 @@ non-finite loss and the ``--time-budget`` meaning (the schedule spans the budget
 The run directory::
 
     RUN/config.yaml             the resolved settings, by section
-    RUN/tokenizer.json          the tokenizer (loaded with the run)
+    RUN/tokenizer.json          the tokenizer (loaded with the run; none for n-gram runs,
+                                whose featuriser is their settings and IDF a model buffer)
     RUN/metrics.jsonl           "type": data | step | epoch | final
-    RUN/checkpoints/last.pt     encoder, optimiser, position, settings and tokenizer
+    RUN/checkpoints/last.pt     encoder, optimiser (Transformer runs), position, settings and
+                                tokenizer
 
 Batch order: epoch e is a permutation drawn from a generator seeded with (seed, e).
+
+The n-gram encoder's table has sparse gradients and is stepped by ``torch.optim.SparseAdam``
+(Adam on the rows a batch touches, no weight decay) at the run's ``lr`` and schedule; the
+``optimizer`` and ``weight_decay`` settings apply to the Transformer only.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import yaml
 
 from contrastlab.atomic import write_text_atomic
 from contrastlab.methods.simcse import SimCSE
+from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.optim.optimizers import build_optimizer, default_lr
 from contrastlab.optim.schedule import set_lr, warmup_cosine
@@ -39,7 +47,12 @@ from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
 from contrastlab.runs.text_run import TEXT_RUN_KIND
-from contrastlab.training.text_data import TextTrainingData, build_training_data
+from contrastlab.training.text_data import (
+    NgramTrainingData,
+    TextTrainingData,
+    build_ngram_data,
+    build_training_data,
+)
 from contrastlab.training.text_settings import TextRunSettings
 
 
@@ -69,27 +82,48 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     run.prepare(resume=False)
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
-    data = build_training_data(train, settings.method, settings.encoder.max_length, say)
-    run.log({"type": "data", "examples": len(data), "groups": data.groups,
-             "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(data.skipped)})
+    ngrams = train.text_backbone == "ngrams"
+    data: TextTrainingData | NgramTrainingData
+    if ngrams:
+        data = build_ngram_data(train, settings.method, settings.ngrams)
+        run.log({"type": "data", "examples": len(data), "groups": data.groups,
+                 "buckets": settings.ngrams.buckets, "idf_sentences": data.sentences,
+                 "skipped_rows": len(data.skipped)})
+    else:
+        data = build_training_data(train, settings.method, settings.encoder.max_length, say)
+        run.log({"type": "data", "examples": len(data), "groups": data.groups,
+                 "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(data.skipped)})
     if data.skipped:
         say(f"skipped {len(data.skipped)} bad row(s); first: {data.skipped[0]}")
     resolved = settings.to_dict()
     write_text_atomic(run.config_path, yaml.safe_dump(resolved, sort_keys=False), "config")
-    write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
 
-    encoder = TextTransformer(data.tokenizer.vocab_size, settings.encoder, data.tokenizer.pad_id)
-    method = SimCSE(encoder, settings.method).to(device)
     opt = settings.optimizer
     peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
-    optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
+    encoder: TextTransformer | NgramEncoder
+    if isinstance(data, NgramTrainingData):
+        encoder = NgramEncoder(settings.ngrams, settings.encoder.dim, settings.encoder.dropout)
+        encoder.set_idf(data.document_frequency, data.sentences)
+        method = SimCSE(encoder, settings.method).to(device)
+        optimizer: torch.optim.Optimizer = torch.optim.SparseAdam(
+            list(method.parameters()), lr=peak_lr)
+    else:
+        write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
+        encoder = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
+                                  data.tokenizer.pad_id)
+        method = SimCSE(encoder, settings.method).to(device)
+        optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
 
     batch_size = min(train.batch_size, len(data))
     steps_per_epoch = max(1, len(data) // batch_size)
     budget = train.time_budget
     epochs = train.epochs if budget is None else 1_000_000
     total_steps = epochs * steps_per_epoch
-    say(f"simcse ({'supervised' if settings.method.supervised else 'unsupervised'}): "
+    kind = "unsupervised"
+    if settings.method.supervised:
+        kind = ("supervised, CoSENT" if settings.method.supervised_loss == "cosent"
+                else "supervised")
+    say(f"simcse ({kind}, {train.text_backbone}): "
         f"{len(data)} examples, {steps_per_epoch} steps per epoch, "
         + (f"{budget:g} s budget" if budget else f"{epochs} epoch(s)") + f", device {device}")
     step, elapsed, last_loss, stop = 0, 0.0, math.nan, "done"
@@ -107,7 +141,7 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
             lr = peak_lr * warmup_cosine(progress, opt.warmup_fraction)
             set_lr(optimizer, lr)
             loss = _step(method, optimizer, data, order[b * batch_size:(b + 1) * batch_size],
-                         device, opt.clip_grad_norm)
+                         device, None if ngrams else opt.clip_grad_norm)
             elapsed += time.perf_counter() - started
             step += 1
             if math.isfinite(loss):
@@ -131,7 +165,8 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     return TextRunResult(out, step, last_loss, stop, elapsed)
 
 
-def _step(method: SimCSE, optimizer: torch.optim.Optimizer, data: TextTrainingData,
+def _step(method: SimCSE, optimizer: torch.optim.Optimizer,
+          data: TextTrainingData | NgramTrainingData,
           indices: torch.Tensor, device: torch.device, clip: float | None) -> float:
     """One optimiser step; a non-finite loss or gradient skips it (returns the loss)."""
     batch = data.batch(indices).to(device)
@@ -150,18 +185,19 @@ def _step(method: SimCSE, optimizer: torch.optim.Optimizer, data: TextTrainingDa
 
 
 def _save(run: RunDirectory, method: SimCSE, optimizer: torch.optim.Optimizer,
-          settings: TextRunSettings, data: TextTrainingData, position: dict[str, Any]) -> None:
+          settings: TextRunSettings, data: TextTrainingData | NgramTrainingData,
+          position: dict[str, Any]) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "kind": TEXT_RUN_KIND,
         "settings": settings.to_dict(),
-        "vocab_size": data.tokenizer.vocab_size,
-        "pad_id": data.tokenizer.pad_id,
-        "tokenizer": data.tokenizer.to_json(),
         "model": method.state_dict(),
-        "optimizer": optimizer.state_dict(),
         "position": position,
     }
+    if isinstance(data, TextTrainingData):  # (the n-gram table's Adam moments would triple
+        state["optimizer"] = optimizer.state_dict()  # its size, and nothing resumes yet)
+        state.update({"vocab_size": data.tokenizer.vocab_size, "pad_id": data.tokenizer.pad_id,
+                      "tokenizer": data.tokenizer.to_json()})
     save_atomic(state, run.checkpoint_path)
 
 
