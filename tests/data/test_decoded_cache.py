@@ -117,3 +117,13 @@ def test_errors_are_not_cached(tmp_path: Path, cache: Path) -> None:
     assert len(skipped.skipped) == 1 and again.skipped == skipped.skipped
     with pytest.raises(Exception, match="bad.png"):
         load_dataset(str(data), test_fraction=0.5)
+
+
+def test_a_sized_read_finds_an_unsized_entry_of_that_size(tmp_path: Path, cache: Path,
+                                                          decodes: list[int]) -> None:
+    data = _folder(tmp_path / "data")  # 8x8 images
+    first = load_dataset(str(data), test_fraction=0.5)
+    _same(first, load_dataset(str(data), test_fraction=0.5, image_size=8))
+    assert len(decodes) == 12
+    load_dataset(str(data), test_fraction=0.5, image_size=4)  # another size: decoded
+    assert len(decodes) == 24

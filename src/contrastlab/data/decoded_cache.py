@@ -69,8 +69,11 @@ def _add_stat(digest: Any, name: str, stat: os.stat_result) -> None:
 
 def cache_key(paths: list[Path], settings: dict[str, Any]) -> str:
     """The key of the entry for the data at ``paths`` read with ``settings``."""
-    text = json.dumps({"version": _VERSION, "files": fingerprint(paths), **settings},
-                      sort_keys=True)
+    return _key(fingerprint(paths), settings)
+
+
+def _key(fingerprints: str, settings: dict[str, Any]) -> str:
+    text = json.dumps({"version": _VERSION, "files": fingerprints, **settings}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
@@ -141,16 +144,33 @@ def save_entry(folder: Path, splits: DatasetSplits) -> bool:
     return True
 
 
+def _square(splits: DatasetSplits, size: int) -> bool:
+    sides = [splits.train] if splits.test is None else [splits.train, splits.test]
+    return all(side.image_size == (size, size) for side in sides)
+
+
 def cached_splits(paths: list[Path], settings: dict[str, Any], description: str,
                   read: Callable[[], DatasetSplits]) -> DatasetSplits:
     """The splits ``read()`` returns for the data at ``paths``: from the cache when an entry for
-    them and ``settings`` exists, else read (decoded) and then kept in the cache."""
+    them and ``settings`` exists, else read (decoded) and then kept in the cache.
+
+    With an ``image_size`` S, an entry read without one whose images are already S x S serves
+    too (a command that passes the encoder's working size, such as ``embed``, then finds what
+    ``train`` and ``eval`` kept).
+    """
     root = cache_root()
     if root is None:
         return read()
     with phase(f"checking the decoded-image cache for {description}"):
-        folder = root / "decoded" / cache_key(paths, settings)
+        fingerprints = fingerprint(paths)
+        folder = root / "decoded" / _key(fingerprints, settings)
         found = load_entry(folder) if folder.is_dir() else None
+        size = settings.get("image_size")
+        if found is None and size is not None:
+            unsized = root / "decoded" / _key(fingerprints, {**settings, "image_size": None})
+            found = load_entry(unsized) if unsized.is_dir() else None
+            if found is not None and not _square(found, size):
+                found = None
     if found is not None:
         return found
     splits = read()

@@ -21,6 +21,7 @@ from contrastlab.errors import CheckpointError, unknown_name
 from contrastlab.methods import Method
 from contrastlab.runs.checkpoint import load_checkpoint
 from contrastlab.runs.directory import RunDirectory
+from contrastlab.runs.inference import as_inference_input, inference_batch_size
 from contrastlab.runs.meta import rebuild_method
 from contrastlab.views import EvalTransform
 
@@ -56,12 +57,15 @@ class LoadedRun:
             self.method.encode
 
     @torch.no_grad()
-    def embed(self, images: Tensor, features: str = "backbone", batch_size: int = 1024
+    def embed(self, images: Tensor, features: str = "backbone", batch_size: int | None = None
               ) -> Tensor:
-        """float32 (N, D) embeddings of uint8 images (N, C, H, W), on the CPU."""
+        """float32 (N, D) embeddings of uint8 images (N, C, H, W), on the CPU (in batches of
+        ``batch_size``; default: :func:`contrastlab.runs.inference.inference_batch_size`)."""
         device = next(self.method.parameters()).device
+        batch_size = batch_size or inference_batch_size(device)
         encode, transform = self.encoder(features), self.transform
-        outputs = [encode(transform(images[start:start + batch_size].to(device))).float().cpu()
+        outputs = [encode(as_inference_input(transform(images[start:start + batch_size]
+                                                       .to(device)))).float().cpu()
                    for start in range(0, len(images), batch_size)]
         if not outputs:
             raise ValueError("no images to embed")

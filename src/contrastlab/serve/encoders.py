@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from contrastlab.errors import CheckpointError, ConfigError
 from contrastlab.methods import Method, build_method
+from contrastlab.runs.inference import as_inference_input
 from contrastlab.serve.deps import require
 from contrastlab.views import EvalTransform
 
@@ -198,7 +199,8 @@ class TorchEncoder(Encoder):
 
     def forward_features(self, inputs: Tensor) -> np.ndarray:
         with torch.inference_mode():
-            return self.module(inputs.to(self.device)).float().cpu().numpy()
+            views = as_inference_input(inputs.to(self.device))
+            return self.module(views).float().cpu().numpy()
 
 
 class OnnxEncoder(Encoder):
