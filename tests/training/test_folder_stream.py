@@ -4,7 +4,6 @@ resumed exactly; ``--stream auto`` streams a folder only when it would not fit i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +13,10 @@ from PIL import Image
 from rich.console import Console
 
 from contrastlab import train
-from contrastlab.config import build_config
 from contrastlab.data import folder_stream, load_dataset
 from contrastlab.data.folder_stream import folder_catalog
 from contrastlab.runs import load_checkpoint
+from tests.training.stream_helpers import one_thread, stream_config  # noqa: F401
 
 SETTINGS = {"backbone": "convnet-small", "epochs": 2, "batch_size": 8,
             "projection_hidden_dim": 32, "projection_dim": 16, "log_every": 1, "seed": 5,
@@ -25,17 +24,10 @@ SETTINGS = {"backbone": "convnet-small", "epochs": 2, "batch_size": 8,
 
 
 def config(data: str, out: Path, **overrides):  # noqa: ANN003, ANN201
-    return build_config(None, {**SETTINGS, "data": data, "out": str(out), **overrides})
+    return stream_config(SETTINGS, data, out, **overrides)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

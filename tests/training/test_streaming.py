@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,11 @@ import torch
 from rich.console import Console
 
 from contrastlab import train
-from contrastlab.config import build_config
 from contrastlab.data.shard_build import build_shards
 from contrastlab.errors import ConfigError
 from contrastlab.runs import load_checkpoint
 from tests.distributed.process_group import join, start_group
+from tests.training.stream_helpers import one_thread, stream_config  # noqa: F401
 
 QUIET = Console(quiet=True)
 
@@ -42,17 +41,10 @@ SETTINGS = {"backbone": "convnet-small", "epochs": 2, "batch_size": 32,
 
 
 def config(data: str, out: Path, **overrides):  # noqa: ANN003, ANN201
-    return build_config(None, {**SETTINGS, "data": data, "out": str(out), **overrides})
+    return stream_config(SETTINGS, data, out, **overrides)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
