@@ -26,7 +26,6 @@ Batch order: epoch e is a permutation of the pairs drawn from a generator seeded
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +42,12 @@ from contrastlab.methods.two_tower import TwoTowerMethod
 from contrastlab.models.backbones import build_backbone, takes_geometry
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.optim.optimizers import build_optimizer, default_lr
-from contrastlab.optim.schedule import set_lr, warmup_cosine
 from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
 from contrastlab.runs.pair_run import PAIR_RUN_KIND
 from contrastlab.training.pair_settings import PairRunSettings
+from contrastlab.training.small_loop import plan_loop, run_loop
 from contrastlab.views import AugmentedViews, channel_stats
 
 
@@ -133,54 +132,30 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
     optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
     generator = torch.Generator().manual_seed(train.seed)
 
-    batch_size = min(train.batch_size, len(pairs))
-    steps_per_epoch = max(1, len(pairs) // batch_size)
-    budget = train.time_budget
-    epochs = train.epochs if budget is None else 1_000_000
-    total_steps = epochs * steps_per_epoch
+    plan = plan_loop(len(pairs), train.batch_size, train.epochs, train.time_budget)
     say(f"{train.method}: {len(pairs)} pairs of {pairs.images.shape[0]} images, "
-        f"{steps_per_epoch} steps per epoch, "
-        + (f"{budget:g} s budget" if budget else f"{epochs} epoch(s)") + f", device {device}")
-    step, elapsed, last_loss, stop, epoch = 0, 0.0, math.nan, "done", 0
+        f"{plan.describe()}, device {device}")
     method.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(
-            train.seed * 1_000_003 + epoch))
-        losses = []
-        for b in range(steps_per_epoch):
-            progress = elapsed / budget if budget else step / total_steps
-            if progress >= 1.0:
-                stop = "time_budget"
-                break
-            started = time.perf_counter()
-            lr = peak_lr * warmup_cosine(progress, opt.warmup_fraction)
-            set_lr(optimizer, lr)
-            images, tokens = data.batch(order[b * batch_size:(b + 1) * batch_size])
-            augmented = views(images.to(device), generator)[0]
-            batch = ImageTextBatch(augmented.contiguous(memory_format=torch.channels_last),
-                                   tokens.to(device))
-            loss, metrics = _step(method, optimizer, batch, opt.clip_grad_norm, step, progress)
-            elapsed += time.perf_counter() - started
-            step += 1
-            if math.isfinite(loss):
-                losses.append(loss)
-                last_loss = loss
-            if step % train.log_every == 0 or step == 1:
-                run.log({"type": "step", "epoch": epoch, "step": step, "loss": loss, "lr": lr,
-                         **metrics, "elapsed": round(elapsed, 3)})
-                say(f"step {step}" + (f"/{total_steps}" if not budget else "")
-                    + f"  epoch {epoch}  loss {loss:.4f}  lr {lr:.2e}  {elapsed:.0f} s")
-        run.log({"type": "epoch", "epoch": epoch, "step": step,
-                 "loss": sum(losses) / len(losses) if losses else None,
-                 "elapsed": round(elapsed, 3)})
-        if stop == "time_budget":
-            break
+
+    def step(indices: torch.Tensor, number: int, progress: float
+             ) -> tuple[float, dict[str, float]]:
+        images, tokens = data.batch(indices)
+        augmented = views(images.to(device), generator)[0]
+        batch = ImageTextBatch(augmented.contiguous(memory_format=torch.channels_last),
+                               tokens.to(device))
+        return _step(method, optimizer, batch, opt.clip_grad_norm, number, progress)
+
+    end = run_loop(plan, items=len(pairs), seed=train.seed, log_every=train.log_every,
+                   peak_lr=peak_lr, warmup_fraction=opt.warmup_fraction, optimizer=optimizer,
+                   step=step, log=run.log, say=say)
+    epoch, step_count, elapsed = end.epoch, end.step, end.elapsed
+    last_loss, stop = end.last_loss, end.stop
     _save(run, method, optimizer, settings, data, {"size": size, "channels": channels,
                                                    "mean": list(mean), "std": list(std)},
-          {"epoch": epoch, "step": step, "elapsed": elapsed})
-    run.log({"type": "final", "steps": step, "loss": last_loss, "stop_reason": stop,
+          {"epoch": epoch, "step": step_count, "elapsed": elapsed})
+    run.log({"type": "final", "steps": step_count, "loss": last_loss, "stop_reason": stop,
              "elapsed": round(elapsed, 3)})
-    return PairRunResult(out, step, last_loss, stop, elapsed)
+    return PairRunResult(out, step_count, last_loss, stop, elapsed)
 
 
 def _step(method: TwoTowerMethod, optimizer: torch.optim.Optimizer, batch: ImageTextBatch,

@@ -28,7 +28,6 @@ The n-gram encoder's table has sparse gradients and is stepped by ``torch.optim.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +41,11 @@ from contrastlab.methods.simcse import SimCSE
 from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.optim.optimizers import build_optimizer, default_lr
-from contrastlab.optim.schedule import set_lr, warmup_cosine
 from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
 from contrastlab.runs.text_run import TEXT_RUN_KIND
+from contrastlab.training.small_loop import plan_loop, run_loop
 from contrastlab.training.text_data import (
     NgramTrainingData,
     TextTrainingData,
@@ -114,55 +113,31 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
         method = SimCSE(encoder, settings.method).to(device)
         optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
 
-    batch_size = min(train.batch_size, len(data))
-    steps_per_epoch = max(1, len(data) // batch_size)
-    budget = train.time_budget
-    epochs = train.epochs if budget is None else 1_000_000
-    total_steps = epochs * steps_per_epoch
+    plan = plan_loop(len(data), train.batch_size, train.epochs, train.time_budget)
     kind = "unsupervised"
     if settings.method.supervised:
         kind = ("supervised, CoSENT" if settings.method.supervised_loss == "cosent"
                 else "supervised")
-    say(f"simcse ({kind}, {train.text_backbone}): "
-        f"{len(data)} examples, {steps_per_epoch} steps per epoch, "
-        + (f"{budget:g} s budget" if budget else f"{epochs} epoch(s)") + f", device {device}")
-    step, elapsed, last_loss, stop = 0, 0.0, math.nan, "done"
+    say(f"simcse ({kind}, {train.text_backbone}): {len(data)} examples, {plan.describe()}, "
+        f"device {device}")
     method.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(
-            train.seed * 1_000_003 + epoch))
-        losses = []
-        for b in range(steps_per_epoch):
-            progress = elapsed / budget if budget else step / total_steps
-            if progress >= 1.0:
-                stop = "time_budget"
-                break
-            started = time.perf_counter()
-            lr = peak_lr * warmup_cosine(progress, opt.warmup_fraction)
-            set_lr(optimizer, lr)
-            loss = _step(method, optimizer, data, order[b * batch_size:(b + 1) * batch_size],
-                         device, None if ngrams else opt.clip_grad_norm)
-            elapsed += time.perf_counter() - started
-            step += 1
-            if math.isfinite(loss):
-                losses.append(loss)
-                last_loss = loss
-            if step % train.log_every == 0 or step == 1:
-                run.log({"type": "step", "epoch": epoch, "step": step, "loss": loss,
-                         "lr": lr, "elapsed": round(elapsed, 3)})
-                say(f"step {step}" + (f"/{total_steps}" if not budget else "")
-                    + f"  epoch {epoch}  loss {loss:.4f}  lr {lr:.2e}  {elapsed:.0f} s")
-        run.log({"type": "epoch", "epoch": epoch, "step": step,
-                 "loss": sum(losses) / len(losses) if losses else None,
-                 "elapsed": round(elapsed, 3)})
-        if stop == "time_budget":
-            break
-    _save(run, method, optimizer, settings, data, {"epoch": epoch, "step": step,
+    clip = None if ngrams else opt.clip_grad_norm
+
+    def step(indices: torch.Tensor, number: int, progress: float
+             ) -> tuple[float, dict[str, float]]:
+        return _step(method, optimizer, data, indices, device, clip), {}
+
+    end = run_loop(plan, items=len(data), seed=train.seed, log_every=train.log_every,
+                   peak_lr=peak_lr, warmup_fraction=opt.warmup_fraction, optimizer=optimizer,
+                   step=step, log=run.log, say=say)
+    epoch, step_count, elapsed = end.epoch, end.step, end.elapsed
+    last_loss, stop = end.last_loss, end.stop
+    _save(run, method, optimizer, settings, data, {"epoch": epoch, "step": step_count,
                                                    "elapsed": elapsed})
-    final = {"type": "final", "steps": step, "loss": last_loss, "stop_reason": stop,
+    final = {"type": "final", "steps": step_count, "loss": last_loss, "stop_reason": stop,
              "elapsed": round(elapsed, 3)}
     run.log(final)
-    return TextRunResult(out, step, last_loss, stop, elapsed)
+    return TextRunResult(out, step_count, last_loss, stop, elapsed)
 
 
 def _step(method: SimCSE, optimizer: torch.optim.Optimizer,
