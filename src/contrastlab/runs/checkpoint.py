@@ -79,6 +79,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(_load_failure(path, error)) from error
 
 
+def load_run_of_kind(run: str | Path, kind: str, command: str, wrong_kind: str
+                     ) -> dict[str, Any]:
+    """The checkpoint of the run in folder ``run``, which ``contrastlab {command}`` wrote with
+    ``kind``; ``wrong_kind`` is the message for another kind of run's checkpoint.
+
+    Raises:
+        CheckpointError: no checkpoint, an unreadable one, or another kind's.
+    """
+    from contrastlab.runs.directory import RunDirectory
+
+    path = RunDirectory(run).checkpoint_path
+    if not path.is_file():
+        raise CheckpointError(f"'{run}' holds no run (no {path}): give the --out folder of "
+                              f"`contrastlab {command}`")
+    state = load_checkpoint(path)
+    if state.get("kind") != kind:
+        raise CheckpointError(f"'{run}' {wrong_kind}")
+    return state
+
+
 def _load_failure(path: Path, error: Exception) -> str:
     """One short message for a checkpoint that does not load. torch's own text is long and
     suggests ``weights_only=False``, which would let a crafted file run code: not repeated."""

@@ -25,8 +25,7 @@ from contrastlab.methods.image_text import build_image_text_method, image_text_s
 from contrastlab.methods.two_tower import TwoTowerMethod
 from contrastlab.models.backbones import build_backbone, takes_geometry
 from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
-from contrastlab.runs.checkpoint import load_checkpoint
-from contrastlab.runs.directory import RunDirectory
+from contrastlab.runs.checkpoint import load_run_of_kind
 from contrastlab.views import EvalTransform
 
 #: the ``kind`` of an image-text run's checkpoint
@@ -75,14 +74,9 @@ def load_pair_run(run: str | Path, device: torch.device | str = "cpu") -> Loaded
     Raises:
         CheckpointError: no checkpoint, an unreadable one, or another kind of run's.
     """
-    path = RunDirectory(run).checkpoint_path
-    if not path.is_file():
-        raise CheckpointError(f"'{run}' holds no run (no {path}): give the --out folder of "
-                              "`contrastlab train-pairs`")
-    state = load_checkpoint(path)
-    if state.get("kind") != PAIR_RUN_KIND:
-        raise CheckpointError(f"'{run}' is not an image-text run (trained by `contrastlab "
-                              "train-pairs`); zero-shot and retrieval need one")
+    state = load_run_of_kind(run, PAIR_RUN_KIND, "train-pairs",
+                             "is not an image-text run (trained by `contrastlab train-pairs`); "
+                             "zero-shot and retrieval need one")
     source = f"the checkpoint of '{run}'"
     settings: dict[str, Any] = state["settings"]
     image = state["image"]

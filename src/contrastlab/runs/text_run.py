@@ -22,8 +22,7 @@ from contrastlab.data.tokenizer import TextTokenizer
 from contrastlab.errors import CheckpointError
 from contrastlab.models.ngram_encoder import NgramEncoder, NgramEncoderSettings
 from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
-from contrastlab.runs.checkpoint import load_checkpoint
-from contrastlab.runs.directory import RunDirectory
+from contrastlab.runs.checkpoint import load_run_of_kind
 
 #: the ``kind`` of a text run's checkpoint (image runs' checkpoints have none)
 TEXT_RUN_KIND = "text-simcse"
@@ -61,14 +60,9 @@ def load_text_run(run: str | Path, device: torch.device | str = "cpu") -> Loaded
     Raises:
         CheckpointError: no checkpoint, an unreadable one, or an image run's.
     """
-    path = RunDirectory(run).checkpoint_path
-    if not path.is_file():
-        raise CheckpointError(f"'{run}' holds no run (no {path}): give the --out folder of "
-                              "`contrastlab train-text`")
-    state = load_checkpoint(path)
-    if state.get("kind") != TEXT_RUN_KIND:
-        raise CheckpointError(f"'{run}' is an image run; this needs a text run (trained by "
-                              "`contrastlab train-text`)")
+    state = load_run_of_kind(run, TEXT_RUN_KIND, "train-text",
+                             "is an image run; this needs a text run (trained by `contrastlab "
+                             "train-text`)")
     source = f"the checkpoint of '{run}'"
     settings = TextEncoderSettings.from_mapping(state["settings"]["encoder"], source)
     encoder: TextTransformer | NgramEncoder
