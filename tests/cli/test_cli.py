@@ -57,6 +57,7 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
         (["--temperature", "-0.1"], "temperature must be > 0"),
         (["--batch-size", "1"], "batch_size must be >= 2"),
         (["--method", "simclrr"], "unknown method 'simclrr'"),
+        (["--method", "simcse"], "train-text"),
         (["--backbone", "vgg"], "unknown backbone 'vgg'"),
         (["--data", "no/such/folder"], "no/such/folder"),
     ],

@@ -11,7 +11,7 @@ import importlib
 import pkgutil
 from typing import Any
 
-from contrastlab.errors import unknown_name
+from contrastlab.errors import ConfigError, unknown_name
 from contrastlab.methods.base import Method, StepOutput
 from contrastlab.methods.settings import MethodSettings
 from contrastlab.methods.simclr import SimCLR
@@ -47,8 +47,22 @@ def list_methods() -> list[str]:
     return sorted(METHODS)
 
 
+#: methods of other commands than ``contrastlab train`` (which trains image encoders), so that
+#: ``--method simcse`` says where SimCSE is instead of only listing the image methods
+OTHER_COMMANDS: dict[str, str] = {
+    "simcse": "SimCSE trains sentence encoders: `contrastlab train-text --data SENTENCES` "
+              "(unsupervised) or `contrastlab train-text --supervised --data PAIRS` (docs/text.md)",
+    "cosent": "CoSENT trains sentence encoders on scored pairs: `contrastlab train-text "
+              "--supervised --supervised-loss cosent --data PAIRS` (docs/text.md)",
+}
+
+
 def method_class(name: str) -> type[Method]:
     """The method registered as ``name`` (ConfigError with the valid names otherwise)."""
+    if name in OTHER_COMMANDS and name not in METHODS:
+        raise ConfigError(f"'{name}' is not a method of `contrastlab train` (image encoders): "
+                          f"{OTHER_COMMANDS[name]}. CLIP and SigLIP on image-caption pairs: "
+                          "`contrastlab train-pairs`.")
     if name not in METHODS:
         raise unknown_name("method", name, METHODS)
     return METHODS[name]
