@@ -398,3 +398,19 @@ def test_serve_command_serves_a_text_run_with_its_limits(text_run_dir: Path, tex
     assert "16-dimensional embeddings but the index holds 5-dimensional" in str(result.exception)
     with pytest.raises(ConfigError, match="--features applies to image runs"):
         open_served_model(text_run_dir, features="projector")
+
+
+def test_an_ngram_text_run_is_served(tmp_path: Path) -> None:
+    from tests.serve.conftest import _cli
+
+    (tmp_path / "s.txt").write_text("\n".join(SENTENCES) + "\n")
+    _cli("train-text", "--data", str(tmp_path / "s.txt"), "--out", str(tmp_path / "run"),
+         "--text-backbone", "ngrams", "--buckets", "256", "--dim", "8", "--batch-size", "4",
+         "--device", "cpu", "--log-every", "100")
+    model = open_served_model(tmp_path / "run")
+    assert model.texts.card.backbone == "ngrams" and model.texts.card.max_tokens is None
+    with TestClient(create_app(Service(texts=model.texts))) as client:
+        body = client.post("/v1/embed", json={"texts": SENTENCES[:2]}).json()
+        assert client.get("/v1/info").json()["input"]["text"]["max_tokens"] is None
+    expected = unit(load_text_run(tmp_path / "run").embed(SENTENCES[:2]).numpy())
+    np.testing.assert_array_equal(np.array(body["embeddings"], dtype=np.float32), expected)

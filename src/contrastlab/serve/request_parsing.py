@@ -49,8 +49,9 @@ def content_kind(content_type: str) -> str:
     if media == "application/json" or media.endswith("+json"):
         return "json"
     raise ApiError(415, "unsupported_media_type",
-                   "send the body as application/json (base64 images) or multipart/form-data "
-                   f"(image files), not {media or 'no content type'!r}")
+                   "send the body as application/json (base64 images, texts as strings) or "
+                   "multipart/form-data (image files, text fields), not "
+                   f"{media or 'no content type'!r}")
 
 
 def field_name(location: tuple[Any, ...] | list[Any]) -> str:
