@@ -17,6 +17,10 @@ first-come, first-served.
 A full waiting list (``max_queue`` requests) raises :class:`ServerBusyError` at once rather than
 letting latency grow without bound. A request whose future is cancelled before its batch starts
 (its client has gone) is skipped.
+
+The items need not be images: anything that ``len``, slicing and ``np.concatenate`` apply to
+will do (the service batches texts as 1-D object arrays of strings the same way). Two batchers
+may share one model thread (``executor``), so that one model runs one batch at a time.
 """
 
 from __future__ import annotations
@@ -76,11 +80,14 @@ class MicroBatcher:
         max_queue: most requests waiting; more raise :class:`ServerBusyError`.
         image_weight_s: seconds of priority each image of a request costs it (see the module
             doc); 0 serves requests in arrival order.
+        executor: the one-thread pool to run ``run_batch`` in, shared with another batcher
+            (default: a pool of its own, released by :meth:`close`).
     """
 
     def __init__(self, run_batch: Callable[[np.ndarray], np.ndarray], max_batch: int = 32,
                  max_wait_ms: float = 2.0, max_queue: int = 1024,
-                 image_weight_s: float = 0.01) -> None:
+                 image_weight_s: float = 0.01,
+                 executor: ThreadPoolExecutor | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
@@ -93,7 +100,9 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.image_weight_s = image_weight_s
         self.stats = BatchStats()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="contrastlab-model")
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1,
+                                                        thread_name_prefix="contrastlab-model")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: list[_Pending] = []
         self._arrived: asyncio.Event | None = None
@@ -126,8 +135,9 @@ class MicroBatcher:
                 pending.future.set_exception(ServerBusyError("the server is shutting down"))
 
     def close(self) -> None:
-        """Release the worker thread (after :meth:`stop`)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Release the worker thread (after :meth:`stop`), unless it is a shared one."""
+        if self._owns_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def enqueue(self, images: np.ndarray) -> asyncio.Future[np.ndarray]:
         """Queue ``images`` (n, C, H, W); the future gets their embeddings. Cancelling it

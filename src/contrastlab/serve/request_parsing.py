@@ -49,8 +49,9 @@ def content_kind(content_type: str) -> str:
     if media == "application/json" or media.endswith("+json"):
         return "json"
     raise ApiError(415, "unsupported_media_type",
-                   "send the body as application/json (base64 images) or multipart/form-data "
-                   f"(image files), not {media or 'no content type'!r}")
+                   "send the body as application/json (base64 images, texts as strings) or "
+                   "multipart/form-data (image files, text fields), not "
+                   f"{media or 'no content type'!r}")
 
 
 def field_name(location: tuple[Any, ...] | list[Any]) -> str:
@@ -102,12 +103,15 @@ def parse_json_images(raw: bytes, model: type[BaseModel], files: dict[str, bool]
                       max_images: int) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
     """(field name, bytes) of every base64 image of a JSON body, and its other fields.
 
-    ``files`` maps each image field to whether it holds a list.
+    ``files`` maps each image field to whether it holds a list; a field the body leaves out
+    (None) is skipped.
     """
     values = parse_json(raw, model).model_dump()
     blobs = []
     for name in files:
-        value = values.pop(name)
+        value = values.pop(name, None)
+        if value is None:
+            continue
         items = value if isinstance(value, list) else [value]
         if len(items) > max_images:
             raise ApiError(422, "too_many_images", f"{name}: {len(items)} images in one request; "
@@ -119,22 +123,36 @@ def parse_json_images(raw: bytes, model: type[BaseModel], files: dict[str, bool]
 
 
 async def multipart_fields(request: Any, files: dict[str, bool], texts: tuple[str, ...],
-                           max_files: int) -> tuple[dict[str, list[bytes]], dict[str, str]]:
-    """File fields (name -> contents, in order) and text fields of a multipart body.
+                           max_files: int, repeated_texts: tuple[str, ...] = (),
+                           max_texts: int = 0, files_required: bool = True
+                           ) -> tuple[dict[str, list[bytes]], dict[str, Any]]:
+    """File fields (name -> contents, in order) and text fields of a multipart body: a string
+    for each of ``texts``, a list of strings for each of ``repeated_texts`` (up to
+    ``max_texts`` + 1 of them are read, so that one too many is refused by the caller with its
+    own message).
 
-    Unknown, missing, repeated (when not repeatable) or mistyped fields give 422.
+    Unknown, missing (files, when ``files_required``), repeated (when not repeatable) or
+    mistyped fields give 422.
     """
     from starlette.datastructures import UploadFile
 
-    form = await request.form(max_files=max_files, max_fields=len(files) + len(texts) + 4)
+    names = (*texts, *repeated_texts)
+    form = await request.form(max_files=max_files,
+                              max_fields=len(files) + len(names) + 4 + max_texts)
     try:
         found: dict[str, list[bytes]] = {name: [] for name in files}
-        text_values: dict[str, str] = {}
-        unknown = sorted({key for key in form.keys() if key not in files and key not in texts})
+        text_values: dict[str, Any] = {}
+        unknown = sorted({key for key in form.keys() if key not in files and key not in names})
         if unknown:
             raise ApiError(422, "invalid_request",
-                           f"unknown field(s) {unknown}; expected {sorted([*files, *texts])}")
+                           f"unknown field(s) {unknown}; expected {sorted([*files, *names])}")
         for key, value in form.multi_items():
+            if key in repeated_texts:
+                if isinstance(value, UploadFile):
+                    raise ApiError(422, "invalid_request",
+                                   f"'{key}' must be text fields, not files")
+                text_values.setdefault(key, []).append(value)
+                continue
             if key in texts:
                 if isinstance(value, UploadFile) or key in text_values:
                     raise ApiError(422, "invalid_request", f"'{key}' must be one text field")
@@ -145,7 +163,7 @@ async def multipart_fields(request: Any, files: dict[str, bool], texts: tuple[st
                                f"'{key}' must be a file field (an image), not text")
             found[key].append(await value.read())
         for name, repeatable in files.items():
-            if not found[name]:
+            if not found[name] and files_required:
                 raise ApiError(422, "invalid_request", f"missing file field '{name}'")
             if not repeatable and len(found[name]) > 1:
                 raise ApiError(422, "invalid_request", f"'{name}' must be given once")

@@ -1,4 +1,5 @@
-"""The ``serve`` command: the HTTP service of an encoder, with its limits (docs/serving.md)."""
+"""The ``serve`` command: the HTTP service of an encoder, with its limits (docs/serving.md): an
+image run or artefact, a text run or an image-text run (docs/text.md)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from contrastlab.serve.cli import (
     _device,
     err_console,
 )
+from contrastlab.serve.text_inputs import DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_TEXTS
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -30,8 +32,8 @@ def serve(
                                        help="Require this key on every route but /healthz.")]
     = None,
     features: FeaturesOpt = None,
-    max_batch: Annotated[int, Opt(help="Most images per batched forward pass (1: no "
-                                  "batching).")] = 32,
+    max_batch: Annotated[int, Opt(help="Most images (or texts) per batched forward pass (1: "
+                                  "no batching).")] = 32,
     max_wait_ms: Annotated[float, Opt(help="How long a batch waits to fill.")] = 2.0,
     max_body_mb: Annotated[float, Opt(help="Largest request body, in MiB.")] = 16.0,
     max_json_mb: Annotated[float, Opt(help="Largest JSON request body (base64 images), in MiB: "
@@ -46,6 +48,10 @@ def serve(
         help="Most decoded pixels of all the images of one request (default: --max-pixels; "
              "JPEGs count at the reduced scale they are decoded at).")] = None,
     max_images: Annotated[int, Opt(help="Most images per request.")] = 64,
+    max_texts: Annotated[int, Opt(help="Most texts per request (text and image-text "
+                                  "runs).")] = DEFAULT_MAX_TEXTS,
+    max_text_chars: Annotated[int, Opt(help="Longest text, in characters (text and image-text "
+                                       "runs).")] = DEFAULT_MAX_TEXT_CHARS,
     decode_threads: Annotated[int, Opt(help="Threads decoding light requests (up to 1 million "
                                        "pixels).")] = 2,
     heavy_decode_threads: Annotated[int, Opt(help="Threads decoding heavier requests.")] = 1,
@@ -63,14 +69,16 @@ def serve(
                                        "Runtime; default: the library's choice).")] = None,
     log_level: Annotated[str, Opt(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve the encoder over HTTP: /v1/embed, /v1/similarity, /v1/search, /v1/info, /healthz."""
+    """Serve the encoder over HTTP: /v1/embed, /v1/similarity, /v1/search, /v1/info, /healthz.
+
+    --run may be an image run, a text run (texts) or an image-text run (images and texts)."""
     from contrastlab.serve.app import BatchSettings, Service, ServiceLimits, create_app
     from contrastlab.serve.decoding import DecodeSettings
     from contrastlab.serve.deps import require
-    from contrastlab.serve.encoders import open_encoder
     from contrastlab.serve.images import DEFAULT_MAX_PIXELS
     from contrastlab.serve.index import adopt_classes, check_compatible, load_index
     from contrastlab.serve.server import ServerSettings, run_server
+    from contrastlab.serve.text_service import check_index, open_served_model
 
     require("uvicorn", "contrastlab serve")
     if not 0 < port < 65536:
@@ -83,7 +91,8 @@ def serve(
                         ("--max-request-pixels", max_request_pixels),
                         ("--decode-threads", decode_threads),
                         ("--heavy-decode-threads", heavy_decode_threads),
-                        ("--max-connections", max_connections)):
+                        ("--max-connections", max_connections),
+                        ("--max-texts", max_texts), ("--max-text-chars", max_text_chars)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
     if not max_aspect_ratio >= 1:
@@ -100,24 +109,30 @@ def serve(
         import torch
 
         torch.set_num_threads(threads)
-    encoder = open_encoder(run, artefact, features, _device(device), threads)
+    model = open_served_model(run, artefact, features, _device(device), threads)
+    encoder = model.images
     vector_index = None
     if index is not None:
         vector_index = load_index(index)
-        check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
-        adopt_classes(vector_index, encoder.card.model_meta.get("classes"),
-                      (getattr(encoder, "run_config", None) or {}).get("data"))
+        if model.texts is not None:
+            check_index(vector_index, model, f"index '{index}'")
+        else:
+            assert encoder is not None
+            check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
+            adopt_classes(vector_index, encoder.card.model_meta.get("classes"),
+                          (getattr(encoder, "run_config", None) or {}).get("data"))
     pixels = max_pixels or DEFAULT_MAX_PIXELS
     limits = ServiceLimits(max_body_bytes=int(max_body_mb * 1024 * 1024),
                            max_json_bytes=int(max_json_mb * 1024 * 1024), max_pixels=pixels,
                            max_images=max_images, max_side=max_side,
                            max_aspect_ratio=max_aspect_ratio,
                            max_request_pixels=max_request_pixels or pixels,
-                           body_timeout_s=body_timeout)
+                           body_timeout_s=body_timeout, max_texts=max_texts,
+                           max_text_chars=max_text_chars)
     decoding = DecodeSettings(light_threads=decode_threads, heavy_threads=heavy_decode_threads,
                               timeout_s=decode_timeout)
     service = Service(encoder, vector_index, limits, BatchSettings(max_batch, max_wait_ms),
-                      decoding)
+                      decoding, texts=model.texts)
     app = create_app(service, api_key or None)
     if host not in LOOPBACK and not api_key:
         err_console.print(f"[yellow]warning:[/yellow] listening on {host} without an API key: "
