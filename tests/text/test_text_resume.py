@@ -1,8 +1,8 @@
 """``train-text --resume`` and ``train-pairs --resume``: a run stopped (after N steps, or killed
 with SIGKILL mid-run) and resumed ends with the same weights, optimiser state and step records,
 bit for bit, as a run never interrupted (CPU, one thread, tiny models, with dropout, token drop
-and image augmentations drawing random numbers); settings that would change the run, and a
-folder without a checkpoint, are refused."""
+and image augmentations drawing random numbers); settings that would change the run, a folder
+without a checkpoint, a weights-only checkpoint and changed data are refused."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from contrastlab.cli import app
 from contrastlab.data.tokenizer import train_tokenizer
 from contrastlab.errors import CheckpointError
-from contrastlab.runs.checkpoint import SLOW_CHECKPOINT_VARIABLE, load_checkpoint
+from contrastlab.runs.checkpoint import SLOW_CHECKPOINT_VARIABLE, load_checkpoint, save_atomic
 from contrastlab.runs.text_run import load_text_run
 from contrastlab.training.pair_settings import resolve_pair_settings
 from contrastlab.training.pair_trainer import fit_pairs
@@ -192,6 +192,13 @@ def test_resume_refuses_changes_and_missing_runs(sentences: Path, tmp_path: Path
     assert "does not exist; drop --resume" in str(result.exception)
     result = CliRunner().invoke(app, ["train-pairs", "--resume", "--out", str(out)])
     assert "not one of a `contrastlab train-pairs` run" in str(result.exception)
+    weights_only = tmp_path / "old"  # a checkpoint of before: settings and weights only
+    (weights_only / "checkpoints").mkdir(parents=True)
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    save_atomic({key: state[key] for key in ("format", "kind", "settings", "model")},
+                weights_only / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="holds the weights only"):
+        resolve_text_settings({"resume": True, "out": str(weights_only)})
     data.write_text("\n".join(WORDS[:6]) + "\n")  # the data changed
     with pytest.raises(CheckpointError, match="trained on 8 examples but its data now hold 6"):
         text_run({"resume": True, "out": str(out)})
