@@ -113,6 +113,13 @@ def test_transformer_run_stopped_mid_epoch_resumes_exactly(sentences: Path,
         assert_same_tensors(resumed[key], straight[key], key)
     assert steps(out) == steps(tmp_path / "straight")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    straight_records = [json.loads(line) for line in
+                        (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+
+    def epochs(found: list[dict]) -> list[tuple]:  # an epoch's mean loss spans the stop
+        return [(r["epoch"], r["step"], r["loss"]) for r in found if r["type"] == "epoch"]
+
+    assert epochs(records) == epochs(straight_records) and len(epochs(records)) == 3
     assert [r["type"] for r in records].count("final") == 1
 
 

@@ -51,13 +51,12 @@ from contrastlab.runs.directory import RunDirectory, default_run_name
 from contrastlab.runs.pair_run import PAIR_RUN_KIND
 from contrastlab.training.pair_settings import PairRunSettings
 from contrastlab.training.signals import StopRequest
-from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop
+from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
 from contrastlab.training.small_resume import (
     load_resumable,
     restore_training_state,
     training_state,
 )
-from contrastlab.training.text_trainer import stop_check
 from contrastlab.views import AugmentedViews, channel_stats
 
 

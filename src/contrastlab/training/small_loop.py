@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.optim import set_lr, warmup_cosine
+from contrastlab.training.signals import StopRequest
 
 #: ``step(indices, step_number, progress)``: one optimiser step on the examples ``indices``;
 #: returns the loss (non-finite: the step was skipped) and metrics for the step record.
@@ -160,10 +161,23 @@ def run_loop(plan: LoopPlan, *, items: int, seed: int, log_every: int, peak_lr: 
                    elapsed=position.elapsed, last_loss=position.last_loss, stop=stop)
 
 
+def stop_check(request: StopRequest, stop_after_step: int | None
+               ) -> Callable[[int], str | None]:
+    """The loop's ``should_stop``: a signal received, or ``stop_after_step`` steps done."""
+    def should_stop(steps: int) -> str | None:
+        if request.received:
+            return request.received
+        if stop_after_step is not None and steps >= stop_after_step:
+            return "stop_after_step"
+        return None
+
+    return should_stop
+
+
 def _timed_save(save: Callable[[LoopPosition], None], position: LoopPosition) -> None:
     started = time.perf_counter()
     save(position)
     position.elapsed += time.perf_counter() - started
 
 
-__all__ = ["LoopEnd", "LoopPlan", "LoopPosition", "Step", "plan_loop", "run_loop"]
+__all__ = ["LoopEnd", "LoopPlan", "LoopPosition", "Step", "plan_loop", "run_loop", "stop_check"]

@@ -63,7 +63,7 @@ from contrastlab.runs.ngram_table import (
 )
 from contrastlab.runs.text_run import TEXT_RUN_KIND
 from contrastlab.training.signals import StopRequest
-from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop
+from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
 from contrastlab.training.small_resume import (
     load_resumable,
     restore_training_state,
@@ -174,19 +174,6 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     return TextRunResult(out, end.step, end.last_loss, end.stop, end.elapsed)
 
 
-def stop_check(request: StopRequest, stop_after_step: int | None
-               ) -> Callable[[int], str | None]:
-    """The loop's ``should_stop``: a signal received, or ``stop_after_step`` steps done."""
-    def should_stop(steps: int) -> str | None:
-        if request.received:
-            return request.received
-        if stop_after_step is not None and steps >= stop_after_step:
-            return "stop_after_step"
-        return None
-
-    return should_stop
-
-
 def _build(settings: TextRunSettings, data: TextTrainingData | NgramTrainingData,
            device: torch.device, peak_lr: float, run: RunDirectory) -> _Model:
     """The method around a fresh encoder, and its optimiser."""
@@ -269,4 +256,4 @@ def _save(run: RunDirectory, model: _Model, settings: TextRunSettings,
     save_atomic(state, run.checkpoint_path)
 
 
-__all__ = ["TextRunResult", "fit_text", "stop_check"]
+__all__ = ["TextRunResult", "fit_text"]
