@@ -206,6 +206,10 @@ def test_resume_refuses_changes_and_missing_runs(sentences: Path, tmp_path: Path
                 weights_only / "checkpoints" / "last.pt")
     with pytest.raises(CheckpointError, match="holds the weights only"):
         resolve_text_settings({"resume": True, "out": str(weights_only)})
+    written = [(out / name).read_bytes() for name in ("metrics.jsonl", "config.yaml",
+                                                      "checkpoints/last.pt")]
     data.write_text("\n".join(WORDS[:6]) + "\n")  # the data changed
     with pytest.raises(CheckpointError, match="trained on 8 examples but its data now hold 6"):
         text_run({"resume": True, "out": str(out)})
+    assert written == [(out / name).read_bytes() for name in ("metrics.jsonl", "config.yaml",
+                                                              "checkpoints/last.pt")]

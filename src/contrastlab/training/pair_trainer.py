@@ -53,6 +53,7 @@ from contrastlab.training.pair_settings import PairRunSettings
 from contrastlab.training.signals import StopRequest
 from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
 from contrastlab.training.small_resume import (
+    check_examples,
     load_resumable,
     restore_training_state,
     training_state,
@@ -126,6 +127,8 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
     data = read_pair_data(settings, say,
                           TextTokenizer.from_json(saved["tokenizer"]) if saved else None)
     pairs = data.pairs
+    if saved:
+        check_examples(saved, len(pairs), out)
     run.log({"type": "data", "pairs": len(pairs), "images": int(pairs.images.shape[0]),
              "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(pairs.skipped)})
     if pairs.skipped:
@@ -151,7 +154,7 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
         method.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["view_generator"])
-        position = restore_training_state(saved, len(pairs), out)
+        position = restore_training_state(saved)
 
     plan = plan_loop(len(pairs), train.batch_size, train.epochs, train.time_budget)
     say(f"{train.method}: {len(pairs)} pairs of {pairs.images.shape[0]} images, "

@@ -98,21 +98,25 @@ def training_state(position: LoopPosition, examples: int) -> dict[str, Any]:
     return {"position": position.to_dict(), "rng": capture_rng_state(), "examples": examples}
 
 
-def restore_training_state(state: dict[str, Any], examples: int, out: Path) -> LoopPosition:
-    """Restore the global random states; the position to continue from.
+def check_examples(state: dict[str, Any], examples: int, out: Path) -> None:
+    """Refuse data that now hold another number of examples (before anything is written).
 
     Raises:
-        CheckpointError: the data now hold another number of examples.
+        CheckpointError: naming both counts.
     """
-    from contrastlab.runs.checkpoint import restore_rng_state
-
     if int(state["examples"]) != examples:
         raise CheckpointError(f"cannot resume '{out}': the run trained on {state['examples']} "
                               f"examples but its data now hold {examples}; the data files "
                               "changed (restore them, or start a new run)")
+
+
+def restore_training_state(state: dict[str, Any]) -> LoopPosition:
+    """Restore the global random states; the position to continue from."""
+    from contrastlab.runs.checkpoint import restore_rng_state
+
     restore_rng_state(state["rng"])
     return LoopPosition.from_dict(state["position"])
 
 
-__all__ = ["CHANGEABLE_ON_RESUME", "load_resumable", "restore_training_state",
+__all__ = ["CHANGEABLE_ON_RESUME", "check_examples", "load_resumable", "restore_training_state",
            "resumed_settings", "training_state"]

@@ -65,6 +65,7 @@ from contrastlab.runs.text_run import TEXT_RUN_KIND
 from contrastlab.training.signals import StopRequest
 from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
 from contrastlab.training.small_resume import (
+    check_examples,
     load_resumable,
     restore_training_state,
     training_state,
@@ -127,12 +128,16 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     data: TextTrainingData | NgramTrainingData
     if train.text_backbone == "ngrams":
         data = build_ngram_data(train, settings.method, settings.ngrams)
+        if saved:
+            check_examples(saved, len(data), out)
         run.log({"type": "data", "examples": len(data), "groups": data.groups,
                  "buckets": settings.ngrams.buckets, "idf_sentences": data.sentences,
                  "skipped_rows": len(data.skipped)})
     else:
         data = build_training_data(train, settings.method, settings.encoder.max_length, say,
                                    TextTokenizer.from_json(saved["tokenizer"]) if saved else None)
+        if saved:
+            check_examples(saved, len(data), out)
         run.log({"type": "data", "examples": len(data), "groups": data.groups,
                  "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(data.skipped)})
     if data.skipped:
@@ -143,7 +148,7 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     opt = settings.optimizer
     peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
     model = _build(settings, data, device, peak_lr, run)
-    position = _restore(saved, model, len(data), out) if saved else None
+    position = _restore(saved, model, out) if saved else None
 
     plan = plan_loop(len(data), train.batch_size, train.epochs, train.time_budget)
     kind = "unsupervised"
@@ -198,7 +203,7 @@ def _build(settings: TextRunSettings, data: TextTrainingData | NgramTrainingData
                                           opt.momentum))
 
 
-def _restore(saved: dict[str, Any], model: _Model, examples: int, out: Path) -> LoopPosition:
+def _restore(saved: dict[str, Any], model: _Model, out: Path) -> LoopPosition:
     """Load the weights, optimiser and random states of a checkpoint into ``model``."""
     if model.ngram_rows is None:
         model.method.load_state_dict(saved["model"])
@@ -210,7 +215,7 @@ def _restore(saved: dict[str, Any], model: _Model, examples: int, out: Path) -> 
         assert missing == [TABLE_KEY], missing
         unpack_sparse_adam(model.optimizer, saved["optimizer"], record["rows"])
         model.ngram_rows = touched_rows(model.ngram_rows, record["rows"])
-    return restore_training_state(saved, examples, out)
+    return restore_training_state(saved)
 
 
 def _step(method: SimCSE, optimizer: torch.optim.Optimizer,
