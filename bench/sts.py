@@ -18,7 +18,9 @@ For the n-gram recipes the encoder is also scored at initialisation (the same se
 embeddings with the IDF weights, close to a random projection of TF-IDF), so what training adds
 is visible. ``cpu_seconds`` is the process's CPU time (user + system, all threads) of
 ``fit_text`` (reading, featurising or tokenising, training, saving), the figure the 15
-CPU-minute budget of issue 21 is about; wall time on the shared machine is printed beside it.
+CPU-minute budget of issue 21 is about (the checkpoint written at the end of every epoch
+included); wall time on the shared machine is printed beside it, and the size of the run's
+checkpoint (``checkpoint_bytes``: the full training state) after it.
 
     python bench/sts.py [--settings ngrams-unsup,ngrams-sup] [--time-budget S] [--threads 2]
                         [--markdown]
@@ -76,7 +78,8 @@ def ngram_init_scores(settings: TextRunSettings, folder: Path) -> dict[str, floa
     IDF of the same training text), before any step."""
     torch.manual_seed(settings.train.seed)
     data = build_ngram_data(settings.train, settings.method, settings.ngrams)
-    encoder = NgramEncoder(settings.ngrams, settings.encoder.dim, settings.encoder.dropout)
+    encoder = NgramEncoder(settings.ngrams, settings.encoder.dim, settings.encoder.dropout,
+                           seed=settings.train.seed)
     encoder.set_idf(data.document_frequency, data.sentences)
     loaded = LoadedTextRun(encoder.eval(), data.featurizer, torch.device("cpu"))
     return {f"init_{name}_spearman": round(sts_scores(
@@ -112,7 +115,8 @@ def train_and_score(setting: str, folder: Path, budget: float | None, seed: int,
                   "wall_seconds": round(wall, 1), "steps": result.steps,
                   "test_spearman": round(test["spearman"], 2),
                   "dev_spearman": round(dev["spearman"], 2),
-                  "test_pearson": round(test["pearson"], 2)})
+                  "test_pearson": round(test["pearson"], 2),
+                  "checkpoint_bytes": (out / "checkpoints" / "last.pt").stat().st_size})
     return found
 
 

@@ -60,9 +60,10 @@ def _train_pairs(**options: Any) -> None:
     loss (docs/text.md), then optionally score the run on labelled images (--eval-data: zero-shot
     with --templates) and pairs (--eval-pairs: retrieval R@k).
 
-    Settings come from the defaults, a YAML file (--config) and the flags, later ones winning.
-    Prints one JSON object.
+    Settings come from the defaults, a YAML file (--config) and the flags, later ones winning;
+    with --resume --out RUN, from the run's checkpoint. Prints one JSON object.
     """
+    from contrastlab.cli_text import exit_if_stopped
     from contrastlab.eval.retrieval import evaluate_retrieval_run
     from contrastlab.eval.zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot_run
     from contrastlab.training.pair_settings import resolve_pair_settings
@@ -73,6 +74,7 @@ def _train_pairs(**options: Any) -> None:
     templates = options.pop("templates") or list(DEFAULT_TEMPLATES)
     settings = resolve_pair_settings(options, config_file=config_file)
     result = fit_pairs(settings, say=lambda text: err_console.print(text, highlight=False))
+    exit_if_stopped("train-pairs", result.run_dir, result.stop_reason, result.steps)
     summary: dict[str, Any] = {"run": str(result.run_dir), "steps": result.steps,
                                "stop_reason": result.stop_reason}
     device = settings.train.device if settings.train.device != "auto" else "cpu"

@@ -82,7 +82,8 @@ def _train_text(**options: Any) -> None:
     --supervised: pairs as positives), then optionally score it on STS pairs (--eval-data).
 
     Settings come from the defaults, a text recipe (--recipe), a YAML file (--config) and the
-    flags, later ones winning. Prints one JSON object.
+    flags, later ones winning; with --resume --out RUN, from the run's checkpoint. Prints one
+    JSON object.
     """
     from contrastlab.eval.sts import evaluate_sts_run
     from contrastlab.recipes import load_text_recipe
@@ -95,6 +96,7 @@ def _train_text(**options: Any) -> None:
     settings = resolve_text_settings(options, config_file=config_file, recipe=recipe_values,
                                      recipe_name=recipe)
     result = fit_text(settings, say=lambda text: err_console.print(text, highlight=False))
+    exit_if_stopped("train-text", result.run_dir, result.stop_reason, result.steps)
     summary: dict[str, Any] = {"run": str(result.run_dir), "steps": result.steps,
                                "stop_reason": result.stop_reason}
     for path in (eval_data or "").split(","):
@@ -103,6 +105,17 @@ def _train_text(**options: Any) -> None:
                                       if settings.train.device != "auto" else "cpu")
             summary[f"sts_spearman:{Path(path.strip()).name}"] = round(scores["spearman"], 2)
     print(json.dumps(summary))
+
+
+def exit_if_stopped(command: str, run: Path, stop_reason: str, steps: int) -> None:
+    """After a SIGINT / SIGTERM (the run checkpointed after the step in progress): say how to
+    continue and exit with 128 + the signal's number."""
+    if stop_reason not in ("SIGINT", "SIGTERM"):
+        return
+    err_console.print(f"stopped by {stop_reason} after step {steps}; the checkpoint holds it. "
+                      f"Continue with: contrastlab {command} --resume --out {run}",
+                      highlight=False)
+    raise typer.Exit(130 if stop_reason == "SIGINT" else 143)
 
 
 def _register_train_text(app: typer.Typer) -> None:
@@ -154,4 +167,4 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     eval_app.command("sts")(eval_sts)
 
 
-__all__ = ["register", "text_settings_parameters"]
+__all__ = ["exit_if_stopped", "register", "text_settings_parameters"]

@@ -24,7 +24,10 @@ augmentation that matters for unsupervised SimCSE is leaving n-grams out
 (:meth:`contrastlab.data.ngrams.NgramBatch.drop`, the method's ``token_drop``).
 
 The table gets sparse gradients (only the rows of a batch's n-grams): the trainer steps it with
-``torch.optim.SparseAdam``.
+``torch.optim.SparseAdam``. Its initialisation comes from a generator of its own seeded with
+``seed`` (:func:`initial_table`), not from the global random state, so that the rows training
+never touches (the n-grams absent from the training text) can be regenerated exactly from the
+seed: a checkpoint stores only the touched rows (:mod:`contrastlab.runs.ngram_table`).
 """
 
 from __future__ import annotations
@@ -62,19 +65,35 @@ class NgramEncoderSettings(Settings):
                               gt=0)
 
 
+def initial_table(buckets: int, dim: int, std: float, seed: int) -> Tensor:
+    """The table's initialisation: (buckets, dim) float32 from N(0, std^2), drawn by a CPU
+    generator seeded with ``seed``: its second draw of that shape, the values the encoder had
+    when it took the first draw (``nn.EmbeddingBag``'s default initialisation) and the second
+    from torch's global generator just after ``torch.manual_seed(seed)``, so the runs and
+    figures of before keep their initialisation. The same values on every call; a checkpoint
+    records a digest of them (:func:`contrastlab.runs.ngram_table.table_digest`), so a torch
+    whose generator draws otherwise is caught rather than trusted."""
+    generator = torch.Generator().manual_seed(seed)
+    table = torch.empty(buckets, dim)
+    table.normal_(generator=generator)
+    return table.normal_(0.0, std, generator=generator)
+
+
 class NgramEncoder(Backbone):
-    """``forward(ids, weights, offsets)`` -> (N, dim) (see the module docstring)."""
+    """``forward(ids, weights, offsets)`` -> (N, dim) (see the module docstring); ``seed``
+    seeds the table's initialisation (:func:`initial_table`)."""
 
     def __init__(self, settings: NgramEncoderSettings | None = None, dim: int = 256,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, seed: int = 0) -> None:
         super().__init__()
         s = settings or NgramEncoderSettings()
         self.settings = s
         self.output_dim = dim
-        self.table = nn.EmbeddingBag(s.buckets, dim, mode="sum", sparse=True)
+        self.seed = seed
+        self.table = nn.EmbeddingBag(s.buckets, dim, mode="sum", sparse=True,
+                                     _weight=initial_table(s.buckets, dim, s.init_std, seed))
         self.dropout = nn.Dropout(dropout)
         self.register_buffer("idf", torch.ones(s.buckets))
-        nn.init.normal_(self.table.weight, std=s.init_std)
 
     @torch.no_grad()
     def set_idf(self, document_frequency: Tensor, sentences: int) -> None:
@@ -96,4 +115,4 @@ class NgramEncoder(Backbone):
         return self.dropout(summed / total.clamp_min(1e-6).unsqueeze(1))
 
 
-__all__ = ["NgramEncoder", "NgramEncoderSettings"]
+__all__ = ["NgramEncoder", "NgramEncoderSettings", "initial_table"]

@@ -4,8 +4,9 @@ embeddings from them.
 The checkpoint is read weights-only (:func:`contrastlab.runs.checkpoint.load_checkpoint`); it
 holds the settings the encoder was built with, the tokenizer's JSON (Transformer runs; an n-gram
 run's featuriser is rebuilt from its settings and its IDF is a buffer of the state dict) and the
-state dict, so the run needs nothing else to embed sentences exactly as in training (in eval
-mode: no dropout).
+state dict (an n-gram table as its trained rows over its regenerated initialisation:
+:mod:`contrastlab.runs.ngram_table`; checkpoints of before hold the whole table), so the run
+needs nothing else to embed sentences exactly as in training (in eval mode: no dropout).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from contrastlab.errors import CheckpointError
 from contrastlab.models.ngram_encoder import NgramEncoder, NgramEncoderSettings
 from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
 from contrastlab.runs.checkpoint import load_run_of_kind
+from contrastlab.runs.ngram_table import unpack_table
 
 #: the ``kind`` of a text run's checkpoint (image runs' checkpoints have none)
 TEXT_RUN_KIND = "text-simcse"
@@ -69,13 +71,19 @@ def load_text_run(run: str | Path, device: torch.device | str = "cpu") -> Loaded
     tokenizer: TextTokenizer | NgramFeaturizer
     if state["settings"].get("train", {}).get("text_backbone", "transformer") == "ngrams":
         ngrams = NgramEncoderSettings.from_mapping(state["settings"].get("ngrams", {}), source)
-        encoder = NgramEncoder(ngrams, settings.dim, settings.dropout)
+        table = state.get("ngram_table")
+        encoder = NgramEncoder(ngrams, settings.dim, settings.dropout,
+                               seed=table["seed"] if table else 0)
+        if table:  # the touched rows over the regenerated initialisation
+            unpack_table(encoder, table, source)
         tokenizer = NgramFeaturizer(ngrams.buckets, ngrams.char_ngrams, ngrams.word_ngrams)
     else:
         encoder = TextTransformer(int(state["vocab_size"]), settings, int(state["pad_id"]))
         tokenizer = TextTokenizer.from_json(state["tokenizer"])
     prefix = "backbone."
     weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    if isinstance(encoder, NgramEncoder) and "ngram_table" in state:
+        weights["table.weight"] = encoder.table.weight.detach()
     try:
         encoder.load_state_dict(weights)
     except RuntimeError as error:

@@ -76,6 +76,12 @@ class PairTrainSettings(Settings):
                                    "instead of stopping at the first.", source="here")
     threads: int | None = setting(None, "CPU threads of torch (none: torch's default).",
                                   source="here", ge=1)
+    resume: bool = setting(False, "Continue the run in --out from its last checkpoint (its own "
+                           "settings; only how long it runs and the machinery may change).",
+                           source="here")
+    checkpoint_every: int = setting(
+        0, "Also write the checkpoint every N steps within an epoch (0: at the end of each "
+        "epoch); a killed run then loses at most N steps.", source="here", ge=0)
 
     def check_together(self) -> None:
         check_backbone_name(self.backbone)
@@ -142,12 +148,22 @@ class PairRunSettings:
 
 def resolve_pair_settings(flags: Mapping[str, Any] | None = None,
                           config_file: str | Path | None = None) -> PairRunSettings:
-    """Defaults < ``config_file`` < ``flags`` (flat keys; None means "not given").
+    """Defaults < ``config_file`` < ``flags`` (flat keys; None means "not given"); with
+    ``resume``, the run in ``out`` gives the base settings
+    (:func:`contrastlab.training.small_resume.resumed_settings`).
 
     Raises:
         ConfigError: an unknown key or a bad value, naming the layer it came from; no data.
+        CheckpointError: ``resume`` without a resumable run, or with a setting it forbids.
     """
-    settings = PairRunSettings.from_dict(layer_settings(PAIR_SECTIONS, flags, config_file))
+    merged = layer_settings(PAIR_SECTIONS, flags, config_file)
+    if merged["train"].get("resume"):
+        from contrastlab.runs.pair_run import PAIR_RUN_KIND
+        from contrastlab.training.small_resume import resumed_settings
+
+        return resumed_settings(PAIR_SECTIONS, merged, PairRunSettings.from_dict, PAIR_RUN_KIND,
+                                "train-pairs")
+    settings = PairRunSettings.from_dict(merged)
     if not settings.train.data:
         raise ConfigError("no training data: give --data PAIRS (a folder of images with .txt "
                           "captions, a .csv/.jsonl of path,caption, or shards)")

@@ -8,8 +8,9 @@ statistics), in channels-last memory format as in the image ``Trainer``; the cap
 tokenised once. Each step takes a batch of pairs in the epoch's
 order, ``method.pair_step(images, tokens)``, an optimiser step, then ``method.on_step_end``
 (CLIP clips its logit scale). Optimiser, warm-up + cosine schedule, the skip of a non-finite
-step, ``--time-budget``, ``config.yaml`` / ``metrics.jsonl`` and the atomic weights-only
-checkpoint are those of the text loop.
+step, ``--time-budget``, ``config.yaml`` / ``metrics.jsonl``, the atomic checkpoint (loadable
+weights-only), ``--resume``, ``--checkpoint-every`` and the stop at SIGINT / SIGTERM are those of
+the text loop.
 
 The run directory::
 
@@ -17,10 +18,12 @@ The run directory::
     RUN/tokenizer.json          the tokenizer
     RUN/metrics.jsonl           "type": data | step | epoch | final
     RUN/checkpoints/last.pt     both towers, projections, loss parameters, optimiser, settings,
-                                tokenizer, image size / channels / mean / std
+                                tokenizer, image size / channels / mean / std, loop position,
+                                random states and the augmentations' generator
 
 Batch order: epoch e is a permutation of the pairs drawn from a generator seeded with
-(seed, e); the augmentations draw from a generator seeded with ``seed``.
+(seed, e); the augmentations draw from a generator seeded with ``seed``, whose state the
+checkpoint holds, so a resumed run ends with the weights of one never interrupted.
 """
 
 from __future__ import annotations
@@ -47,7 +50,14 @@ from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
 from contrastlab.runs.pair_run import PAIR_RUN_KIND
 from contrastlab.training.pair_settings import PairRunSettings
-from contrastlab.training.small_loop import plan_loop, run_loop
+from contrastlab.training.signals import StopRequest
+from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
+from contrastlab.training.small_resume import (
+    check_examples,
+    load_resumable,
+    restore_training_state,
+    training_state,
+)
 from contrastlab.views import AugmentedViews, channel_stats
 
 
@@ -82,12 +92,15 @@ def _say_nothing(_: str) -> None:
     pass
 
 
-def read_pair_data(settings: PairRunSettings, say: Callable[[str], None] = _say_nothing
-                   ) -> PairData:
-    """Read and decode the pairs, train (or load) the tokenizer, tokenise the captions."""
+def read_pair_data(settings: PairRunSettings, say: Callable[[str], None] = _say_nothing,
+                   tokenizer: TextTokenizer | None = None) -> PairData:
+    """Read and decode the pairs, train (or load, or take ``tokenizer``) the tokenizer,
+    tokenise the captions."""
     train = settings.train
     pairs = load_image_captions(train.data, train.image_size, train.skip_bad_files)
-    if train.tokenizer:
+    if tokenizer is not None:
+        pass
+    elif train.tokenizer:
         tokenizer = TextTokenizer.from_file(train.tokenizer)
     else:
         tokenizer = train_tokenizer(list(dict.fromkeys(pairs.captions)),
@@ -97,20 +110,25 @@ def read_pair_data(settings: PairRunSettings, say: Callable[[str], None] = _say_
     return PairData(pairs, tokens, tokenizer)
 
 
-def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothing
-              ) -> PairRunResult:
+def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothing,
+              stop_after_step: int | None = None) -> PairRunResult:
     """Train CLIP or SigLIP as ``settings`` say; returns when the epochs or the budget are
-    spent."""
+    spent (or at a SIGINT / SIGTERM, or once ``stop_after_step`` steps are done, with a
+    checkpoint). ``settings.train.resume``: continue the run in ``out``."""
     train = settings.train
     if train.threads:
         torch.set_num_threads(train.threads)
     out = Path(train.out or default_run_name(train.method, train.data))
     run = RunDirectory(out)
-    run.prepare(resume=False)
+    run.prepare(resume=train.resume)
+    saved = load_resumable(out, PAIR_RUN_KIND, "train-pairs") if train.resume else None
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
-    data = read_pair_data(settings, say)
+    data = read_pair_data(settings, say,
+                          TextTokenizer.from_json(saved["tokenizer"]) if saved else None)
     pairs = data.pairs
+    if saved:
+        check_examples(saved, len(pairs), out)
     run.log({"type": "data", "pairs": len(pairs), "images": int(pairs.images.shape[0]),
              "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(pairs.skipped)})
     if pairs.skipped:
@@ -131,10 +149,17 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
     peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
     optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
     generator = torch.Generator().manual_seed(train.seed)
+    position = None
+    if saved:
+        method.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["view_generator"])
+        position = restore_training_state(saved)
 
     plan = plan_loop(len(pairs), train.batch_size, train.epochs, train.time_budget)
     say(f"{train.method}: {len(pairs)} pairs of {pairs.images.shape[0]} images, "
-        f"{plan.describe()}, device {device}")
+        f"{plan.describe()}, device {device}"
+        + (f"; resumed at step {position.step}" if position else ""))
     method.train()
 
     def step(indices: torch.Tensor, number: int, progress: float
@@ -145,17 +170,22 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
                                tokens.to(device))
         return _step(method, optimizer, batch, opt.clip_grad_norm, number, progress)
 
-    end = run_loop(plan, items=len(pairs), seed=train.seed, log_every=train.log_every,
-                   peak_lr=peak_lr, warmup_fraction=opt.warmup_fraction, optimizer=optimizer,
-                   step=step, log=run.log, say=say)
-    epoch, step_count, elapsed = end.epoch, end.step, end.elapsed
-    last_loss, stop = end.last_loss, end.stop
-    _save(run, method, optimizer, settings, data, {"size": size, "channels": channels,
-                                                   "mean": list(mean), "std": list(std)},
-          {"epoch": epoch, "step": step_count, "elapsed": elapsed})
-    run.log({"type": "final", "steps": step_count, "loss": last_loss, "stop_reason": stop,
-             "elapsed": round(elapsed, 3)})
-    return PairRunResult(out, step_count, last_loss, stop, elapsed)
+    image = {"size": size, "channels": channels, "mean": list(mean), "std": list(std)}
+
+    def save(position: LoopPosition) -> None:
+        _save(run, method, optimizer, settings, data, image,
+              {**training_state(position, len(pairs)), "view_generator": generator.get_state()})
+
+    with StopRequest() as request:
+        end = run_loop(plan, items=len(pairs), seed=train.seed, log_every=train.log_every,
+                       peak_lr=peak_lr, warmup_fraction=opt.warmup_fraction,
+                       optimizers=[optimizer], step=step, log=run.log, say=say, save=save,
+                       checkpoint_every=train.checkpoint_every, start=position,
+                       should_stop=stop_check(request, stop_after_step))
+    if end.stop in ("done", "time_budget"):
+        run.log({"type": "final", "steps": end.step, "loss": end.last_loss,
+                 "stop_reason": end.stop, "elapsed": round(end.elapsed, 3)})
+    return PairRunResult(out, end.step, end.last_loss, end.stop, end.elapsed)
 
 
 def _step(method: TwoTowerMethod, optimizer: torch.optim.Optimizer, batch: ImageTextBatch,
@@ -178,7 +208,10 @@ def _step(method: TwoTowerMethod, optimizer: torch.optim.Optimizer, batch: Image
 
 def _save(run: RunDirectory, method: TwoTowerMethod, optimizer: torch.optim.Optimizer,
           settings: PairRunSettings, data: PairData, image: dict[str, Any],
-          position: dict[str, Any]) -> None:
+          training: dict[str, Any]) -> None:
+    """The checkpoint: settings, image geometry and statistics, tokenizer, weights (the loss's
+    temperature and bias among them), optimiser, and the training state (position, random
+    states, the augmentations' generator)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "kind": PAIR_RUN_KIND,
@@ -189,7 +222,7 @@ def _save(run: RunDirectory, method: TwoTowerMethod, optimizer: torch.optim.Opti
         "tokenizer": data.tokenizer.to_json(),
         "model": method.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "position": position,
+        **training,
     }
     save_atomic(state, run.checkpoint_path)
 

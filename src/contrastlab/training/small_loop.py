@@ -3,15 +3,17 @@
 Epochs of shuffled batches (the order of epoch e drawn from ``seed * 1_000_003 + e``), a
 warm-up + cosine learning rate over the epochs or over the time budget, a step and an epoch
 record in metrics.jsonl, and a stop when the epochs or the budget are spent. What a step does is
-the caller's (:data:`Step`). The image runs have their own trainer (checkpoints, resume,
-torchrun); these runs are small and have none of that yet.
+the caller's (:data:`Step`), and so is what a checkpoint holds (``save``): the loop gives
+the :class:`LoopPosition` to store and starts from a stored one, so a run killed and resumed
+takes the same batches and learning rates as one that was not. The image runs have their own
+trainer (torchrun, mixed precision, callbacks).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.optim import set_lr, warmup_cosine
+from contrastlab.training.signals import StopRequest
 
 #: ``step(indices, step_number, progress)``: one optimiser step on the examples ``indices``;
 #: returns the loss (non-finite: the step was skipped) and metrics for the step record.
@@ -52,9 +55,32 @@ def plan_loop(items: int, batch_size: int, epochs: int, budget: float | None) ->
 
 
 @dataclass
+class LoopPosition:
+    """Where the loop is: ``epoch`` in progress, batches of it done, steps done, training
+    seconds, the last finite loss, and the sum and count of the finite losses of the epoch so
+    far (its record's mean). Saved in every checkpoint; a resumed loop starts from it."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    step: int = 0
+    elapsed: float = 0.0
+    last_loss: float = math.nan
+    epoch_loss_sum: float = 0.0
+    epoch_losses: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> LoopPosition:
+        return cls(**{name: values[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass
 class LoopEnd:
     """Where the loop stopped: the last epoch, the steps taken, the training seconds, the last
-    finite loss and why it stopped (``done`` or ``time_budget``)."""
+    finite loss and why it stopped (``done``, ``time_budget``, or what ``should_stop`` said:
+    a signal's name, ``stop_after_step``)."""
 
     epoch: int
     step: int
@@ -63,42 +89,95 @@ class LoopEnd:
     stop: str
 
 
+def _no_stop(_: int) -> str | None:
+    return None
+
+
 def run_loop(plan: LoopPlan, *, items: int, seed: int, log_every: int, peak_lr: float,
-             warmup_fraction: float, optimizer: Any, step: Step,
-             log: Callable[[dict[str, Any]], None], say: Callable[[str], None]) -> LoopEnd:
-    """Train as ``plan`` says (see the module doc)."""
-    number, elapsed, last_loss, stop, epoch = 0, 0.0, math.nan, "done", 0
-    budget, total = plan.budget, plan.total_steps
-    for epoch in range(plan.epochs):
+             warmup_fraction: float, optimizers: Sequence[Any], step: Step,
+             log: Callable[[dict[str, Any]], None], say: Callable[[str], None],
+             save: Callable[[LoopPosition], None], checkpoint_every: int = 0,
+             start: LoopPosition | None = None,
+             should_stop: Callable[[int], str | None] = _no_stop) -> LoopEnd:
+    """Train as ``plan`` says (see the module doc) from ``start`` (a resumed run's position).
+
+    ``save(position)`` writes a checkpoint: at the end of every epoch, every
+    ``checkpoint_every`` steps within one (0: never), and when ``should_stop(steps done)``
+    (asked after every step) gives a reason to stop; the write counts as training time, as in
+    the image ``Trainer``. A resumed loop draws the same batches, learning rates and step
+    records as the uninterrupted one.
+    """
+    position = start or LoopPosition()
+    budget, total, stop = plan.budget, plan.total_steps, "done"
+    while budget is not None or position.epoch < plan.epochs:
         order = torch.randperm(items, generator=torch.Generator().manual_seed(
-            seed * 1_000_003 + epoch))
-        losses: list[float] = []
-        for b in range(plan.steps_per_epoch):
-            progress = elapsed / budget if budget else number / total
+            seed * 1_000_003 + position.epoch))
+        while position.batch_in_epoch < plan.steps_per_epoch:
+            progress = position.elapsed / budget if budget else position.step / total
             if progress >= 1.0:
                 stop = "time_budget"
                 break
             started = time.perf_counter()
             lr = peak_lr * warmup_cosine(progress, warmup_fraction)
-            set_lr(optimizer, lr)
-            loss, metrics = step(order[b * plan.batch_size:(b + 1) * plan.batch_size], number,
-                                 progress)
-            elapsed += time.perf_counter() - started
-            number += 1
+            for optimizer in optimizers:
+                set_lr(optimizer, lr)
+            b = position.batch_in_epoch
+            loss, metrics = step(order[b * plan.batch_size:(b + 1) * plan.batch_size],
+                                 position.step, progress)
+            position.elapsed += time.perf_counter() - started
+            position.step += 1
+            position.batch_in_epoch += 1
             if math.isfinite(loss):
-                losses.append(loss)
-                last_loss = loss
+                position.epoch_loss_sum += loss
+                position.epoch_losses += 1
+                position.last_loss = loss
+            number = position.step
             if number % log_every == 0 or number == 1:
-                log({"type": "step", "epoch": epoch, "step": number, "loss": loss, "lr": lr,
-                     **metrics, "elapsed": round(elapsed, 3)})
+                log({"type": "step", "epoch": position.epoch, "step": number, "loss": loss,
+                     "lr": lr, **metrics, "elapsed": round(position.elapsed, 3)})
                 say(f"step {number}" + (f"/{total}" if not budget else "")
-                    + f"  epoch {epoch}  loss {loss:.4f}  lr {lr:.2e}  {elapsed:.0f} s")
-        log({"type": "epoch", "epoch": epoch, "step": number,
-             "loss": sum(losses) / len(losses) if losses else None,
-             "elapsed": round(elapsed, 3)})
-        if stop == "time_budget":
+                    + f"  epoch {position.epoch}  loss {loss:.4f}  lr {lr:.2e}  "
+                    f"{position.elapsed:.0f} s")
+            reason = should_stop(number)
+            if reason is not None:
+                stop = reason
+                break
+            if (checkpoint_every and number % checkpoint_every == 0
+                    and position.batch_in_epoch < plan.steps_per_epoch):
+                _timed_save(save, position)
+        epoch_done = position.batch_in_epoch >= plan.steps_per_epoch
+        if epoch_done or stop == "time_budget":
+            log({"type": "epoch", "epoch": position.epoch, "step": position.step,
+                 "loss": (position.epoch_loss_sum / position.epoch_losses
+                          if position.epoch_losses else None),
+                 "elapsed": round(position.elapsed, 3)})
+        if epoch_done:
+            position.epoch += 1
+            position.batch_in_epoch, position.epoch_loss_sum, position.epoch_losses = 0, 0.0, 0
+        _timed_save(save, position)
+        if stop != "done":
             break
-    return LoopEnd(epoch=epoch, step=number, elapsed=elapsed, last_loss=last_loss, stop=stop)
+    return LoopEnd(epoch=position.epoch - (position.batch_in_epoch == 0), step=position.step,
+                   elapsed=position.elapsed, last_loss=position.last_loss, stop=stop)
 
 
-__all__ = ["LoopEnd", "LoopPlan", "Step", "plan_loop", "run_loop"]
+def stop_check(request: StopRequest, stop_after_step: int | None
+               ) -> Callable[[int], str | None]:
+    """The loop's ``should_stop``: a signal received, or ``stop_after_step`` steps done."""
+    def should_stop(steps: int) -> str | None:
+        if request.received:
+            return request.received
+        if stop_after_step is not None and steps >= stop_after_step:
+            return "stop_after_step"
+        return None
+
+    return should_stop
+
+
+def _timed_save(save: Callable[[LoopPosition], None], position: LoopPosition) -> None:
+    started = time.perf_counter()
+    save(position)
+    position.elapsed += time.perf_counter() - started
+
+
+__all__ = ["LoopEnd", "LoopPlan", "LoopPosition", "Step", "plan_loop", "run_loop", "stop_check"]

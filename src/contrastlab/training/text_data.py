@@ -153,10 +153,14 @@ def build_ngram_data(train: TextTrainSettings, method: SimCSESettings,
 
 
 def build_training_data(train: TextTrainSettings, method: SimCSESettings, max_length: int,
-                        say: Callable[[str], None] | None = None) -> TextTrainingData:
-    """Read, (train a tokenizer if none is given,) tokenise (see the module docstring)."""
+                        say: Callable[[str], None] | None = None,
+                        tokenizer: TextTokenizer | None = None) -> TextTrainingData:
+    """Read, (train a tokenizer if none is given, as ``tokenizer`` or in the settings,)
+    tokenise (see the module docstring)."""
     groups, scores, skipped = _read_groups(train, method)
-    if train.tokenizer:
+    if tokenizer is not None:
+        pass
+    elif train.tokenizer:
         tokenizer = TextTokenizer.from_file(train.tokenizer)
     else:
         tokenizer = train_tokenizer(_unique(groups), vocab_size=train.vocab_size)

@@ -65,6 +65,12 @@ class TextTrainSettings(Settings):
                                    "stopping at the first.", source="here")
     threads: int | None = setting(None, "CPU threads of torch (none: torch's default).",
                                   source="here", ge=1)
+    resume: bool = setting(False, "Continue the run in --out from its last checkpoint (its own "
+                           "settings; only how long it runs and the machinery may change).",
+                           source="here")
+    checkpoint_every: int = setting(
+        0, "Also write the checkpoint every N steps within an epoch (0: at the end of each "
+        "epoch); a killed run then loses at most N steps.", source="here", ge=0)
 
     def check_together(self) -> None:
         if self.data and not data_paths(self.data):
@@ -198,12 +204,22 @@ def resolve_text_settings(flags: Mapping[str, Any] | None = None,
                           config_file: str | Path | None = None,
                           recipe: Mapping[str, Any] | None = None,
                           recipe_name: str | None = None) -> TextRunSettings:
-    """Defaults < ``recipe`` < ``config_file`` < ``flags`` (flat keys; None means "not given").
+    """Defaults < ``recipe`` < ``config_file`` < ``flags`` (flat keys; None means "not given");
+    with ``resume``, the run in ``out`` gives the base settings instead of the defaults and the
+    others may not change what makes it that run
+    (:func:`contrastlab.training.small_resume.resumed_settings`).
 
     Raises:
         ConfigError: an unknown key or a bad value, naming the layer it came from.
+        CheckpointError: ``resume`` without a resumable run, or with a setting it forbids.
     """
     merged = layer_settings(TEXT_SECTIONS, flags, config_file, recipe, recipe_name)
+    if merged["train"].get("resume"):
+        from contrastlab.runs.text_run import TEXT_RUN_KIND
+        from contrastlab.training.small_resume import resumed_settings
+
+        return resumed_settings(TEXT_SECTIONS, merged, TextRunSettings.from_dict, TEXT_RUN_KIND,
+                                "train-text")
     settings = TextRunSettings.from_dict(merged)
     if not settings.train.data:
         raise ConfigError("no training data: give --data FILE (sentences .txt or pairs "

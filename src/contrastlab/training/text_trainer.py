@@ -6,8 +6,10 @@ trainer is built around an in-memory image tensor, batched augmentations on the 
 last, batch-norm synchronisation, GradCache and image evaluation callbacks, none of which applies
 to token batches. This loop reuses what does apply: the optimiser and its parameter groups and
 the warm-up + cosine schedule (``optim/``), the run directory with ``config.yaml`` and
-``metrics.jsonl`` records, atomic weights-only checkpoints (``runs/``), the step skip on a
-non-finite loss and the ``--time-budget`` meaning (the schedule spans the budget).
+``metrics.jsonl`` records, atomic checkpoints that load weights-only (``runs/``), the step
+skip on a non-finite loss, the ``--time-budget`` meaning (the schedule spans the budget), and
+``--resume`` / ``--checkpoint-every`` / the stop at SIGINT or SIGTERM with their meanings (the
+loop: :mod:`contrastlab.training.small_loop`; the settings: ``small_resume``).
 
 The run directory::
 
@@ -15,14 +17,19 @@ The run directory::
     RUN/tokenizer.json          the tokenizer (loaded with the run; none for n-gram runs,
                                 whose featuriser is their settings and IDF a model buffer)
     RUN/metrics.jsonl           "type": data | step | epoch | final
-    RUN/checkpoints/last.pt     encoder, optimiser (Transformer runs), position, settings and
-                                tokenizer
+    RUN/checkpoints/last.pt     settings, encoder, optimiser, loop position, random states,
+                                example count, tokenizer (Transformer runs); written at the end
+                                of every epoch, every ``checkpoint_every`` steps and at a stop
 
-Batch order: epoch e is a permutation drawn from a generator seeded with (seed, e).
+Batch order: epoch e is a permutation drawn from a generator seeded with (seed, e); dropout and
+token drop draw from torch's global generator, whose state the checkpoint holds, so a resumed
+run ends with the same weights as one that was never interrupted.
 
 The n-gram encoder's table has sparse gradients and is stepped by ``torch.optim.SparseAdam``
 (Adam on the rows a batch touches, no weight decay) at the run's ``lr`` and schedule; the
-``optimizer`` and ``weight_decay`` settings apply to the Transformer only.
+``optimizer`` and ``weight_decay`` settings apply to the Transformer only. Its checkpoint holds
+the table's and the moments' rows of the training text's buckets only; the others are the
+seeded initialisation and zeros (:mod:`contrastlab.runs.ngram_table`).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import torch
 import yaml
 
 from contrastlab.atomic import write_text_atomic
+from contrastlab.data.tokenizer import TextTokenizer
 from contrastlab.methods.simcse import SimCSE
 from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
@@ -44,8 +52,24 @@ from contrastlab.optim.optimizers import build_optimizer, default_lr
 from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
+from contrastlab.runs.ngram_table import (
+    TABLE_KEY,
+    pack_sparse_adam,
+    pack_table,
+    table_digest,
+    touched_rows,
+    unpack_sparse_adam,
+    unpack_table,
+)
 from contrastlab.runs.text_run import TEXT_RUN_KIND
-from contrastlab.training.small_loop import plan_loop, run_loop
+from contrastlab.training.signals import StopRequest
+from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
+from contrastlab.training.small_resume import (
+    check_examples,
+    load_resumable,
+    restore_training_state,
+    training_state,
+)
 from contrastlab.training.text_data import (
     NgramTrainingData,
     TextTrainingData,
@@ -70,48 +94,61 @@ def _say_nothing(_: str) -> None:
     pass
 
 
-def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothing
-             ) -> TextRunResult:
-    """Train SimCSE as ``settings`` say; returns when the epochs or the time budget are spent."""
+@dataclass
+class _Model:
+    """What a text run trains and checkpoints: the method, its optimiser and, for an n-gram
+    encoder, the table's touched rows and the digest of its initialisation."""
+
+    method: SimCSE
+    optimizer: torch.optim.Optimizer
+    ngram_rows: torch.Tensor | None = None
+    init_digest: str = ""
+
+    @property
+    def encoder(self) -> NgramEncoder:
+        assert isinstance(self.method.backbone, NgramEncoder)
+        return self.method.backbone
+
+
+def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothing,
+             stop_after_step: int | None = None) -> TextRunResult:
+    """Train SimCSE as ``settings`` say; returns when the epochs or the time budget are spent
+    (or at a SIGINT / SIGTERM, or once ``stop_after_step`` steps are done: with a checkpoint,
+    stop reason the signal's name or ``stop_after_step``). ``settings.train.resume``: continue
+    the run in ``out`` (:mod:`contrastlab.training.small_resume`)."""
     train = settings.train
     if train.threads:
         torch.set_num_threads(train.threads)
     out = Path(train.out or default_run_name("simcse", train.data.split(",")[0]))
     run = RunDirectory(out)
-    run.prepare(resume=False)
+    run.prepare(resume=train.resume)
+    saved = load_resumable(out, TEXT_RUN_KIND, "train-text") if train.resume else None
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
-    ngrams = train.text_backbone == "ngrams"
     data: TextTrainingData | NgramTrainingData
-    if ngrams:
+    if train.text_backbone == "ngrams":
         data = build_ngram_data(train, settings.method, settings.ngrams)
+        if saved:
+            check_examples(saved, len(data), out)
         run.log({"type": "data", "examples": len(data), "groups": data.groups,
                  "buckets": settings.ngrams.buckets, "idf_sentences": data.sentences,
                  "skipped_rows": len(data.skipped)})
     else:
-        data = build_training_data(train, settings.method, settings.encoder.max_length, say)
+        data = build_training_data(train, settings.method, settings.encoder.max_length, say,
+                                   TextTokenizer.from_json(saved["tokenizer"]) if saved else None)
+        if saved:
+            check_examples(saved, len(data), out)
         run.log({"type": "data", "examples": len(data), "groups": data.groups,
                  "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(data.skipped)})
     if data.skipped:
         say(f"skipped {len(data.skipped)} bad row(s); first: {data.skipped[0]}")
-    resolved = settings.to_dict()
-    write_text_atomic(run.config_path, yaml.safe_dump(resolved, sort_keys=False), "config")
+    write_text_atomic(run.config_path, yaml.safe_dump(settings.to_dict(), sort_keys=False),
+                      "config")
 
     opt = settings.optimizer
     peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
-    encoder: TextTransformer | NgramEncoder
-    if isinstance(data, NgramTrainingData):
-        encoder = NgramEncoder(settings.ngrams, settings.encoder.dim, settings.encoder.dropout)
-        encoder.set_idf(data.document_frequency, data.sentences)
-        method = SimCSE(encoder, settings.method).to(device)
-        optimizer: torch.optim.Optimizer = torch.optim.SparseAdam(
-            list(method.parameters()), lr=peak_lr)
-    else:
-        write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
-        encoder = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
-                                  data.tokenizer.pad_id)
-        method = SimCSE(encoder, settings.method).to(device)
-        optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
+    model = _build(settings, data, device, peak_lr, run)
+    position = _restore(saved, model, out) if saved else None
 
     plan = plan_loop(len(data), train.batch_size, train.epochs, train.time_budget)
     kind = "unsupervised"
@@ -119,25 +156,66 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
         kind = ("supervised, CoSENT" if settings.method.supervised_loss == "cosent"
                 else "supervised")
     say(f"simcse ({kind}, {train.text_backbone}): {len(data)} examples, {plan.describe()}, "
-        f"device {device}")
-    method.train()
-    clip = None if ngrams else opt.clip_grad_norm
+        f"device {device}" + (f"; resumed at step {position.step}" if position else ""))
+    model.method.train()
+    clip = None if model.ngram_rows is not None else opt.clip_grad_norm
 
     def step(indices: torch.Tensor, number: int, progress: float
              ) -> tuple[float, dict[str, float]]:
-        return _step(method, optimizer, data, indices, device, clip), {}
+        return _step(model.method, model.optimizer, data, indices, device, clip), {}
 
-    end = run_loop(plan, items=len(data), seed=train.seed, log_every=train.log_every,
-                   peak_lr=peak_lr, warmup_fraction=opt.warmup_fraction, optimizer=optimizer,
-                   step=step, log=run.log, say=say)
-    epoch, step_count, elapsed = end.epoch, end.step, end.elapsed
-    last_loss, stop = end.last_loss, end.stop
-    _save(run, method, optimizer, settings, data, {"epoch": epoch, "step": step_count,
-                                                   "elapsed": elapsed})
-    final = {"type": "final", "steps": step_count, "loss": last_loss, "stop_reason": stop,
-             "elapsed": round(elapsed, 3)}
-    run.log(final)
-    return TextRunResult(out, step_count, last_loss, stop, elapsed)
+    def save(position: LoopPosition) -> None:
+        _save(run, model, settings, data, position)
+
+    with StopRequest() as request:
+        end = run_loop(plan, items=len(data), seed=train.seed, log_every=train.log_every,
+                       peak_lr=peak_lr, warmup_fraction=opt.warmup_fraction,
+                       optimizers=[model.optimizer], step=step, log=run.log, say=say,
+                       save=save, checkpoint_every=train.checkpoint_every, start=position,
+                       should_stop=stop_check(request, stop_after_step))
+    if end.stop in ("done", "time_budget"):
+        run.log({"type": "final", "steps": end.step, "loss": end.last_loss,
+                 "stop_reason": end.stop, "elapsed": round(end.elapsed, 3)})
+    return TextRunResult(out, end.step, end.last_loss, end.stop, end.elapsed)
+
+
+def _build(settings: TextRunSettings, data: TextTrainingData | NgramTrainingData,
+           device: torch.device, peak_lr: float, run: RunDirectory) -> _Model:
+    """The method around a fresh encoder, and its optimiser."""
+    opt = settings.optimizer
+    if isinstance(data, NgramTrainingData):
+        encoder = NgramEncoder(settings.ngrams, settings.encoder.dim, settings.encoder.dropout,
+                               seed=settings.train.seed)
+        digest = table_digest(encoder.table.weight)
+        encoder.set_idf(data.document_frequency, data.sentences)
+        method = SimCSE(encoder, settings.method).to(device)
+        table = encoder.table.weight
+        if any(p is not table for p in method.parameters() if p.requires_grad):
+            raise NotImplementedError("an n-gram SimCSE with dense parameters besides the table "
+                                      "needs a dense optimiser beside SparseAdam")
+        return _Model(method, torch.optim.SparseAdam([table], lr=peak_lr),
+                      touched_rows(*(corpus.encoded.ids for corpus in data.corpora)), digest)
+    write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
+    transformer = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
+                                  data.tokenizer.pad_id)
+    method = SimCSE(transformer, settings.method).to(device)
+    return _Model(method, build_optimizer(method, opt.name, peak_lr, opt.weight_decay,
+                                          opt.momentum))
+
+
+def _restore(saved: dict[str, Any], model: _Model, out: Path) -> LoopPosition:
+    """Load the weights, optimiser and random states of a checkpoint into ``model``."""
+    if model.ngram_rows is None:
+        model.method.load_state_dict(saved["model"])
+        model.optimizer.load_state_dict(saved["optimizer"])
+    else:
+        record = saved["ngram_table"]
+        unpack_table(model.encoder, record, f"the checkpoint of '{out}'")
+        missing = model.method.load_state_dict(saved["model"], strict=False).missing_keys
+        assert missing == [TABLE_KEY], missing
+        unpack_sparse_adam(model.optimizer, saved["optimizer"], record["rows"])
+        model.ngram_rows = touched_rows(model.ngram_rows, record["rows"])
+    return restore_training_state(saved)
 
 
 def _step(method: SimCSE, optimizer: torch.optim.Optimizer,
@@ -159,18 +237,25 @@ def _step(method: SimCSE, optimizer: torch.optim.Optimizer,
     return value
 
 
-def _save(run: RunDirectory, method: SimCSE, optimizer: torch.optim.Optimizer,
-          settings: TextRunSettings, data: TextTrainingData | NgramTrainingData,
-          position: dict[str, Any]) -> None:
-    state = {
+def _save(run: RunDirectory, model: _Model, settings: TextRunSettings,
+          data: TextTrainingData | NgramTrainingData, position: LoopPosition) -> None:
+    """The checkpoint: settings, weights, optimiser, position and random states (an n-gram
+    table as its touched rows: :mod:`contrastlab.runs.ngram_table`)."""
+    state: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "kind": TEXT_RUN_KIND,
         "settings": settings.to_dict(),
-        "model": method.state_dict(),
-        "position": position,
+        **training_state(position, len(data)),
     }
-    if isinstance(data, TextTrainingData):  # (the n-gram table's Adam moments would triple
-        state["optimizer"] = optimizer.state_dict()  # its size, and nothing resumes yet)
+    if model.ngram_rows is not None:
+        state["model"] = {key: value for key, value in model.method.state_dict().items()
+                          if key != TABLE_KEY}
+        state["ngram_table"] = pack_table(model.encoder, model.ngram_rows, model.init_digest)
+        state["optimizer"] = pack_sparse_adam(model.optimizer, model.ngram_rows)
+    else:
+        assert isinstance(data, TextTrainingData)
+        state["model"] = model.method.state_dict()
+        state["optimizer"] = model.optimizer.state_dict()
         state.update({"vocab_size": data.tokenizer.vocab_size, "pad_id": data.tokenizer.pad_id,
                       "tokenizer": data.tokenizer.to_json()})
     save_atomic(state, run.checkpoint_path)
