@@ -9,8 +9,8 @@ table -> tokenizer -> two towers -> zero-shot), not what CLIP learns from natura
 Zero-shot uses templates never seen in training (``HELD_OUT_TEMPLATES``, disjoint from
 ``TRAIN_TEMPLATES``), ensembled per class; it is reported with the training templates too.
 
-    python bench/cifar10_zeroshot.py [--data /tmp/cifar10] [--time-budget 180] [--method clip]
-        [--threads 2] [--markdown] [--tiny]
+    python bench/cifar10_zeroshot.py [--data /tmp/cifar10] [--time-budget 180 | --epochs N]
+        [--method clip|siglip] [--threads 2] [--markdown] [--tiny]
 
 ``--data`` is a ``train/<class>/*.jpg`` + ``test/<class>/*.jpg`` tree (CIFAR-10 as JPEGs:
 ``tar xzf ../shared/data/cifar10-jpg.tar.gz -C /tmp/cifar10``). ``--tiny`` takes 16 training and
@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--method", default="clip", choices=("clip", "siglip"))
     parser.add_argument("--time-budget", type=float, default=180.0,
                         help="seconds of training (default 180)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train this many epochs instead of --time-budget seconds (equal "
+                             "steps for comparing methods on a machine shared with others)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="keep the run here (default: deleted)")
@@ -109,9 +112,9 @@ def main() -> None:
     classes, row_labels = write_captions(args.data / "train", table, args.seed,
                                          16 if args.tiny else None)
     budget = 5.0 if args.tiny else args.time_budget
+    length = {"epochs": args.epochs} if args.epochs and not args.tiny else {"time_budget": budget}
     flags = {**SETTINGS, **(TINY if args.tiny else {}), "data": str(table), "out": str(out),
-             "method": args.method, "seed": args.seed, "threads": args.threads,
-             "time_budget": budget}
+             "method": args.method, "seed": args.seed, "threads": args.threads, **length}
     settings = resolve_pair_settings(flags)
     console = Console(stderr=True)
     result = fit_pairs(settings, say=lambda text: console.print(text, highlight=False))
