@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
 pytest.importorskip("faiss", reason="the serve extra is not installed")
 pytest.importorskip("onnxruntime", reason="the serve extra is not installed")
 
 from contrastlab.cli import app  # noqa: E402
+from contrastlab.errors import CheckpointError, ConfigError  # noqa: E402
 from contrastlab.runs.pair_run import load_pair_run  # noqa: E402
 from contrastlab.runs.text_run import load_text_run  # noqa: E402
 from tests.text.pair_data import COLOURS, write_folder  # noqa: E402
@@ -93,7 +95,7 @@ def test_text_embeddings_equal_the_runs_and_search_finds_each_sentence(
     vectors, side = read_table(out)
     assert side["texts"] == SENTENCES and side["ids"] == [str(i) for i in range(8)]
     assert side["meta"]["backbone"] == backbone and side["meta"]["space"].endswith("/text")
-    direct = torch.nn.functional.normalize(load_text_run(run).embed(SENTENCES), dim=1)
+    direct = F.normalize(load_text_run(run).embed(SENTENCES), dim=1)
     np.testing.assert_allclose(vectors, direct.numpy(), atol=1e-5)
     invoke("index", "build", "--embeddings", out, "--out", tmp_path / "index")
     for i, sentence in enumerate(SENTENCES):
@@ -109,7 +111,8 @@ def test_text_embeddings_equal_the_runs_and_search_finds_each_sentence(
 
 @pytest.mark.parametrize("backbone", ["transformer", "ngrams"])
 def test_text_onnx_export_matches_pytorch(backbone: str, text_runs: dict[str, Path],
-                                          tmp_path: Path) -> None:
+                                          corpus: Path, tmp_path: Path) -> None:
+    from contrastlab.serve.encoders import encoder_from_artefact
     from contrastlab.serve.text_encoders import text_encoder_from_artefact
 
     run = text_runs[backbone]
@@ -123,6 +126,12 @@ def test_text_onnx_export_matches_pytorch(backbone: str, text_runs: dict[str, Pa
     direct = load_text_run(run).embed(texts)
     np.testing.assert_allclose(exported.embed_texts(texts, batch_size=4, normalize=False),
                                direct.numpy(), atol=1e-5)
+    invoke("embed", "--artefact", out, "--texts", corpus, "--out", tmp_path / "onnx.npy")
+    vectors, side = read_table(tmp_path / "onnx.npy")
+    assert side["meta"]["format"] == "onnx" and side["texts"] == SENTENCES
+    np.testing.assert_allclose(vectors, F.normalize(direct[:8], dim=1).numpy(), atol=1e-5)
+    with pytest.raises(CheckpointError, match="is a text encoder"):
+        encoder_from_artefact(out)
 
 
 def test_ngram_module_equals_the_encoder_with_empty_sentences() -> None:
@@ -193,6 +202,8 @@ def test_image_text_run_embeds_both_towers_and_searches_across(
     images = load_image_captions(pairs).images
     np.testing.assert_allclose(image_vectors, loaded.embed_images(images).numpy(), atol=1e-5)
     assert text_side["meta"]["space"] == image_side["meta"]["space"]
+    default = last_json("embed", "--run", run, "--out", tmp_path / "own.npy")  # the run's data
+    assert default["count"] == 8 and np.array_equal(np.load(tmp_path / "own.npy"), image_vectors)
     for name in ("texts", "img"):
         invoke("index", "build", "--embeddings", tmp_path / f"{name}.npy", "--out",
                tmp_path / name)
@@ -241,3 +252,23 @@ def test_image_text_onnx_towers_match_and_search_without_the_run(
     assert "cannot embed --image" in refused("search", "--index", tmp_path / "img",
                                              "--artefact", text_onnx, "--image",
                                              pairs / "red" / "0.png")
+
+
+def test_check_space_refuses_other_runs_spaces_and_image_run_indexes() -> None:
+    from contrastlab.serve.index import build_index, check_space
+
+    vectors = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    bare = build_index(vectors)
+    check_space(bare, "abc/text", 4, "bare")  # no metadata: the dimension only
+    with pytest.raises(ConfigError, match="gives 3-dimensional embeddings"):
+        check_space(bare, "abc/text", 3, "bare")
+    image_run = build_index(vectors, meta={"method": "simclr", "backbone": "convnet"})
+    with pytest.raises(ConfigError, match="image embeddings of an image run.*not embeddings of"):
+        check_space(image_run, "abc/text", 4, "image")
+    ours = build_index(vectors, meta={"space": "abc/shared", "run_kind": "image-text",
+                                      "tower": "image"})
+    check_space(ours, "abc/shared", 4, "ours")
+    with pytest.raises(ConfigError, match="another run's embeddings"):
+        check_space(ours, "def/shared", 4, "ours")
+    with pytest.raises(ConfigError, match="not an image run"):
+        check_space(ours, None, 4, "ours")
