@@ -144,7 +144,8 @@ def test_ngram_module_equals_the_encoder_with_empty_sentences() -> None:
     ids, weights = torch.randint(0, 64, (11,)), torch.rand(11) + 1.0
     offsets = torch.tensor([0, 4, 4, 9, 11])  # sentences 2 and 5 have no n-gram
     with torch.no_grad():
-        torch.testing.assert_close(NgramTextModule(encoder)(ids, weights, offsets),
+        torch.testing.assert_close(NgramTextModule(encoder, traceable=True)(ids, weights,
+                                                                           offsets),
                                    encoder(ids, weights, offsets))
 
 

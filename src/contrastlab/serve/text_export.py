@@ -41,6 +41,7 @@ from contrastlab.serve.export import ONNX_OPSET
 from contrastlab.serve.parity import COSINE_THRESHOLD, ParityReport, cosine_agreement
 from contrastlab.serve.progress import Phase, quiet_phase
 from contrastlab.serve.text_encoders import TextCard, TextEncoder, TorchTextEncoder
+from contrastlab.serve.text_modules import NgramTextModule
 
 #: protobuf's limit on one serialised ONNX model
 ONNX_MAX_BYTES = 2 ** 31 - 1
@@ -60,6 +61,8 @@ def text_onnx_bytes(encoder: TorchTextEncoder) -> bytes:
     """
     require("onnx", "--format onnx")
     module = encoder.module.to("cpu").eval()
+    if isinstance(module, NgramTextModule):  # the encoder's EmbeddingBag does not export
+        module = NgramTextModule(module.encoder, traceable=True).eval()
     size = _weights_bytes(module)
     if size > ONNX_MAX_BYTES - 2 ** 24:
         raise ConfigError(

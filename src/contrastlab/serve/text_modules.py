@@ -6,7 +6,8 @@ encoder computes, in a form that serving runs and that ONNX export traces.
   whose mask is 0), followed by the image-text run's text projection :math:`W_t` when there is
   one (CLIP's shared space; not normalised here).
 * :class:`NgramTextModule`: ``(ids, weights, offsets)`` -> (N, D), the bag-of-n-grams encoder
-  (:mod:`contrastlab.models.ngram_encoder`) rewritten with operations every ONNX runtime has
+  (:mod:`contrastlab.models.ngram_encoder`); with ``traceable=True`` (what ONNX export traces)
+  its forward is rewritten with operations every ONNX runtime has
   (Gather, ScatterElements with ``add``, CumSum) instead of ``nn.EmbeddingBag``,
   ``repeat_interleave`` and ``index_add``, whose ONNX forms fail at run time on dynamic shapes:
 
@@ -19,7 +20,8 @@ encoder computes, in a form that serving runs and that ONNX export traces.
   where :math:`o` are the sentences' start offsets into the flat bucket list :math:`b` (the
   sentence :math:`s_t` of position :math:`t` is counted from the offsets, so sentences without
   any n-gram, whose offsets repeat, are handled) and :math:`w` the sublinear term frequencies.
-  It equals :meth:`NgramEncoder.forward` in eval mode (the tests compare them).
+  It equals :meth:`NgramEncoder.forward` in eval mode (the tests compare them, and the export's
+  parity check compares the exported rewrite with the encoder's own forward).
 """
 
 from __future__ import annotations
@@ -53,14 +55,18 @@ class TransformerTextModule(nn.Module):
 
 
 class NgramTextModule(nn.Module):
-    """The bag-of-n-grams encoder taking ``(ids, weights, offsets)`` (see the module doc)."""
+    """The bag-of-n-grams encoder taking ``(ids, weights, offsets)``; ``traceable``: in the
+    ONNX-friendly form (see the module doc)."""
 
-    def __init__(self, encoder: NgramEncoder) -> None:
+    def __init__(self, encoder: NgramEncoder, traceable: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
+        self.traceable = traceable
         self.output_dim = encoder.output_dim
 
     def forward(self, ids: Tensor, weights: Tensor, offsets: Tensor) -> Tensor:
+        if not self.traceable:
+            return self.encoder(ids, weights, offsets)
         w = weights * self.encoder.idf[ids]
         rows = self.encoder.table.weight[ids] * w.unsqueeze(1)
         tokens = ids.shape[0]
