@@ -95,6 +95,7 @@ def test_text_embeddings_equal_the_runs_and_search_finds_each_sentence(
     vectors, side = read_table(out)
     assert side["texts"] == SENTENCES and side["ids"] == [str(i) for i in range(8)]
     assert side["meta"]["backbone"] == backbone and side["meta"]["space"].endswith("/text")
+    assert side["meta"]["kind"] == "text-simcse"  # what the HTTP service checks an index by
     direct = F.normalize(load_text_run(run).embed(SENTENCES), dim=1)
     np.testing.assert_allclose(vectors, direct.numpy(), atol=1e-5)
     invoke("index", "build", "--embeddings", out, "--out", tmp_path / "index")
@@ -222,6 +223,14 @@ def test_image_text_run_embeds_both_towers_and_searches_across(
     row = image_side["ids"].index("green/1.png")
     order = np.argsort(-(text_vectors @ image_vectors[row]))
     assert [h["text"] for h in found["hits"]] == [queries[i] for i in order]
+    # the HTTP service (serve/text_service.py) accepts these indexes for this run
+    from contrastlab.serve.index import load_index
+    from contrastlab.serve.text_service import check_index, open_served_model
+
+    served = open_served_model(run)
+    for name in ("img", "texts"):
+        assert load_index(tmp_path / name).meta["kind"] == "image-text"
+        check_index(load_index(tmp_path / name), served, name)
     # the image tower's features before the projection are not in the shared space
     invoke("embed", "--run", run, "--data", pairs, "--features", "backbone", "--out",
            tmp_path / "raw.npy")

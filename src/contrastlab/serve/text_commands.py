@@ -128,7 +128,7 @@ def space_meta(card_json: dict[str, Any]) -> dict[str, Any]:
     """The space keys of an image encoder's card (an image-text run's image tower), for the
     embeddings' metadata; {} for an image run's encoder."""
     meta = card_json.get("model_meta") or {}
-    return {key: meta[key] for key in ("space", "run_kind", "tower") if key in meta}
+    return {key: meta[key] for key in ("space", "run_kind", "kind", "tower") if key in meta}
 
 
 # ---------------------------------------------------------------------- export

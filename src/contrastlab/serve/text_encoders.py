@@ -86,6 +86,15 @@ def run_kind(run: str | Path) -> str:
     return {None: "image", TEXT_RUN_KIND: "text", PAIR_RUN_KIND: "image-text"}.get(kind, "image")
 
 
+def checkpoint_kind_of(kind: str) -> str | None:
+    """The checkpoint's ``kind`` field of a run kind (``text-simcse``, ``image-text``; None for
+    an image run)."""
+    from contrastlab.runs.pair_run import PAIR_RUN_KIND
+    from contrastlab.runs.text_run import TEXT_RUN_KIND
+
+    return {"text": TEXT_RUN_KIND, "image-text": PAIR_RUN_KIND}.get(kind)
+
+
 def weights_fingerprint(module: nn.Module) -> str:
     """A short BLAKE2b hash (16 hex digits) of ``module``'s state dict: names, shapes, dtypes and
     bytes. The same run gives the same fingerprint on every device."""
@@ -142,10 +151,12 @@ class TextCard:
         return data
 
     def summary(self) -> dict[str, Any]:
-        """The card without the tokenizer and the input/output text (for embeddings' and
-        indexes' metadata)."""
-        return {k: v for k, v in self.to_json().items()
+        """The card without the tokenizer and the input/output text, with the checkpoint's
+        ``kind`` (what the HTTP service checks an index by): for embeddings' and indexes'
+        metadata."""
+        data = {k: v for k, v in self.to_json().items()
                 if k not in ("tokenizer", "input", "output", "inputs", "format_version")}
+        return {**data, "kind": checkpoint_kind_of(self.run_kind)}
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
@@ -333,7 +344,8 @@ def pair_image_encoder(run: str | Path, features: str = "projector",
         mean=tuple(float(v) for v in torch.as_tensor(transform.mean).flatten()),
         std=tuple(float(v) for v in torch.as_tensor(transform.std).flatten()),
         embedding_dim=int(dim),
-        model_meta={"run_kind": "image-text", "tower": "image", "space": space},
+        model_meta={"run_kind": "image-text", "kind": checkpoint_kind_of("image-text"),
+                    "tower": "image", "space": space},
     )
     flat = {**train, **settings.get("method", {})}
     return TorchEncoder(module.to(device), card, device, flat)
