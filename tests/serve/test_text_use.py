@@ -282,3 +282,17 @@ def test_check_space_refuses_other_runs_spaces_and_image_run_indexes() -> None:
         check_space(ours, "def/shared", 4, "ours")
     with pytest.raises(ConfigError, match="not an image run"):
         check_space(ours, None, 4, "ours")
+
+
+def test_texts_round_trip_through_npy_and_parquet(tmp_path: Path) -> None:
+    from contrastlab.serve.embed import EmbeddingTable, load_embeddings, save_embeddings
+
+    table = EmbeddingTable(np.eye(3, dtype=np.float32), ["0", "1", "2"], meta={"kind": "x"},
+                           texts=["a dog", "é, \"quoted\"", ""])
+    save_embeddings(table, tmp_path / "t.npy")
+    assert load_embeddings(tmp_path / "t.npy").texts == table.texts
+    pytest.importorskip("pyarrow", reason="Parquet needs pyarrow")
+    save_embeddings(table, tmp_path / "t.parquet")
+    loaded = load_embeddings(tmp_path / "t.parquet")
+    assert loaded.texts == table.texts and loaded.meta["kind"] == "x"
+    np.testing.assert_array_equal(loaded.vectors, table.vectors)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from contrastlab.errors import CheckpointError, ConfigError, DataError
+from contrastlab.errors import ConfigError, DataError
 from contrastlab.serve.embed import EmbeddingTable, save_embeddings
 from contrastlab.serve.parity import ParityReport
 from contrastlab.serve.progress import StderrProgress
@@ -30,6 +30,7 @@ from contrastlab.serve.text_encoders import (
     TextEncoder,
     is_text_artefact,
     read_run_settings,
+    run_kind,
     text_encoder_from_artefact,
     text_encoder_from_run,
 )
@@ -45,12 +46,11 @@ def open_text_encoder(run: Path | None, artefact: Path | None, device: torch.dev
         raise ConfigError("give exactly one of --run (a run directory) and --artefact (an "
                           "exported encoder)")
     if run is not None:
-        try:
-            return text_encoder_from_run(run, device)
-        except CheckpointError as error:
-            if "is an image run" in str(error):
-                raise ConfigError(f"{error}; it cannot embed {what}") from None
-            raise
+        if run_kind(run) == "image":
+            raise ConfigError(f"'{run}' is an image run (`contrastlab train`): it has no text "
+                              f"encoder, so it cannot embed {what}; give a run of `contrastlab "
+                              "train-text` or `train-pairs`")
+        return text_encoder_from_run(run, device)
     if not is_text_artefact(artefact):  # type: ignore[arg-type]
         raise ConfigError(f"artefact '{artefact}' is an image encoder: it cannot embed {what}; "
                           "give the text tower exported from a text or image-text run")
