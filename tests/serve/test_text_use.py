@@ -296,3 +296,31 @@ def test_texts_round_trip_through_npy_and_parquet(tmp_path: Path) -> None:
     loaded = load_embeddings(tmp_path / "t.parquet")
     assert loaded.texts == table.texts and loaded.meta["kind"] == "x"
     np.testing.assert_array_equal(loaded.vectors, table.vectors)
+
+
+@pytest.mark.parametrize("options", [{"pool": "cls"}, {"positions": False, "depth": 0},
+                                     {"final_norm": False, "max_length": 6}])
+def test_transformer_variants_export_to_onnx(options: dict, tmp_path: Path) -> None:
+    """Freshly initialised encoders of other settings export too (a sentence longer than
+    max_length is cut by the tokenizer, as in PyTorch)."""
+    from contrastlab.data.tokenizer import train_tokenizer
+    from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
+    from contrastlab.serve.text_encoders import (
+        TextCard,
+        TorchTextEncoder,
+        text_encoder_from_artefact,
+    )
+    from contrastlab.serve.text_export import export_text_onnx
+    from contrastlab.serve.text_modules import TransformerTextModule
+
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(SENTENCES, vocab_size=60, min_frequency=1)
+    settings = TextEncoderSettings(**{"dim": 16, "depth": 1, "heads": 2, **options})
+    encoder = TextTransformer(tokenizer.vocab_size, settings, tokenizer.pad_id).eval()
+    card = TextCard("text", "simcse", "transformer", "sentence", 16, "x/text",
+                    settings.max_length, tokenizer.to_json())
+    ours = TorchTextEncoder(TransformerTextModule(encoder).eval(), card, tokenizer)
+    export_text_onnx(ours, tmp_path / "t.onnx")
+    theirs = text_encoder_from_artefact(tmp_path / "t.onnx")
+    np.testing.assert_allclose(theirs.embed_texts(SENTENCES, 3), ours.embed_texts(SENTENCES, 3),
+                               atol=1e-5)
