@@ -20,7 +20,7 @@ Opt = typer.Option
 err_console = Console(stderr=True)
 
 RunOpt = Annotated[Path | None, Opt("--run", help="Run directory written by `contrastlab "
-                                    "train`.")]
+                                    "train`, `train-text` or `train-pairs`.")]
 ArtefactOpt = Annotated[Path | None, Opt("--artefact", help="Encoder exported by `contrastlab "
                                          "export` (.onnx, .torchscript.pt or .safetensors).")]
 FeaturesOpt = Annotated[str | None, Opt(help="backbone (the representation; default) or "
@@ -86,22 +86,26 @@ def _check_channels(dataset: Any, channels: int, spec: str) -> None:
 # ---------------------------------------------------------------------- embed
 
 def embed(
-    out: Annotated[Path, Opt("--out", help="Output file: NAME.npy (ids/labels in NAME.json) or "
-                             "NAME.parquet (needs pyarrow).")],
+    out: Annotated[Path, Opt("--out", help="Output file: NAME.npy (ids/labels/texts in NAME.json) "
+                             "or NAME.parquet (needs pyarrow).")],
     run: RunOpt = None,
     artefact: ArtefactOpt = None,
-    data: Annotated[str | None, Opt(help="Images to embed (default: the run's own data).")]
-    = None,
+    data: Annotated[str | None, Opt(help="Images to embed (default: the run's own data; for an "
+                                    "image-text run, its image tower).")] = None,
+    texts: Annotated[str | None, Opt("--texts", help="Sentences to embed with a text run or an "
+                                     "image-text run's text tower: .txt/.txt.gz, one a line "
+                                     "(several files comma-separated).")] = None,
     split: Annotated[str, Opt(help="all, train or test (the run's held-out split).")] = "all",
-    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 256,
+    batch_size: Annotated[int, Opt(help="Images (or texts) per forward pass.")] = 256,
     features: FeaturesOpt = None,
     normalize: Annotated[bool, Opt("--normalize/--no-normalize",
                                    help="L2-normalise the embeddings.")] = True,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
 ) -> None:
-    """Embed every image of a dataset; write float32 vectors with their ids and labels.
-    Tar shards are decoded in one streamed pass, never held in memory."""
+    """Embed every image of a dataset (or every sentence of --texts); write float32 vectors with
+    their ids, labels and texts. Tar shards are decoded in one streamed pass, never held in
+    memory."""
     import torch
 
     from contrastlab.data import ImageDataset
@@ -112,60 +116,112 @@ def embed(
         output_files,
         save_embeddings,
     )
-    from contrastlab.serve.encoders import open_encoder
+    from contrastlab.serve.encoders import Encoder, open_encoder
+    from contrastlab.serve.text_commands import (
+        embed_texts_file,
+        is_caption_data,
+        open_text_encoder,
+        read_caption_images,
+        space_meta,
+    )
+    from contrastlab.serve.text_encoders import is_text_artefact, pair_image_encoder, run_kind
 
     if split not in ("all", "train", "test"):
         raise ConfigError(f"--split must be all, train or test, got '{split}'")
     if out.suffix.lower() not in (".npy", ".parquet"):
         raise ConfigError(f"--out '{out}' must end in .npy or .parquet")
     _refuse_existing(output_files(out), "embeddings", force)
-    encoder = open_encoder(run, artefact, features, _device(device))
+    kind = run_kind(run) if run is not None else None
+    source = str(run if run is not None else artefact)
+    if texts is not None:
+        if data is not None:
+            raise ConfigError("give --texts or --data, not both: texts and images go to two "
+                              "files (two embed commands)")
+        if split != "all" or features is not None:
+            raise ConfigError("--split and --features apply to images, not to --texts")
+        text_encoder = open_text_encoder(run, artefact, _device(device), "--texts")
+        with _progress() as progress:
+            print(json.dumps(embed_texts_file(out, text_encoder, texts, batch_size, normalize,
+                                              source, progress)))
+        return
+    if kind == "text" or (artefact is not None and is_text_artefact(artefact)):
+        raise ConfigError(f"'{source}' is a text encoder: give --texts FILE (one sentence a "
+                          "line) to embed, not images")
+    encoder: Encoder
+    if kind == "image-text":
+        encoder = pair_image_encoder(run, features or "projector",  # type: ignore[arg-type]
+                                     _device(device))
+    else:
+        encoder = open_encoder(run, artefact, features, _device(device))
     card = encoder.card
     config = _run_config(encoder)
     spec = data or config.get("data")
     if spec is None:
         raise ConfigError("--data is required with --artefact (an artefact does not know its "
                           "training data)")
-    with _progress() as progress, progress.phase(f"reading {spec}", None):
-        splits = _load_splits(spec, config, card.image_size, stream=True)
-    parts = {"train": [splits.train], "test": [splits.test] if splits.test else [],
-             "all": [splits.train] + ([splits.test] if splits.test else [])}[split]
-    if not parts:
-        raise DataError(f"'{spec}' has no held-out test split to embed")
-    for part in parts:
-        _check_channels(part, card.channels, spec)
-    total = sum(len(part) for part in parts)
-    with _progress() as progress:
-        with progress.phase(f"embedding {total:,} images", total) as advance:
-            if all(isinstance(part, ImageDataset) for part in parts):
-                images = torch.cat([part.images for part in parts])
+    captions: list[str] | None = None
+    if card.model_meta.get("run_kind") == "image-text" and is_caption_data(spec):
+        if split != "all":
+            raise ConfigError(f"--split applies to image datasets; the pairs of '{spec}' are "
+                              "embedded whole (each image once)")
+        with _progress() as progress, progress.phase(f"reading {spec}", None):
+            images, ids, captions = read_caption_images(spec, card.image_size,
+                                                        bool(config.get("skip_bad_files")))
+        if images.shape[1] != card.channels:
+            raise DataError(f"'{spec}' has {images.shape[1]}-channel images but the encoder "
+                            f"takes {card.channels}-channel images")
+        with _progress() as progress:
+            with progress.phase(f"embedding {len(ids):,} images", len(ids)) as advance:
                 vectors = embed_images(encoder, images, batch_size, normalize, advance)
-            else:  # streamed shards: one pass, batch by batch
-                batches = (batch for part in parts for batch in part.batches(batch_size))
-                vectors = embed_batches(encoder, batches, total, normalize, advance)
-    # after the pass: streamed parts know then which samples --skip-bad-files left out
-    ids = [i for part in parts for i in part.ids]
-    labelled = all(part.labels is not None for part in parts)
-    labels = torch.cat([part.labels for part in parts]).numpy() if labelled else None
-    meta = {**{k: v for k, v in card.to_json().items() if k not in ("model_meta", "input",
-                                                                      "output")},
-            "normalized": normalize, "data": spec, "split": split,
-            "source": str(run if run is not None else artefact)}
+        labels, classes = None, None
+    else:
+        with _progress() as progress, progress.phase(f"reading {spec}", None):
+            splits = _load_splits(spec, config, card.image_size, stream=True)
+        parts = {"train": [splits.train], "test": [splits.test] if splits.test else [],
+                 "all": [splits.train] + ([splits.test] if splits.test else [])}[split]
+        if not parts:
+            raise DataError(f"'{spec}' has no held-out test split to embed")
+        for part in parts:
+            _check_channels(part, card.channels, spec)
+        total = sum(len(part) for part in parts)
+        with _progress() as progress:
+            with progress.phase(f"embedding {total:,} images", total) as advance:
+                if all(isinstance(part, ImageDataset) for part in parts):
+                    images = torch.cat([part.images for part in parts])
+                    vectors = embed_images(encoder, images, batch_size, normalize, advance)
+                else:  # streamed shards: one pass, batch by batch
+                    batches = (batch for part in parts for batch in part.batches(batch_size))
+                    vectors = embed_batches(encoder, batches, total, normalize, advance)
+        # after the pass: streamed parts know then which samples --skip-bad-files left out
+        ids = [i for part in parts for i in part.ids]
+        labelled = all(part.labels is not None for part in parts)
+        labels = torch.cat([part.labels for part in parts]).numpy() if labelled else None
+        classes = parts[0].classes
+    card_json = card.to_json()
+    meta = {**{k: v for k, v in card_json.items() if k not in ("model_meta", "input",
+                                                                 "output")},
+            **space_meta(card_json), "normalized": normalize, "data": spec, "split": split,
+            "source": source}
     with _progress() as progress:
-        table = EmbeddingTable(vectors, ids, labels, parts[0].classes, meta)
+        table = EmbeddingTable(vectors, ids, labels, classes, meta, captions)
         with progress.phase(f"writing {out}", None):
             written = save_embeddings(table, out)
     print(json.dumps({"out": str(out), "files": [str(p) for p in written], "count": len(table),
                       "dim": int(vectors.shape[1]), "labels": labels is not None,
-                      "normalized": normalize}))
+                      "normalized": normalize, "texts": captions is not None}))
 
 
 # ---------------------------------------------------------------------- export
 
 def export(
-    run: Annotated[Path, Opt("--run", help="Run directory written by `contrastlab train`.")],
-    format: Annotated[str, Opt("--format", help="onnx, torchscript or safetensors.")],
-    out: Annotated[Path | None, Opt(help="Artefact path (default RUN/export/encoder.<ext>).")]
+    run: Annotated[Path, Opt("--run", help="Run directory written by `contrastlab train`, "
+                             "`train-text` or `train-pairs`.")],
+    format: Annotated[str, Opt("--format", help="onnx, torchscript or safetensors (text and "
+                               "image-text runs: onnx).")],
+    out: Annotated[Path | None, Opt(help="Artefact path (default RUN/export/encoder.<ext>; text "
+                                    "runs text-encoder.onnx; image-text runs image-tower.onnx "
+                                    "and text-tower.onnx).")] = None,
+    tower: Annotated[str | None, Opt(help="Image-text runs: image, text or both (default).")]
     = None,
     int8: Annotated[bool, Opt("--int8", help="Quantise to int8 with ONNX Runtime (onnx).")]
     = False,
@@ -184,7 +240,8 @@ def export(
     as_json: JsonOpt = False,
     force: ForceOpt = False,
 ) -> None:
-    """Export a run's encoder as a self-describing artefact and check it against PyTorch."""
+    """Export a run's encoder (a text run's encoder, an image-text run's towers) as a
+    self-describing artefact and check it against PyTorch."""
     import torch
 
     from contrastlab.serve.encoders import encoder_from_artefact, encoder_from_run
@@ -195,6 +252,7 @@ def export(
         export_encoder,
     )
     from contrastlab.serve.parity import parity_check
+    from contrastlab.serve.text_encoders import run_kind
 
     if format not in EXPORT_FORMATS:
         raise unknown_name("export format", format, EXPORT_FORMATS)
@@ -202,6 +260,13 @@ def export(
                                                       and knn_train_limit < 1):
         raise ConfigError("--calibration-size, --parity-samples and --knn-train-limit must be "
                           ">= 1")
+    kind = run_kind(run)
+    if kind != "image":
+        _export_towers(run, kind, format, out, tower, int8, features, parity, parity_samples,
+                       as_json, force)
+        return
+    if tower is not None:
+        raise ConfigError("--tower applies to image-text runs; an image run has one encoder")
     out = out or default_artefact_path(run, format, int8, features or "backbone")
     _refuse_existing([out], "exported encoder", force)
     encoder = encoder_from_run(run, features or "backbone", "cpu")
@@ -261,6 +326,24 @@ def export(
         raise typer.Exit(1)
 
 
+def _export_towers(run: Path, kind: str, fmt: str, out: Path | None, tower: str | None,
+                   int8: bool, features: str | None, parity: bool, parity_samples: int,
+                   as_json: bool, force: bool) -> None:
+    """``export`` of a text or image-text run (:mod:`contrastlab.serve.text_commands`)."""
+    from contrastlab.serve.text_commands import export_run_towers
+
+    with _progress() as progress:
+        result, lines, passed = export_run_towers(
+            run, kind, fmt, out, tower, int8, features, parity, parity_samples, progress,
+            lambda paths, what: _refuse_existing(paths, what, force))
+    print(json.dumps(result) if as_json else "\n".join(lines))
+    if not passed:
+        err_console.print("[bold red]error:[/bold red] an exported tower does not match the "
+                          "PyTorch model within the thresholds (the artefact was written; see "
+                          "the parity figures above)", highlight=False)
+        raise typer.Exit(1)
+
+
 def _run_knn(run: Path, k: int) -> float | None:
     """The run's own final kNN top-1 (``final_metrics.json``), if it used ``k`` neighbours."""
     try:
@@ -300,7 +383,7 @@ def index_build(
             table = load_embeddings(embeddings)
         params = IndexParams(nlist, nprobe, hnsw_m, ef_construction, ef_search)
         index = build_index(table.vectors, table.ids, kind, table.labels, params, table.meta,
-                            classes=table.classes, phase=progress.phase)
+                            classes=table.classes, phase=progress.phase, texts=table.texts)
         with progress.phase(f"writing {out}", None):
             index.save(out)
     print(json.dumps({"index": str(out), "kind": kind, "count": len(index), "dim": index.dim,
@@ -310,7 +393,9 @@ def index_build(
 
 def search(
     index: Annotated[Path, Opt("--index", help="Index folder from `contrastlab index build`.")],
-    image: Annotated[Path, Opt("--image", help="Query image file.")],
+    image: Annotated[Path | None, Opt("--image", help="Query image file.")] = None,
+    text: Annotated[str | None, Opt("--text", help="Query text (a text run, or an image-text "
+                                    "run's text tower: text-to-image search).")] = None,
     run: RunOpt = None,
     artefact: ArtefactOpt = None,
     k: Annotated[int, Opt("-k", "--k", help="Neighbours to return.")] = 10,
@@ -321,32 +406,61 @@ def search(
     device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
-    """Find the indexed items most similar to an image: ids and cosine scores."""
-    from contrastlab.serve.encoders import open_encoder
+    """Find the indexed items most similar to an image or a text: ids, cosine scores (and the
+    items' texts)."""
+    from contrastlab.serve.encoders import Encoder, open_encoder
     from contrastlab.serve.images import read_image_file
-    from contrastlab.serve.index import adopt_classes, check_compatible, load_index
+    from contrastlab.serve.index import adopt_classes, check_compatible, check_space, load_index
+    from contrastlab.serve.text_commands import embed_text_query, open_text_encoder
+    from contrastlab.serve.text_encoders import is_text_artefact, pair_image_encoder, run_kind
 
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
+    if (image is None) == (text is None):
+        raise ConfigError("give one query: --image FILE or --text \"WORDS\"")
+    if (run is None) == (artefact is None):
+        raise ConfigError("give exactly one of --run (a run directory) and --artefact (an "
+                          "exported encoder)")
+    kind = run_kind(run) if run is not None else None
+    if image is not None and (kind == "text" or (artefact is not None
+                                                 and is_text_artefact(artefact))):
+        raise ConfigError(f"'{run or artefact}' is a text encoder: it cannot embed --image; "
+                          "give --text, or an image or image-text run")
     with _progress() as progress, progress.phase(f"loading {index}", None):
         vector_index = load_index(index)
-    if features is None and vector_index.meta.get("features") in ("backbone", "projector") \
-            and run is not None:
-        features = vector_index.meta["features"]
-    encoder = open_encoder(run, artefact, features, _device(device))
-    check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
-    adopt_classes(vector_index, encoder.card.model_meta.get("classes"),
-                  _run_config(encoder).get("data"))
     vector_index.set_search_params(nprobe, ef_search)
-    card = encoder.card
-    query = read_image_file(str(image), card.channels, card.image_size)
-    hits = vector_index.search(encoder.embed(query[None]), k)[0]
+    if text is not None:
+        if features is not None:
+            raise ConfigError("--features applies to image queries, not to --text")
+        text_encoder = open_text_encoder(run, artefact, _device(device), "--text")
+        check_space(vector_index, text_encoder.card.space, text_encoder.card.embedding_dim,
+                    f"index '{index}'", "the text query")
+        query, shown = embed_text_query(text_encoder, text), text
+    else:
+        if features is None and vector_index.meta.get("features") in ("backbone", "projector") \
+                and run is not None:
+            features = vector_index.meta["features"]
+        encoder: Encoder
+        if kind == "image-text":
+            encoder = pair_image_encoder(run, features or "projector",  # type: ignore[arg-type]
+                                         _device(device))
+        else:
+            encoder = open_encoder(run, artefact, features, _device(device))
+        check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
+        adopt_classes(vector_index, encoder.card.model_meta.get("classes"),
+                      _run_config(encoder).get("data"))
+        card = encoder.card
+        assert image is not None
+        query = encoder.embed(read_image_file(str(image), card.channels, card.image_size)[None])
+        shown = str(image)
+    hits = vector_index.search(query, k)[0]
     if as_json:
-        print(json.dumps({"query": str(image), "k": k, "hits": [h.to_json() for h in hits]}))
+        print(json.dumps({"query": shown, "k": k, "hits": [h.to_json() for h in hits]}))
         return
     for hit in hits:
         label = "" if hit.label is None else f"  label {hit.class_name or hit.label}"
-        print(f"{hit.rank:>3}  {hit.score:.4f}  {hit.id}{label}")
+        words = "" if hit.text is None else f"  {hit.text}"
+        print(f"{hit.rank:>3}  {hit.score:.4f}  {hit.id}{label}{words}")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,10 +4,10 @@ Two layouts, chosen by the output name:
 
 * ``NAME.npy``: a float32 (N, D) array (``numpy.load(..., allow_pickle=False)`` reads it), with
   ``NAME.json`` beside it: ``{"ids": [...], "labels": [...] | null, "classes": [...] | null,
-  "meta": {...}}``.
+  "meta": {...}}`` (and ``"texts": [...]`` when the rows are texts, or images with captions).
 * ``NAME.parquet`` (needs ``pyarrow``): columns ``id`` (string), ``label`` (int64, only for
-  labelled data) and ``embedding`` (fixed-size list of D float32); the same ``meta`` as JSON in
-  the schema metadata under ``contrastlab``.
+  labelled data), ``text`` (string, when the rows have texts) and ``embedding`` (fixed-size list
+  of D float32); the same ``meta`` as JSON in the schema metadata under ``contrastlab``.
 
 ``meta`` records the encoder (method, backbone, features, embedding dim, run), whether the
 vectors are L2-normalised and where the images came from, so an index built from the file can
@@ -36,13 +36,15 @@ EMBEDDING_SUFFIXES = (".npy", ".parquet")
 
 @dataclass
 class EmbeddingTable:
-    """Vectors (float32, N x D) with one id per row, optional labels and metadata."""
+    """Vectors (float32, N x D) with one id per row, optional labels and metadata, and
+    optional texts (the sentence of each row, or the captions of each image)."""
 
     vectors: np.ndarray
     ids: list[str]
     labels: np.ndarray | None = None
     classes: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    texts: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2:
@@ -53,6 +55,8 @@ class EmbeddingTable:
             raise DataError(f"{n} embeddings but {len(self.ids)} ids")
         if self.labels is not None and self.labels.shape != (n,):
             raise DataError(f"{n} embeddings but labels of shape {self.labels.shape}")
+        if self.texts is not None and len(self.texts) != n:
+            raise DataError(f"{n} embeddings but {len(self.texts)} texts")
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])
@@ -146,7 +150,8 @@ def save_embeddings(table: EmbeddingTable, path: str | Path) -> list[Path]:
                 np.save(handle, vectors, allow_pickle=False)
 
         side = json.dumps({"ids": list(table.ids), "labels": labels, "classes": table.classes,
-                           "meta": table.meta})
+                           "meta": table.meta,
+                           **({} if table.texts is None else {"texts": list(table.texts)})})
         return write_atomic_group(
             [(path, write_npy),
              (sidecar_path(path), lambda tmp: tmp.write_text(side, encoding="utf-8"))],
@@ -157,6 +162,8 @@ def save_embeddings(table: EmbeddingTable, path: str | Path) -> list[Path]:
     columns = {"id": pa.array(list(table.ids), pa.string())}
     if labels is not None:
         columns["label"] = pa.array(labels, pa.int64())
+    if table.texts is not None:
+        columns["text"] = pa.array(list(table.texts), pa.string())
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(
         pa.array(vectors.reshape(-1), pa.float32()), dim)
     meta = {**table.meta, "classes": table.classes}
@@ -178,11 +185,12 @@ def _load_npy(path: Path) -> EmbeddingTable:
                               [str(i) for i in range(vectors.shape[0])])
     try:
         side = json.loads(side_path.read_text())
-        labels = side.get("labels")
+        labels, texts = side.get("labels"), side.get("texts")
         return EmbeddingTable(
             vectors.astype(np.float32, copy=False), [str(v) for v in side["ids"]],
             None if labels is None else np.asarray(labels, dtype=np.int64),
-            side.get("classes"), dict(side.get("meta") or {}))
+            side.get("classes"), dict(side.get("meta") or {}),
+            None if texts is None else [str(v) for v in texts])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(f"cannot read the ids/labels file '{side_path}': {error!r}") from error
 
@@ -205,8 +213,9 @@ def _load_parquet(path: Path) -> EmbeddingTable:
     classes = meta.pop("classes", None)
     labels = (np.asarray(arrow.column("label").to_pylist(), dtype=np.int64)
               if "label" in names else None)
+    texts = [str(v) for v in arrow.column("text").to_pylist()] if "text" in names else None
     return EmbeddingTable(vectors, [str(v) for v in arrow.column("id").to_pylist()], labels,
-                          classes, meta)
+                          classes, meta, texts)
 
 
 def load_embeddings(path: str | Path) -> EmbeddingTable:

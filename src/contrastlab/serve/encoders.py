@@ -264,7 +264,11 @@ def _onnx_encoder(path: Path, device: torch.device, threads: int | None) -> Onnx
     if METADATA_KEY not in props:
         raise CheckpointError(f"'{path}' has no contrastlab metadata; export it with "
                               "`contrastlab export --format onnx`")
-    card = ModelCard.from_json(json.loads(props[METADATA_KEY]), str(path))
+    data = json.loads(props[METADATA_KEY])
+    if isinstance(data, dict) and data.get("modality") == "text":
+        raise CheckpointError(f"'{path}' is a text encoder (exported from a text or image-text "
+                              "run): it embeds texts, not images; use it with --text / --texts")
+    card = ModelCard.from_json(data, str(path))
     return OnnxEncoder(model.SerializeToString(), card, device, threads)
 
 

@@ -13,9 +13,11 @@ Kinds:
   links per node, built with beam ``ef_construction`` and searched with beam ``ef_search``.
 
 An index is a folder holding ``index.faiss`` (the FAISS index) and ``index.json`` (ids, labels,
-class names, kind, parameters and the metadata of the embeddings, used to check a query encoder
-against it); both are replaced atomically together (:mod:`contrastlab.atomic`). Only load index
-folders you made or trust: FAISS reads them with native code.
+class names, texts, kind, parameters and the metadata of the embeddings, used to check a query
+encoder against it: :func:`check_compatible` for image runs, :func:`check_space` for the
+spaces of text and image-text runs); both are replaced atomically together
+(:mod:`contrastlab.atomic`). Only load index folders you made or trust: FAISS reads them with
+native code.
 """
 
 from __future__ import annotations
@@ -82,13 +84,14 @@ class IndexParams:
 
 @dataclass
 class SearchHit:
-    """One neighbour: its id, cosine similarity, label and class name (when known)."""
+    """One neighbour: its id, cosine similarity, label, class name and text (when known)."""
 
     id: str
     score: float
     label: int | None = None
     rank: int = 0
     class_name: str | None = None
+    text: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rank": self.rank, "id": self.id, "score": self.score}
@@ -96,12 +99,14 @@ class SearchHit:
             out["label"] = self.label
         if self.class_name is not None:
             out["class"] = self.class_name
+        if self.text is not None:
+            out["text"] = self.text
         return out
 
 
 @dataclass
 class VectorIndex:
-    """A FAISS index with the ids (and labels) of its rows."""
+    """A FAISS index with the ids (and labels, texts) of its rows."""
 
     index: Any
     kind: str
@@ -111,6 +116,7 @@ class VectorIndex:
     meta: dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
     classes: list[str] | None = None
+    texts: list[str] | None = None
 
     @property
     def dim(self) -> int:
@@ -152,8 +158,9 @@ class VectorIndex:
                 if row < 0:
                     continue
                 label = None if self.labels is None else int(self.labels[row])
+                text = None if self.texts is None else self.texts[row]
                 hits.append(SearchHit(self.ids[row], float(score), label, len(hits) + 1,
-                                      self.class_name(label)))
+                                      self.class_name(label), text))
             results.append(hits)
         return results
 
@@ -178,7 +185,8 @@ class VectorIndex:
         info = json.dumps({"kind": self.kind, "dim": self.dim, "count": len(self),
                            "ids": self.ids, "labels": self.labels, "classes": self.classes,
                            "params": self.params.__dict__, "meta": self.meta,
-                           "build_seconds": self.build_seconds})
+                           "build_seconds": self.build_seconds,
+                           **({} if self.texts is None else {"texts": self.texts})})
         write_atomic_group(
             [(folder / INDEX_FILE, lambda tmp: faiss.write_index(self.index, str(tmp))),
              (folder / META_FILE, lambda tmp: tmp.write_text(info, encoding="utf-8"))],
@@ -213,6 +221,7 @@ def build_index(
     seed: int = 0,
     classes: list[str] | None = None,
     phase: Phase = quiet_phase,
+    texts: list[str] | None = None,
 ) -> VectorIndex:
     """Build a cosine-similarity index of ``vectors`` (N, D).
 
@@ -225,6 +234,7 @@ def build_index(
         meta: metadata of the embeddings (encoder, features), kept with the index.
         seed: seed of the IVF k-means and of its training sample.
         classes: class names of the labels, returned with hits.
+        texts: one text per row (a sentence, an image's captions), returned with hits.
         phase: progress of the k-means training and of the adding (see
             :mod:`contrastlab.serve.progress`).
     """
@@ -241,6 +251,8 @@ def build_index(
     ids = [str(i) for i in range(n)] if ids is None else [str(v) for v in ids]
     if len(ids) != n:
         raise DataError(f"{n} vectors but {len(ids)} ids")
+    if texts is not None and len(texts) != n:
+        raise DataError(f"{n} vectors but {len(texts)} texts")
     data = normalized(vectors)
     start = time.perf_counter()
     if kind == "flat":
@@ -271,7 +283,8 @@ def build_index(
     elapsed = time.perf_counter() - start
     labels_list = None if labels is None else [int(v) for v in labels]
     built = VectorIndex(index, kind, ids, labels_list, params, dict(meta or {}), elapsed,
-                        None if classes is None else [str(c) for c in classes])
+                        None if classes is None else [str(c) for c in classes],
+                        None if texts is None else [str(t) for t in texts])
     built.set_search_params()
     return built
 
@@ -288,15 +301,19 @@ def load_index(folder: str | Path) -> VectorIndex:
         info = json.loads(meta_path.read_text())
         index = faiss.read_index(str(index_path))
         params = IndexParams(**info.get("params", {}))
-        classes = info.get("classes")
+        classes, texts = info.get("classes"), info.get("texts")
         loaded = VectorIndex(index, info["kind"], [str(v) for v in info["ids"]],
                              info.get("labels"), params, dict(info.get("meta") or {}),
                              float(info.get("build_seconds", 0.0)),
-                             None if classes is None else [str(c) for c in classes])
+                             None if classes is None else [str(c) for c in classes],
+                             None if texts is None else [str(t) for t in texts])
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         raise DataError(f"cannot read index '{folder}': {error!r}") from error
     if len(loaded.ids) != len(loaded):
         raise DataError(f"index '{folder}' holds {len(loaded)} vectors but {len(loaded.ids)} ids")
+    if loaded.texts is not None and len(loaded.texts) != len(loaded):
+        raise DataError(f"index '{folder}' holds {len(loaded)} vectors but {len(loaded.texts)} "
+                        "texts")
     loaded.set_search_params()
     return loaded
 
@@ -308,8 +325,51 @@ def check_compatible(index: VectorIndex, card_json: dict[str, Any], where: str) 
         raise ConfigError(f"{where}: the encoder gives {dim}-dimensional embeddings but the "
                           f"index holds {index.dim}-dimensional vectors; use the run or "
                           "artefact the embeddings were made with")
+    space = (card_json.get("model_meta") or {}).get("space")
+    if index.meta.get("space") is not None or space is not None:
+        check_space(index, space, dim, where)
+        return
     for key in ("features", "backbone", "method"):
         ours, theirs = card_json.get(key), index.meta.get(key)
         if theirs is not None and ours is not None and ours != theirs:
             raise ConfigError(f"{where}: the index was built from {key} '{theirs}' but the "
                               f"encoder has {key} '{ours}'; use the same encoder for both")
+
+
+def _describe_space(meta: dict[str, Any]) -> str:
+    kind = meta.get("run_kind", "image")
+    tower = meta.get("tower") or ("text" if meta.get("modality") == "text" else "image")
+    source = f" ('{meta['source']}')" if meta.get("source") else ""
+    article = "an" if kind.startswith("image") else "a"
+    return f"{tower} embeddings of {article} {kind} run{source}"
+
+
+def check_space(index: VectorIndex, space: str | None, dim: int, where: str,
+                query: str = "the query") -> None:
+    """Raise ConfigError unless a query embedded into ``space`` (``FINGERPRINT/text``,
+    ``/shared`` or ``/image-backbone``: :mod:`contrastlab.serve.text_encoders`) with ``dim``
+    dimensions can search ``index``: same dimension, and the same space as the index's
+    embeddings (an index of a bare array, without metadata, is checked by dimension only)."""
+    theirs = index.meta.get("space")
+    if theirs == space or (theirs is None and not index.meta):
+        if dim != index.dim:
+            raise ConfigError(f"{where}: {query} gives {dim}-dimensional embeddings but the "
+                              f"index holds {index.dim}-dimensional vectors; use the run or "
+                              "artefact the embeddings were made with")
+        return
+    if theirs is None:
+        raise ConfigError(f"{where}: the index holds {_describe_space(index.meta)} (method "
+                          f"'{index.meta.get('method')}', backbone '{index.meta.get('backbone')}'"
+                          f"), not embeddings of this run; {query} can only search an index of "
+                          "the same run's embeddings")
+    if space is None:
+        raise ConfigError(f"{where}: the index holds {_describe_space(index.meta)}; search it "
+                          "with --run of that run (or its exported towers), not an image run")
+    same_run = theirs.split("/")[0] == space.split("/")[0]
+    why = ("the index holds the image tower's features before the projection, which are not "
+           "in the shared space; embed the images again with --features projector (the default)"
+           if same_run else "the index was built from another run's embeddings (or the run "
+           "changed since)")
+    raise ConfigError(f"{where}: {query} embeds into space {space} but the index holds "
+                      f"{_describe_space(index.meta)} in space {theirs}: {why}; embed and index "
+                      "with the run you query with")
