@@ -1,5 +1,6 @@
-"""The training loop of text runs (SimCSE on a :class:`TextTransformer` or on a bag-of-n-grams
-:class:`NgramEncoder`, ``text_backbone``).
+"""The training loop of text runs (SimCSE on a :class:`TextTransformer`, on a bag-of-n-grams
+:class:`NgramEncoder` or on a local Hugging Face model, :class:`HfTextEncoder`;
+``text_backbone``).
 
 A loop of its own rather than a mode of :class:`contrastlab.training.trainer.Trainer`: that
 trainer is built around an in-memory image tensor, batched augmentations on the device, channels
@@ -15,8 +16,15 @@ The run directory::
     RUN/tokenizer.json          the tokenizer (loaded with the run; none for n-gram runs,
                                 whose featuriser is their settings and IDF a model buffer)
     RUN/metrics.jsonl           "type": data | step | epoch | final
-    RUN/checkpoints/last.pt     encoder, optimiser (Transformer runs), position, settings and
-                                tokenizer
+    RUN/checkpoints/last.pt     encoder, optimiser (Transformer and hf: runs), position,
+                                settings and tokenizer (hf: runs: the model folder's
+                                config.json and tokenizer files, ``hf_files``, and where
+                                they came from, ``hf_source``)
+
+An ``hf:PATH`` run starts from the pretrained weights of the folder (read once, local files
+only: :mod:`contrastlab.models.hf_folder`) and tokenises with its tokenizer; its checkpoint holds
+all the folder's files but the weights file (the weights are the state dict), so the run
+folder alone rebuilds the encoder. ``epochs: 0`` saves the encoder as loaded (no step).
 
 Batch order: epoch e is a permutation drawn from a generator seeded with (seed, e).
 
@@ -37,7 +45,11 @@ import torch
 import yaml
 
 from contrastlab.atomic import write_text_atomic
+from contrastlab.data.hf_tokenizer import HfTokenizer
+from contrastlab.data.tokenizer import TextTokenizer
 from contrastlab.methods.simcse import SimCSE
+from contrastlab.models.hf_folder import folder_files, hf_folder, load_folder
+from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.optim.optimizers import build_optimizer, default_lr
@@ -82,8 +94,21 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
     ngrams = train.text_backbone == "ngrams"
+    hf_path = hf_folder(train.text_backbone)
+    pretrained: tuple[HfTextEncoder, dict[str, Any]] | None = None
     data: TextTrainingData | NgramTrainingData
-    if ngrams:
+    if hf_path is not None:
+        hf_encoder, hf_tokenizer, source = load_folder(hf_path, settings.encoder.pool,
+                                                       settings.encoder.max_length)
+        pretrained = hf_encoder, source
+        say(f"loaded {source['model_type']} from {source['path']} ({hf_encoder.output_dim}-d, "
+            f"{sum(p.numel() for p in hf_encoder.parameters()) / 1e6:.1f} M parameters)")
+        data = build_training_data(train, settings.method, hf_encoder.max_length, say,
+                                   tokenizer=hf_tokenizer)
+        run.log({"type": "data", "examples": len(data), "groups": data.groups,
+                 "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(data.skipped),
+                 "hf_source": source})
+    elif ngrams:
         data = build_ngram_data(train, settings.method, settings.ngrams)
         run.log({"type": "data", "examples": len(data), "groups": data.groups,
                  "buckets": settings.ngrams.buckets, "idf_sentences": data.sentences,
@@ -99,7 +124,7 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
 
     opt = settings.optimizer
     peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
-    encoder: TextTransformer | NgramEncoder
+    encoder: TextTransformer | NgramEncoder | HfTextEncoder
     if isinstance(data, NgramTrainingData):
         encoder = NgramEncoder(settings.ngrams, settings.encoder.dim, settings.encoder.dropout)
         encoder.set_idf(data.document_frequency, data.sentences)
@@ -107,9 +132,14 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
         optimizer: torch.optim.Optimizer = torch.optim.SparseAdam(
             list(method.parameters()), lr=peak_lr)
     else:
-        write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
-        encoder = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
-                                  data.tokenizer.pad_id)
+        if pretrained is not None:
+            encoder = pretrained[0]
+        else:
+            assert isinstance(data.tokenizer, TextTokenizer)
+            write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(),
+                              "tokenizer")
+            encoder = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
+                                      data.tokenizer.pad_id)
         method = SimCSE(encoder, settings.method).to(device)
         optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
 
@@ -133,7 +163,8 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     epoch, step_count, elapsed = end.epoch, end.step, end.elapsed
     last_loss, stop = end.last_loss, end.stop
     _save(run, method, optimizer, settings, data, {"epoch": epoch, "step": step_count,
-                                                   "elapsed": elapsed})
+                                                   "elapsed": elapsed},
+          None if pretrained is None else pretrained[1])
     final = {"type": "final", "steps": step_count, "loss": last_loss, "stop_reason": stop,
              "elapsed": round(elapsed, 3)}
     run.log(final)
@@ -161,7 +192,7 @@ def _step(method: SimCSE, optimizer: torch.optim.Optimizer,
 
 def _save(run: RunDirectory, method: SimCSE, optimizer: torch.optim.Optimizer,
           settings: TextRunSettings, data: TextTrainingData | NgramTrainingData,
-          position: dict[str, Any]) -> None:
+          position: dict[str, Any], hf_source: dict[str, Any] | None = None) -> None:
     state = {
         "format": CHECKPOINT_FORMAT,
         "kind": TEXT_RUN_KIND,
@@ -171,8 +202,13 @@ def _save(run: RunDirectory, method: SimCSE, optimizer: torch.optim.Optimizer,
     }
     if isinstance(data, TextTrainingData):  # (the n-gram table's Adam moments would triple
         state["optimizer"] = optimizer.state_dict()  # its size, and nothing resumes yet)
-        state.update({"vocab_size": data.tokenizer.vocab_size, "pad_id": data.tokenizer.pad_id,
-                      "tokenizer": data.tokenizer.to_json()})
+        state.update({"vocab_size": data.tokenizer.vocab_size, "pad_id": data.tokenizer.pad_id})
+        if isinstance(data.tokenizer, HfTokenizer):
+            assert isinstance(method.backbone, HfTextEncoder)
+            state.update({"hf_files": folder_files(method.backbone, data.tokenizer),
+                          "hf_source": hf_source or {}})
+        else:
+            state["tokenizer"] = data.tokenizer.to_json()
     save_atomic(state, run.checkpoint_path)
 
 
