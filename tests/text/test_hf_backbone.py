@@ -164,3 +164,17 @@ def test_settings_mistakes(folder: Path, corpus: Path, tmp_path: Path) -> None:
                                       "--text-backbone", f"hf:{tmp_path / 'nowhere'}",
                                       "--out", str(tmp_path / "run")])
     assert result.exit_code != 0 and "does not exist" in str(result.exception)
+
+
+def test_a_tokenizer_without_a_pad_token_is_padded_by_hand(folder: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from contrastlab.data.hf_tokenizer import HfTokenizer
+
+    raw = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    texts = ["a chef cooks pasta", "two dogs run in a park on the beach", ""]
+    padded = HfTokenizer(raw).encode(texts, 10)
+    raw.pad_token = None  # as GPT-2's: transformers itself would refuse to pad
+    by_hand = HfTokenizer(raw).encode(texts, 10)
+    assert torch.equal(by_hand.mask, padded.mask) and not padded.mask.all()
+    assert torch.equal(by_hand.ids[by_hand.mask], padded.ids[padded.mask])
