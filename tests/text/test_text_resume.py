@@ -1,14 +1,16 @@
 """``train-text --resume`` and ``train-pairs --resume``: a run stopped (after N steps, or killed
 with SIGKILL mid-run) and resumed ends with the same weights, optimiser state and step records,
-bit for bit, as a run never interrupted (CPU, one thread, tiny models, with dropout, token drop
-and image augmentations drawing random numbers); settings that would change the run, a folder
-without a checkpoint, a weights-only checkpoint and changed data are refused."""
+bit for bit, as a run never interrupted (CPU, one thread, tiny models, a tiny local Hugging Face
+BERT among them, with dropout, token drop and image augmentations drawing random numbers);
+settings that would change the run, a folder without a checkpoint, a weights-only checkpoint and
+changed data are refused."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from contrastlab.training.pair_settings import resolve_pair_settings
 from contrastlab.training.pair_trainer import fit_pairs
 from contrastlab.training.text_settings import resolve_text_settings
 from contrastlab.training.text_trainer import fit_text
+from tests.text.hf_model import write_tiny_bert
 from tests.text.pair_data import COLOURS, write_folder
 
 WORDS = ["a man plays a guitar", "a woman cuts an onion", "two dogs run in a park",
@@ -121,6 +124,36 @@ def test_transformer_run_stopped_mid_epoch_resumes_exactly(sentences: Path,
 
     assert epochs(records) == epochs(straight_records) and len(epochs(records)) == 3
     assert [r["type"] for r in records].count("final") == 1
+
+
+def test_hf_run_stopped_mid_epoch_resumes_exactly_without_its_folder(sentences: Path,
+                                                                     tmp_path: Path) -> None:
+    """A tiny BERT (``hf:``, its own dropout 0.1, AdamW) stopped after 3 steps and resumed with
+    the model folder gone: the encoder and tokenizer are rebuilt from the checkpoint's
+    ``hf_files`` and its weights. An ``--epochs 0`` run continued for 2 epochs is the same run
+    too (its checkpoint holds the training state of step 0)."""
+    pytest.importorskip("transformers")
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    values = {"text_backbone": f"hf:{folder}", "data": str(sentences), "batch_size": 4,
+              "epochs": 2, "lr": 1e-3, "log_every": 1, "device": "cpu"}
+    straight = text_run({**values, "out": str(tmp_path / "straight")})
+    out, zero = tmp_path / "stopped", tmp_path / "zero"
+    stopped = text_run({**values, "out": str(out)}, stop_after_step=3)  # epoch 1, batch 1 of 2
+    assert (stopped["position"]["epoch"], stopped["position"]["batch_in_epoch"]) == (1, 1)
+    loaded = text_run({**values, "out": str(zero), "epochs": 0})
+    assert loaded["position"]["step"] == 0 and "rng" in loaded and "hf_files" in loaded
+    shutil.rmtree(folder)  # the resumed runs must not need the model folder
+    resumed = text_run({"resume": True, "out": str(out)})
+    continued = text_run({"resume": True, "out": str(zero), "epochs": 2})
+    assert resumed["position"]["step"] == continued["position"]["step"] == 4
+    assert set(resumed["hf_files"]) >= {"config.json", "tokenizer.json"}
+    assert resumed["hf_source"] == straight["hf_source"]
+    assert "exp_avg" in resumed["optimizer"]["state"][0]  # AdamW's moments, resumed too
+    for run in (resumed, continued):
+        for key in ("model", "optimizer", "hf_files"):
+            assert_same_tensors(run[key], straight[key], key)
+    assert steps(out) == steps(zero) == steps(tmp_path / "straight")
+    assert len(steps(out)) == 4
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ from contrastlab.losses.simcse import simcse_loss
 from contrastlab.methods import settings as common
 from contrastlab.methods.base import StepOutput
 from contrastlab.methods.settings import MethodSettings
+from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.settings import setting
@@ -106,7 +107,7 @@ class SimCSE(nn.Module):
     name = "simcse"
     Settings = SimCSESettings
 
-    def __init__(self, encoder: TextTransformer | NgramEncoder,
+    def __init__(self, encoder: TextTransformer | NgramEncoder | HfTextEncoder,
                  settings: SimCSESettings | None = None,
                  **overrides: Any) -> None:
         super().__init__()

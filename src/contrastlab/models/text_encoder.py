@@ -111,11 +111,16 @@ class TextTransformer(Backbone):
         return self.norm(x)
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
-        x = self.token_features(ids, mask)
-        if self.pool == "cls":
-            return x[:, 0]
-        weights = mask.to(x.dtype).unsqueeze(-1)
-        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        return pool_tokens(self.token_features(ids, mask), mask, self.pool)
 
 
-__all__ = ["TEXT_POOLS", "TextEncoderSettings", "TextTransformer"]
+def pool_tokens(x: Tensor, mask: Tensor, pool: str) -> Tensor:
+    """(N, L, D) token outputs -> (N, D) sentence embeddings: the mean over the real tokens
+    (``mask``) or the first position's output (``cls``); see the module docstring."""
+    if pool == "cls":
+        return x[:, 0]
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+__all__ = ["TEXT_POOLS", "TextEncoderSettings", "TextTransformer", "pool_tokens"]

@@ -3,10 +3,13 @@ embeddings from them.
 
 The checkpoint is read weights-only (:func:`contrastlab.runs.checkpoint.load_checkpoint`); it
 holds the settings the encoder was built with, the tokenizer's JSON (Transformer runs; an n-gram
-run's featuriser is rebuilt from its settings and its IDF is a buffer of the state dict) and the
-state dict (an n-gram table as its trained rows over its regenerated initialisation:
+run's featuriser is rebuilt from its settings and its IDF is a buffer of the state dict; an
+``hf:PATH`` run holds the model folder's ``config.json`` and tokenizer files, from which
+transformers rebuilds the model and tokenizer, :func:`contrastlab.models.hf_folder.rebuild_encoder`)
+and the state dict (an n-gram table as its trained rows over its regenerated initialisation:
 :mod:`contrastlab.runs.ngram_table`; checkpoints of before hold the whole table), so the run
-needs nothing else to embed sentences exactly as in training (in eval mode: no dropout).
+needs nothing else (not the model folder either) to embed sentences exactly as in training (in
+eval mode: no dropout).
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.ngrams import NgramFeaturizer
 from contrastlab.data.tokenizer import TextTokenizer
 from contrastlab.errors import CheckpointError
+from contrastlab.models.hf_folder import HF_PREFIX, rebuild_encoder
+from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.ngram_encoder import NgramEncoder, NgramEncoderSettings
 from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
 from contrastlab.runs.checkpoint import load_run_of_kind
@@ -34,8 +40,8 @@ TEXT_RUN_KIND = "text-simcse"
 class LoadedTextRun:
     """A text run's encoder (eval mode, on ``device``) and tokenizer (or n-gram featuriser)."""
 
-    encoder: TextTransformer | NgramEncoder
-    tokenizer: TextTokenizer | NgramFeaturizer
+    encoder: TextTransformer | NgramEncoder | HfTextEncoder
+    tokenizer: TextTokenizer | NgramFeaturizer | HfTokenizer
     device: torch.device
 
     @torch.no_grad()
@@ -48,7 +54,7 @@ class LoadedTextRun:
                 bags = self.tokenizer.encode(chunk).to(self.device)
                 parts.append(self.encoder(bags.ids, bags.weights, bags.offsets).float().cpu())
                 continue
-            assert isinstance(self.encoder, TextTransformer)
+            assert not isinstance(self.encoder, NgramEncoder)
             tokens = self.tokenizer.encode(chunk, self.encoder.max_length).to(self.device)
             parts.append(self.encoder(tokens.ids, tokens.mask).float().cpu())
         if not parts:
@@ -67,9 +73,16 @@ def load_text_run(run: str | Path, device: torch.device | str = "cpu") -> Loaded
                              "train-text`)")
     source = f"the checkpoint of '{run}'"
     settings = TextEncoderSettings.from_mapping(state["settings"]["encoder"], source)
-    encoder: TextTransformer | NgramEncoder
-    tokenizer: TextTokenizer | NgramFeaturizer
-    if state["settings"].get("train", {}).get("text_backbone", "transformer") == "ngrams":
+    encoder: TextTransformer | NgramEncoder | HfTextEncoder
+    tokenizer: TextTokenizer | NgramFeaturizer | HfTokenizer
+    backbone = str(state["settings"].get("train", {}).get("text_backbone", "transformer"))
+    if backbone.startswith(HF_PREFIX):
+        if "hf_files" not in state:
+            raise CheckpointError(f"the checkpoint of '{run}' has no hf_files (the model "
+                                  "folder's config and tokenizer); train the run again")
+        encoder, tokenizer = rebuild_encoder(state["hf_files"], settings.pool,
+                                             settings.max_length, str(run))
+    elif backbone == "ngrams":
         ngrams = NgramEncoderSettings.from_mapping(state["settings"].get("ngrams", {}), source)
         table = state.get("ngram_table")
         encoder = NgramEncoder(ngrams, settings.dim, settings.dropout,

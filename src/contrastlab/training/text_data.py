@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.ngrams import (
     NgramCorpus,
     NgramFeaturizer,
@@ -40,7 +41,7 @@ class TextTrainingData:
 
     ids: Tensor
     mask: Tensor
-    tokenizer: TextTokenizer
+    tokenizer: TextTokenizer | HfTokenizer
     skipped: list[str]
     scores: Tensor | None = None
 
@@ -154,15 +155,14 @@ def build_ngram_data(train: TextTrainSettings, method: SimCSESettings,
 
 def build_training_data(train: TextTrainSettings, method: SimCSESettings, max_length: int,
                         say: Callable[[str], None] | None = None,
-                        tokenizer: TextTokenizer | None = None) -> TextTrainingData:
-    """Read, (train a tokenizer if none is given, as ``tokenizer`` or in the settings,)
-    tokenise (see the module docstring)."""
+                        tokenizer: TextTokenizer | HfTokenizer | None = None
+                        ) -> TextTrainingData:
+    """Read, tokenise with ``tokenizer`` (a Hugging Face model folder's), else with the
+    ``tokenizer`` setting's, else with one trained on the texts (see the module docstring)."""
     groups, scores, skipped = _read_groups(train, method)
-    if tokenizer is not None:
-        pass
-    elif train.tokenizer:
+    if tokenizer is None and train.tokenizer:
         tokenizer = TextTokenizer.from_file(train.tokenizer)
-    else:
+    elif tokenizer is None:
         tokenizer = train_tokenizer(_unique(groups), vocab_size=train.vocab_size)
         if say:
             say(f"trained a WordPiece tokenizer of {tokenizer.vocab_size} tokens on the data")

@@ -26,6 +26,7 @@ import yaml
 
 from contrastlab.errors import ConfigError, did_you_mean
 from contrastlab.methods.simcse import SimCSESettings
+from contrastlab.models.hf_folder import HF_PREFIX
 from contrastlab.models.ngram_encoder import NgramEncoderSettings
 from contrastlab.models.text_encoder import TextEncoderSettings
 from contrastlab.optim.settings import OptimizerSettings
@@ -39,9 +40,11 @@ class TextTrainSettings(Settings):
     section: ClassVar[str] = "train"
 
     text_backbone: str = setting(
-        "transformer", "The sentence encoder: transformer (sub-word tokens, the encoder section) "
-        "or ngrams (a bag of hashed character and word n-grams, the ngrams section; dim and "
-        "dropout of the encoder section).", source="here", choices=("transformer", "ngrams"))
+        "transformer", "The sentence encoder: transformer (sub-word tokens, the encoder section), "
+        "ngrams (a bag of hashed character and word n-grams, the ngrams section; dim and "
+        "dropout of the encoder section) or hf:PATH (a local Hugging Face model folder and its "
+        "tokenizer; pool and max_length of the encoder section, the model's own dropout).",
+        source="here", must_be="transformer, ngrams or hf:PATH")
     data: str = setting("", "Training text: files of sentences (.txt, .txt.gz) or of pairs "
                         "(.tsv, .csv, .jsonl), comma-separated (docs/text.md).", source="here")
     tokenizer: str | None = setting(
@@ -50,8 +53,10 @@ class TextTrainSettings(Settings):
     vocab_size: int = setting(8000, "Vocabulary of the tokenizer trained when none is given.",
                               source="here: STS-B's 14k sentences", ge=16)
     out: str = setting("", "Run directory (default runs/simcse-<data>-<time>).", source="here")
-    epochs: int = setting(1, "Passes over the training sentences (ignored with time_budget).",
-                          source="SimCSE: 1 epoch of its 10^6 sentences", ge=1)
+    epochs: int = setting(1, "Passes over the training sentences (ignored with time_budget); "
+                          "0: no step, the run holds the encoder as initialised (hf: the "
+                          "pretrained model as it is).",
+                          source="SimCSE: 1 epoch of its 10^6 sentences", ge=0)
     batch_size: int = setting(64, "Sentences (anchors) per step.",
                               source="SimCSE's unsupervised batch", ge=2)
     time_budget: float | None = setting(
@@ -75,6 +80,24 @@ class TextTrainSettings(Settings):
     def check_together(self) -> None:
         if self.data and not data_paths(self.data):
             raise ConfigError("data names no file")
+        backbone = self.text_backbone
+        if backbone.startswith(HF_PREFIX):
+            if not backbone[len(HF_PREFIX):].strip():
+                raise ConfigError("text_backbone 'hf:' names no folder: give --text-backbone "
+                                  "hf:PATH, PATH a local Hugging Face model folder")
+            if self.tokenizer:
+                raise ConfigError(f"tokenizer '{self.tokenizer}' cannot be given with "
+                                  f"text_backbone {backbone}: the model folder's own tokenizer "
+                                  "is used; leave --tokenizer out")
+        elif backbone not in TEXT_BACKBONES:
+            raise ConfigError(f"unknown text_backbone '{backbone}'."
+                              f"{did_you_mean(backbone, TEXT_BACKBONES)} Choose one of "
+                              f"{', '.join(TEXT_BACKBONES)} or {HF_PREFIX}PATH (a local Hugging "
+                              "Face model folder)")
+
+
+#: the built-in text backbones (besides ``hf:PATH``)
+TEXT_BACKBONES = ("transformer", "ngrams")
 
 
 def data_paths(data: str) -> list[Path]:
@@ -227,6 +250,6 @@ def resolve_text_settings(flags: Mapping[str, Any] | None = None,
     return settings
 
 
-__all__ = ["TEXT_SECTIONS", "SectionTable", "TextRunSettings", "TextTrainSettings", "data_paths",
-           "flat_keys", "layer_settings", "read_yaml", "resolve_text_settings",
-           "section_declarations"]
+__all__ = ["TEXT_BACKBONES", "TEXT_SECTIONS", "SectionTable", "TextRunSettings",
+           "TextTrainSettings", "data_paths", "flat_keys", "layer_settings", "read_yaml",
+           "resolve_text_settings", "section_declarations"]

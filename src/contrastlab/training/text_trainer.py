@@ -1,5 +1,6 @@
-"""The training loop of text runs (SimCSE on a :class:`TextTransformer` or on a bag-of-n-grams
-:class:`NgramEncoder`, ``text_backbone``).
+"""The training loop of text runs (SimCSE on a :class:`TextTransformer`, on a bag-of-n-grams
+:class:`NgramEncoder` or on a local Hugging Face model, :class:`HfTextEncoder`;
+``text_backbone``).
 
 A loop of its own rather than a mode of :class:`contrastlab.training.trainer.Trainer`: that
 trainer is built around an in-memory image tensor, batched augmentations on the device, channels
@@ -15,11 +16,21 @@ The run directory::
 
     RUN/config.yaml             the resolved settings, by section
     RUN/tokenizer.json          the tokenizer (loaded with the run; none for n-gram runs,
-                                whose featuriser is their settings and IDF a model buffer)
+                                whose featuriser is their settings and IDF a model buffer, nor
+                                for hf: runs, whose tokenizer files are in the checkpoint)
     RUN/metrics.jsonl           "type": data | step | epoch | final
     RUN/checkpoints/last.pt     settings, encoder, optimiser, loop position, random states,
-                                example count, tokenizer (Transformer runs); written at the end
-                                of every epoch, every ``checkpoint_every`` steps and at a stop
+                                example count, tokenizer (Transformer runs; hf: runs: the
+                                model folder's config.json and tokenizer files, ``hf_files``,
+                                and where they came from, ``hf_source``); written at the end
+                                of every epoch, every ``checkpoint_every`` steps, at a stop
+                                and, with ``epochs: 0``, once with the encoder as built
+
+An ``hf:PATH`` run starts from the pretrained weights of the folder (read once, local files
+only: :mod:`contrastlab.models.hf_folder`) and tokenises with its tokenizer; its checkpoint holds
+all the folder's files but the weights file (the weights are the state dict), so the run
+folder alone rebuilds the encoder: ``eval sts`` and ``--resume`` do not read the model folder
+again. ``epochs: 0`` saves the encoder as loaded (no step).
 
 Batch order: epoch e is a permutation drawn from a generator seeded with (seed, e); dropout and
 token drop draw from torch's global generator, whose state the checkpoint holds, so a resumed
@@ -44,8 +55,12 @@ import torch
 import yaml
 
 from contrastlab.atomic import write_text_atomic
+from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.tokenizer import TextTokenizer
+from contrastlab.errors import CheckpointError
 from contrastlab.methods.simcse import SimCSE
+from contrastlab.models.hf_folder import folder_files, hf_folder, load_folder, rebuild_encoder
+from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.optim.optimizers import build_optimizer, default_lr
@@ -95,14 +110,27 @@ def _say_nothing(_: str) -> None:
 
 
 @dataclass
+class _Pretrained:
+    """An ``hf:PATH`` run's encoder and tokenizer, the model folder's files its checkpoint
+    keeps (``hf_files``) and where they came from (``hf_source``)."""
+
+    encoder: HfTextEncoder
+    tokenizer: HfTokenizer
+    files: dict[str, torch.Tensor]
+    source: dict[str, Any]
+
+
+@dataclass
 class _Model:
     """What a text run trains and checkpoints: the method, its optimiser and, for an n-gram
-    encoder, the table's touched rows and the digest of its initialisation."""
+    encoder, the table's touched rows and the digest of its initialisation; for an ``hf:``
+    encoder, the model folder's files."""
 
     method: SimCSE
     optimizer: torch.optim.Optimizer
     ngram_rows: torch.Tensor | None = None
     init_digest: str = ""
+    pretrained: _Pretrained | None = None
 
     @property
     def encoder(self) -> NgramEncoder:
@@ -125,8 +153,19 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     saved = load_resumable(out, TEXT_RUN_KIND, "train-text") if train.resume else None
     device = resolve_device(train.device)
     torch.manual_seed(train.seed)
+    hf_path = hf_folder(train.text_backbone)
+    pretrained = (None if hf_path is None
+                  else _hf_backbone(hf_path, settings, saved, out, say))
     data: TextTrainingData | NgramTrainingData
-    if train.text_backbone == "ngrams":
+    if pretrained is not None:
+        data = build_training_data(train, settings.method, pretrained.encoder.max_length, say,
+                                   pretrained.tokenizer)
+        if saved:
+            check_examples(saved, len(data), out)
+        run.log({"type": "data", "examples": len(data), "groups": data.groups,
+                 "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(data.skipped),
+                 "hf_source": pretrained.source})
+    elif train.text_backbone == "ngrams":
         data = build_ngram_data(train, settings.method, settings.ngrams)
         if saved:
             check_examples(saved, len(data), out)
@@ -147,7 +186,7 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
 
     opt = settings.optimizer
     peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
-    model = _build(settings, data, device, peak_lr, run)
+    model = _build(settings, data, device, peak_lr, run, pretrained)
     position = _restore(saved, model, out) if saved else None
 
     plan = plan_loop(len(data), train.batch_size, train.epochs, train.time_budget)
@@ -164,8 +203,12 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
              ) -> tuple[float, dict[str, float]]:
         return _step(model.method, model.optimizer, data, indices, device, clip), {}
 
+    saves = 0
+
     def save(position: LoopPosition) -> None:
+        nonlocal saves
         _save(run, model, settings, data, position)
+        saves += 1
 
     with StopRequest() as request:
         end = run_loop(plan, items=len(data), seed=train.seed, log_every=train.log_every,
@@ -173,15 +216,37 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
                        optimizers=[model.optimizer], step=step, log=run.log, say=say,
                        save=save, checkpoint_every=train.checkpoint_every, start=position,
                        should_stop=stop_check(request, stop_after_step))
+    if not saves:  # epochs 0 (or a resumed run already past its epochs): the encoder as it is
+        save(position or LoopPosition())
     if end.stop in ("done", "time_budget"):
         run.log({"type": "final", "steps": end.step, "loss": end.last_loss,
                  "stop_reason": end.stop, "elapsed": round(end.elapsed, 3)})
     return TextRunResult(out, end.step, end.last_loss, end.stop, end.elapsed)
 
 
+def _hf_backbone(folder: Path, settings: TextRunSettings, saved: dict[str, Any] | None,
+                 out: Path, say: Callable[[str], None]) -> _Pretrained:
+    """The pretrained encoder and tokenizer of the model folder (a new run), or those rebuilt
+    from the checkpoint's ``hf_files`` (a resumed run: :func:`_restore` then loads its weights;
+    the folder is not read again)."""
+    pool, max_length = settings.encoder.pool, settings.encoder.max_length
+    if saved is not None:
+        if "hf_files" not in saved:
+            raise CheckpointError(f"cannot resume '{out}': its checkpoint has no hf_files (the "
+                                  "model folder's config and tokenizer); start a new run")
+        encoder, tokenizer = rebuild_encoder(saved["hf_files"], pool, max_length, str(out))
+        return _Pretrained(encoder.train(), tokenizer, dict(saved["hf_files"]),
+                           dict(saved.get("hf_source", {})))
+    encoder, tokenizer, source = load_folder(folder, pool, max_length)
+    say(f"loaded {source['model_type']} from {source['path']} ({encoder.output_dim}-d, "
+        f"{sum(p.numel() for p in encoder.parameters()) / 1e6:.1f} M parameters)")
+    return _Pretrained(encoder, tokenizer, folder_files(encoder, tokenizer), source)
+
+
 def _build(settings: TextRunSettings, data: TextTrainingData | NgramTrainingData,
-           device: torch.device, peak_lr: float, run: RunDirectory) -> _Model:
-    """The method around a fresh encoder, and its optimiser."""
+           device: torch.device, peak_lr: float, run: RunDirectory,
+           pretrained: _Pretrained | None = None) -> _Model:
+    """The method around a fresh encoder (``pretrained``: the hf: run's), and its optimiser."""
     opt = settings.optimizer
     if isinstance(data, NgramTrainingData):
         encoder = NgramEncoder(settings.ngrams, settings.encoder.dim, settings.encoder.dropout,
@@ -195,12 +260,17 @@ def _build(settings: TextRunSettings, data: TextTrainingData | NgramTrainingData
                                       "needs a dense optimiser beside SparseAdam")
         return _Model(method, torch.optim.SparseAdam([table], lr=peak_lr),
                       touched_rows(*(corpus.encoded.ids for corpus in data.corpora)), digest)
-    write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
-    transformer = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
-                                  data.tokenizer.pad_id)
-    method = SimCSE(transformer, settings.method).to(device)
+    backbone: TextTransformer | HfTextEncoder
+    if pretrained is not None:
+        backbone = pretrained.encoder
+    else:
+        assert isinstance(data.tokenizer, TextTokenizer)
+        write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
+        backbone = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
+                                   data.tokenizer.pad_id)
+    method = SimCSE(backbone, settings.method).to(device)
     return _Model(method, build_optimizer(method, opt.name, peak_lr, opt.weight_decay,
-                                          opt.momentum))
+                                          opt.momentum), pretrained=pretrained)
 
 
 def _restore(saved: dict[str, Any], model: _Model, out: Path) -> LoopPosition:
@@ -240,7 +310,8 @@ def _step(method: SimCSE, optimizer: torch.optim.Optimizer,
 def _save(run: RunDirectory, model: _Model, settings: TextRunSettings,
           data: TextTrainingData | NgramTrainingData, position: LoopPosition) -> None:
     """The checkpoint: settings, weights, optimiser, position and random states (an n-gram
-    table as its touched rows: :mod:`contrastlab.runs.ngram_table`)."""
+    table as its touched rows: :mod:`contrastlab.runs.ngram_table`; an hf: model with its
+    folder's config and tokenizer files)."""
     state: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "kind": TEXT_RUN_KIND,
@@ -256,8 +327,13 @@ def _save(run: RunDirectory, model: _Model, settings: TextRunSettings,
         assert isinstance(data, TextTrainingData)
         state["model"] = model.method.state_dict()
         state["optimizer"] = model.optimizer.state_dict()
-        state.update({"vocab_size": data.tokenizer.vocab_size, "pad_id": data.tokenizer.pad_id,
-                      "tokenizer": data.tokenizer.to_json()})
+        state.update({"vocab_size": data.tokenizer.vocab_size, "pad_id": data.tokenizer.pad_id})
+        if model.pretrained is not None:
+            state.update({"hf_files": model.pretrained.files,
+                          "hf_source": model.pretrained.source})
+        else:
+            assert isinstance(data.tokenizer, TextTokenizer)
+            state["tokenizer"] = data.tokenizer.to_json()
     save_atomic(state, run.checkpoint_path)
 
 
