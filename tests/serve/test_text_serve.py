@@ -76,7 +76,8 @@ def text_client(text_run_dir: Path, text_run) -> Iterator[TestClient]:
     model = open_served_model(text_run_dir)
     assert model.images is None and model.inputs == ["texts"]
     index = build_index(text_run.embed(SENTENCES).numpy(), SENTENCES, "flat",
-                        meta={"kind": "text-simcse"})
+                        meta={"kind": "text-simcse", "space": model.texts.card.space})
+    check_index(index, model, "test")
     service = Service(index=index, limits=LIMITS, texts=model.texts)
     with TestClient(create_app(service)) as client:
         yield client
@@ -228,7 +229,7 @@ def pair_client(pair_run_dir: Path, pair_run, pair_images) -> Iterator[TestClien
     assert model.inputs == ["images", "texts"]
     images = torch.from_numpy(decoded(pair_run, list(pair_images.values())))
     index = build_index(pair_run.embed_images(images).numpy(), list(pair_images), "flat",
-                        meta={"kind": "image-text"})
+                        meta={"kind": "image-text", "space": model.texts.card.space})
     check_index(index, model, "test")
     service = Service(model.images, index, LIMITS, texts=model.texts)
     with TestClient(create_app(service)) as client:
@@ -246,22 +247,27 @@ def test_pair_run_info(pair_client) -> None:
 def test_pair_embeddings_are_the_runs(pair_client, pair_run, pair_images) -> None:
     import torch
 
+    def same(got, expected) -> None:
+        """The run's own embeddings, up to float32 rounding (the service runs the encoders of
+        `contrastlab embed`, which normalise in NumPy, not in PyTorch)."""
+        np.testing.assert_allclose(np.array(got, dtype=np.float32), expected, rtol=0, atol=1e-6)
+
     blobs = list(pair_images.values())[:3]
     texts = ["a red square", "a blue square"]
     images = pair_run.embed_images(torch.from_numpy(decoded(pair_run, blobs))).numpy()
     captions = pair_run.embed_texts(texts).numpy()
     body = pair_client.post("/v1/embed", json={"images": [b64(b) for b in blobs]}).json()
     assert body["input"] == "images" and "text_embeddings" not in body
-    np.testing.assert_array_equal(np.array(body["embeddings"], dtype=np.float32), images)
+    same(body["embeddings"], images)
     body = pair_client.post("/v1/embed", json={"texts": texts}).json()
     assert body["input"] == "texts" and body["count"] == 2 and body["dim"] == 8
-    np.testing.assert_array_equal(np.array(body["embeddings"], dtype=np.float32), captions)
+    same(body["embeddings"], captions)
     both = pair_client.post("/v1/embed", data={"texts": texts},
                             files=[("images", (f"{i}.png", b)) for i, b in enumerate(blobs)])
     body = both.json()
     assert both.status_code == 200 and body["count"] == 3 and body["text_count"] == 2
-    np.testing.assert_array_equal(np.array(body["embeddings"], dtype=np.float32), images)
-    np.testing.assert_array_equal(np.array(body["text_embeddings"], dtype=np.float32), captions)
+    same(body["embeddings"], images)
+    same(body["text_embeddings"], captions)
 
 
 def test_pair_similarity_in_the_shared_space(pair_client, pair_run, pair_images) -> None:
@@ -408,9 +414,69 @@ def test_an_ngram_text_run_is_served(tmp_path: Path) -> None:
          "--text-backbone", "ngrams", "--buckets", "256", "--dim", "8", "--batch-size", "4",
          "--device", "cpu", "--log-every", "100")
     model = open_served_model(tmp_path / "run")
-    assert model.texts.card.backbone == "ngrams" and model.texts.card.max_tokens is None
+    assert model.texts.card.backbone == "ngrams" and model.texts.card.max_length is None
     with TestClient(create_app(Service(texts=model.texts))) as client:
         body = client.post("/v1/embed", json={"texts": SENTENCES[:2]}).json()
         assert client.get("/v1/info").json()["input"]["text"]["max_tokens"] is None
     expected = unit(load_text_run(tmp_path / "run").embed(SENTENCES[:2]).numpy())
     np.testing.assert_array_equal(np.array(body["embeddings"], dtype=np.float32), expected)
+
+
+def test_the_index_check_at_start_up_is_the_search_commands(text_run_dir: Path, text_run,
+                                                            pair_run_dir: Path) -> None:
+    """An index of another run's space, of a kind only, or of an image-text run's image
+    features before the projection is refused, as `contrastlab search` refuses it."""
+    model = open_served_model(text_run_dir)
+    vectors = text_run.embed(SENTENCES).numpy()
+    other = "0" * 16 + "/text"
+    for meta, message in (({"kind": "text-simcse"}, "not embeddings of this run"),
+                          ({"kind": "text-simcse", "space": other}, "another run's embeddings")):
+        with pytest.raises(ConfigError, match=message):
+            check_index(build_index(vectors, SENTENCES, "flat", meta=meta), model, "idx")
+    check_index(build_index(vectors, SENTENCES, "flat"), model, "idx")  # a bare array
+    pair = open_served_model(pair_run_dir)
+    backbone = pair.texts.card.space.replace("/shared", "/image-backbone")
+    index = build_index(np.ones((2, 8), dtype=np.float32), None, "flat",
+                        meta={"kind": "image-text", "space": backbone})
+    with pytest.raises(ConfigError, match="not in the shared space"):
+        check_index(index, pair, "idx")
+
+
+def test_serve_command_serves_an_exported_text_tower(text_run_dir: Path, text_run,
+                                                     tmp_path: Path, monkeypatch) -> None:
+    """``serve --artefact text.onnx``: the text encoder of `contrastlab embed --artefact`, with
+    its tokenizer from the artefact; its embeddings are the run's, and an index of the run's
+    embeddings (same space) is accepted."""
+    from typer.testing import CliRunner
+
+    import contrastlab.serve.server as server
+    from contrastlab.cli import app
+    from tests.serve.conftest import _cli
+
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")
+    _cli("export", "--run", str(text_run_dir), "--format", "onnx", "--out",
+         str(tmp_path / "text.onnx"), "--no-parity")
+    model = open_served_model(artefact=tmp_path / "text.onnx")
+    index = build_index(text_run.embed(SENTENCES).numpy(), SENTENCES, "flat",
+                        meta={"kind": "text-simcse", "space": model.texts.card.space})
+    index.save(tmp_path / "idx")
+    started = {}
+    monkeypatch.setattr(server, "run_server", lambda application, settings:
+                        started.setdefault("app", application))
+    result = CliRunner().invoke(app, ["serve", "--artefact", str(tmp_path / "text.onnx"),
+                                      "--index", str(tmp_path / "idx"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with TestClient(started["app"]) as client:
+        info = client.get("/v1/info").json()
+        assert info["inputs"] == ["texts"] and info["model"]["format"] == "onnx"
+        assert info["model"]["kind"] == "text-simcse"
+        body = client.post("/v1/embed", json={"texts": SENTENCES[:3]}).json()
+        np.testing.assert_allclose(np.array(body["embeddings"], dtype=np.float32),
+                                   unit(text_run.embed(SENTENCES[:3]).numpy()), atol=1e-5)
+        hits = client.post("/v1/search", json={"text": SENTENCES[5]}).json()["hits"]
+        assert hits[0]["id"] == SENTENCES[5]
+        detail = refused(client.post("/v1/embed", json={"images": [b64(b"x")]}), 422,
+                         "unsupported_input")
+        assert "serves an exported text tower" in detail
+    with pytest.raises(ConfigError, match="--features applies to image runs"):
+        open_served_model(artefact=tmp_path / "text.onnx", features="backbone")

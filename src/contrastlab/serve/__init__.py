@@ -13,8 +13,8 @@
   (micro-batching, small requests first), ``service.py`` (what the routes share, the limits),
   ``middleware.py`` (API key, body size and timeout), ``schemas.py``, ``app.py`` (the routes),
   ``server.py`` (uvicorn with header timeouts and a connection limit); for text and
-  image-text runs ``text_service.py`` (their towers behind the service) and ``text_inputs.py``
-  (the checks and limits of texts).
+  image-text runs ``text_service.py`` (what is served, on ``text_encoders.py``) and
+  ``text_inputs.py`` (the checks and limits of texts).
 * ``cli.py`` / ``serve_command.py``: the ``embed``, ``export``, ``index build``, ``search`` and
   ``serve`` commands.
 

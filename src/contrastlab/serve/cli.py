@@ -116,7 +116,6 @@ def embed(
         output_files,
         save_embeddings,
     )
-    from contrastlab.serve.encoders import Encoder, open_encoder
     from contrastlab.serve.text_commands import (
         embed_texts_file,
         is_caption_data,
@@ -124,7 +123,7 @@ def embed(
         read_caption_images,
         space_meta,
     )
-    from contrastlab.serve.text_encoders import is_text_artefact, pair_image_encoder, run_kind
+    from contrastlab.serve.text_encoders import is_text_artefact, open_image_encoder, run_kind
 
     if split not in ("all", "train", "test"):
         raise ConfigError(f"--split must be all, train or test, got '{split}'")
@@ -147,12 +146,7 @@ def embed(
     if kind == "text" or (artefact is not None and is_text_artefact(artefact)):
         raise ConfigError(f"'{source}' is a text encoder: give --texts FILE (one sentence a "
                           "line) to embed, not images")
-    encoder: Encoder
-    if kind == "image-text":
-        encoder = pair_image_encoder(run, features or "projector",  # type: ignore[arg-type]
-                                     _device(device))
-    else:
-        encoder = open_encoder(run, artefact, features, _device(device))
+    encoder = open_image_encoder(run, artefact, features, _device(device), kind)
     card = encoder.card
     config = _run_config(encoder)
     spec = data or config.get("data")
@@ -408,11 +402,10 @@ def search(
 ) -> None:
     """Find the indexed items most similar to an image or a text: ids, cosine scores (and the
     items' texts)."""
-    from contrastlab.serve.encoders import Encoder, open_encoder
     from contrastlab.serve.images import read_image_file
     from contrastlab.serve.index import adopt_classes, check_compatible, check_space, load_index
     from contrastlab.serve.text_commands import embed_text_query, open_text_encoder
-    from contrastlab.serve.text_encoders import is_text_artefact, pair_image_encoder, run_kind
+    from contrastlab.serve.text_encoders import is_text_artefact, open_image_encoder, run_kind
 
     if k < 1:
         raise ConfigError(f"-k must be >= 1, got {k}")
@@ -440,12 +433,7 @@ def search(
         if features is None and vector_index.meta.get("features") in ("backbone", "projector") \
                 and run is not None:
             features = vector_index.meta["features"]
-        encoder: Encoder
-        if kind == "image-text":
-            encoder = pair_image_encoder(run, features or "projector",  # type: ignore[arg-type]
-                                         _device(device))
-        else:
-            encoder = open_encoder(run, artefact, features, _device(device))
+        encoder = open_image_encoder(run, artefact, features, _device(device), kind)
         check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
         adopt_classes(vector_index, encoder.card.model_meta.get("classes"),
                       _run_config(encoder).get("data"))

@@ -203,20 +203,28 @@ class TorchEncoder(Encoder):
             return self.module(views).float().cpu().numpy()
 
 
+def onnx_session(model: bytes | str, device: torch.device | str = "cpu",
+                 threads: int | None = None) -> Any:
+    """An ONNX Runtime session of ``model`` (bytes or a path): on CUDA when ``device`` is a CUDA
+    device and the CUDA provider is available, else on the CPU; ``threads``: intra-op threads
+    (None: ONNX Runtime's choice)."""
+    ort = require("onnxruntime", "running an ONNX artefact")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    providers = ["CPUExecutionProvider"]
+    if torch.device(device).type == "cuda" and \
+            "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(model, sess_options=options, providers=providers)
+
+
 class OnnxEncoder(Encoder):
     """An ONNX model run by ONNX Runtime (CPU, or CUDA when its provider is available)."""
 
     def __init__(self, model: bytes | str, card: ModelCard, device: torch.device | str = "cpu",
                  threads: int | None = None) -> None:
-        ort = require("onnxruntime", "running an ONNX artefact")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda" and \
-                "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
+        self.session = onnx_session(model, device, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.card = card
 

@@ -1,5 +1,5 @@
 """The ``serve`` command: the HTTP service of an encoder, with its limits (docs/serving.md): an
-image run or artefact, a text run or an image-text run (docs/text.md)."""
+image run or artefact, a text run or exported text tower, or an image-text run (docs/text.md)."""
 
 from __future__ import annotations
 
@@ -71,12 +71,13 @@ def serve(
 ) -> None:
     """Serve the encoder over HTTP: /v1/embed, /v1/similarity, /v1/search, /v1/info, /healthz.
 
-    --run may be an image run, a text run (texts) or an image-text run (images and texts)."""
+    --run may be an image run, a text run (texts) or an image-text run (images and texts);
+    --artefact an exported image encoder or text tower."""
     from contrastlab.serve.app import BatchSettings, Service, ServiceLimits, create_app
     from contrastlab.serve.decoding import DecodeSettings
     from contrastlab.serve.deps import require
     from contrastlab.serve.images import DEFAULT_MAX_PIXELS
-    from contrastlab.serve.index import adopt_classes, check_compatible, load_index
+    from contrastlab.serve.index import adopt_classes, load_index
     from contrastlab.serve.server import ServerSettings, run_server
     from contrastlab.serve.text_service import check_index, open_served_model
 
@@ -114,11 +115,8 @@ def serve(
     vector_index = None
     if index is not None:
         vector_index = load_index(index)
-        if model.texts is not None:
-            check_index(vector_index, model, f"index '{index}'")
-        else:
-            assert encoder is not None
-            check_compatible(vector_index, encoder.card.to_json(), f"index '{index}'")
+        check_index(vector_index, model, f"index '{index}'")
+        if encoder is not None and model.texts is None:
             adopt_classes(vector_index, encoder.card.model_meta.get("classes"),
                           (getattr(encoder, "run_config", None) or {}).get("data"))
     pixels = max_pixels or DEFAULT_MAX_PIXELS

@@ -1,10 +1,10 @@
 """What the routes share: the encoder, the optional index, the decoder and the micro-batcher,
 and the limits of a request.
 
-The model is an image encoder, a text tower (a text run) or both (an image-text run:
-:mod:`contrastlab.serve.text_service`). Texts are checked (:mod:`contrastlab.serve.text_inputs`)
-and then micro-batched like images, by a second batcher that shares the image batcher's model
-thread, so the model still runs one batch at a time.
+The model is an image encoder, a text encoder (a text run or an exported text tower) or both (an
+image-text run: :mod:`contrastlab.serve.text_service`). Texts are checked
+(:mod:`contrastlab.serve.text_inputs`) and then micro-batched like images, by a second batcher
+that shares the image batcher's model thread, so the model still runs one batch at a time.
 
 A request's images go through two bounded stages, each of which can refuse it at once: decoding
 (:class:`~contrastlab.serve.decoding.Decoder`: per-image and per-request pixel limits, two small
@@ -46,8 +46,9 @@ from contrastlab.serve.images import (
 )
 from contrastlab.serve.index import VectorIndex
 from contrastlab.serve.request_parsing import ApiError, parse_json_images
+from contrastlab.serve.text_encoders import TextEncoder
 from contrastlab.serve.text_inputs import DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_TEXTS, check_texts
-from contrastlab.serve.text_service import ServedModel, TextEmbedder
+from contrastlab.serve.text_service import ServedModel
 
 #: Sent with 503 answers: when to try again, in seconds.
 RETRY_AFTER = {"Retry-After": "1"}
@@ -93,9 +94,9 @@ class Service:
                  limits: ServiceLimits | None = None,
                  batching: BatchSettings | None = None,
                  decoding: DecodeSettings | None = None,
-                 texts: TextEmbedder | None = None) -> None:
+                 texts: TextEncoder | None = None) -> None:
         if encoder is None and texts is None:
-            raise ValueError("a service needs an image encoder, a text embedder or both")
+            raise ValueError("a service needs an image encoder, a text encoder or both")
         self.model = ServedModel(encoder, texts)
         self.encoder = encoder
         self.texts = texts
@@ -149,8 +150,11 @@ class Service:
         served = self.model.inputs
         for kind, given in (("images", images), ("texts", texts)):
             if given and kind not in served:
-                what = ("a text run (trained by `contrastlab train-text`)" if served == ["texts"]
-                        else "an image encoder")
+                what = "an image encoder"
+                if served == ["texts"]:
+                    assert self.texts is not None
+                    what = ("a text run (trained by `contrastlab train-text`)"
+                            if self.texts.card.format == "pytorch" else "an exported text tower")
                 raise ApiError(422, "unsupported_input",
                                f"this server serves {what}: it embeds {served[0]}, not {kind}")
 
@@ -239,7 +243,7 @@ class Service:
                              "timeout_s": decoding.timeout_s, "pools": self.decoder.stats()}
         if self.texts is not None:
             assert self.text_batcher is not None
-            model_input["text"] = {"max_tokens": self.texts.card.max_tokens,
+            model_input["text"] = {"max_tokens": self.texts.card.max_length,
                                    "max_chars": self.limits.max_text_chars}
             stats = self.text_batcher.stats
             batching.update({"text_batches": stats.batches, "text_requests": stats.requests,

@@ -11,7 +11,11 @@ tower, with the identity of the embedding space they map into.
   featuriser's settings travel in it, so an artefact is self-describing) and the space.
 * :func:`pair_image_encoder`: an image-text run's image tower as an image
   :class:`~contrastlab.serve.encoders.Encoder` (``projector`` features: the shared space;
-  ``backbone``: the tower's features before the projection).
+  ``backbone``: the tower's features before the projection); :func:`pair_encoders`: both towers
+  from one load of the run (what ``contrastlab serve`` serves); :func:`open_image_encoder`: the
+  image encoder of any run or artefact.
+
+The HTTP service serves these encoders too (:mod:`contrastlab.serve.text_service`).
 
 **Spaces.** Embeddings are comparable only when one run's encoders made them into one space.
 Each run gets a fingerprint (a BLAKE2b hash of its weights, :func:`weights_fingerprint`), and a
@@ -28,7 +32,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,13 +44,24 @@ from contrastlab.errors import CheckpointError, ConfigError
 from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.serve.deps import require
-from contrastlab.serve.encoders import METADATA_KEY, FeatureModule, ModelCard, TorchEncoder
+from contrastlab.serve.encoders import (
+    METADATA_KEY,
+    Encoder,
+    FeatureModule,
+    ModelCard,
+    TorchEncoder,
+    onnx_session,
+    open_encoder,
+)
 from contrastlab.serve.text_modules import (
     NGRAM_INPUTS,
     TRANSFORMER_INPUTS,
     NgramTextModule,
     TransformerTextModule,
 )
+
+if TYPE_CHECKING:
+    from contrastlab.runs.pair_run import LoadedPairRun
 
 RUN_KINDS = ("image", "text", "image-text")
 TEXT_CARD_VERSION = 1
@@ -254,15 +269,7 @@ class OnnxTextEncoder(TextEncoder):
 
     def __init__(self, model: bytes, card: TextCard, device: torch.device | str = "cpu",
                  threads: int | None = None) -> None:
-        ort = require("onnxruntime", "running an ONNX artefact")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda" and \
-                "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
+        self.session = onnx_session(model, device, threads)
         self.card = card
         self.tokenizer = card_tokenizer(card)
 
@@ -308,29 +315,22 @@ def text_encoder_from_run(run: str | Path, device: torch.device | str = "cpu"
                         tokenizer_json, ngrams)
         return TorchTextEncoder(module.eval().to(device), card, loaded.tokenizer, device,
                                 settings)
-    from contrastlab.runs.pair_run import load_pair_run
+    text, _ = pair_encoders(run, device, with_image=False)
+    return text
 
-    pair = load_pair_run(run, "cpu")
+
+def _pair_text_encoder(pair: LoadedPairRun, fingerprint: str, settings: dict[str, Any],
+                       device: torch.device | str) -> TorchTextEncoder:
     tower = pair.method.tower_b.encoder
     assert isinstance(tower, TextTransformer)
     module = TransformerTextModule(tower, pair.method.projection_b)
     card = TextCard("image-text", pair.method.name, "transformer", "shared", module.output_dim,
-                    weights_fingerprint(pair.method) + "/shared", pair.max_length,
-                    pair.tokenizer.to_json())
+                    fingerprint + "/shared", pair.max_length, pair.tokenizer.to_json())
     return TorchTextEncoder(module.eval().to(device), card, pair.tokenizer, device, settings)
 
 
-def pair_image_encoder(run: str | Path, features: str = "projector",
-                       device: torch.device | str = "cpu") -> TorchEncoder:
-    """The image tower of an image-text run as an image encoder: ``projector`` features are the
-    shared space (CLIP's normalised ``W_i f(x)``), ``backbone`` the tower's own features."""
-    from contrastlab.runs.pair_run import load_pair_run
-    from contrastlab.serve.encoders import check_features
-
-    check_features(features)
-    pair = load_pair_run(run, "cpu")
-    settings = read_run_settings(run)
-    fingerprint = weights_fingerprint(pair.method)
+def _pair_image_encoder(pair: LoadedPairRun, fingerprint: str, settings: dict[str, Any],
+                        features: str, device: torch.device | str) -> TorchEncoder:
     space = fingerprint + ("/shared" if features == "projector" else "/image-backbone")
     transform = pair.transform
     module = FeatureModule(pair.method, features).eval()
@@ -349,6 +349,46 @@ def pair_image_encoder(run: str | Path, features: str = "projector",
     )
     flat = {**train, **settings.get("method", {})}
     return TorchEncoder(module.to(device), card, device, flat)
+
+
+def pair_encoders(run: str | Path, device: torch.device | str = "cpu",
+                  with_image: bool = True) -> tuple[TorchTextEncoder, TorchEncoder | None]:
+    """Both towers of an image-text run in its shared space, from one load of the run: the text
+    encoder and (``with_image``) the image encoder with ``projector`` features."""
+    from contrastlab.runs.pair_run import load_pair_run
+
+    pair = load_pair_run(run, "cpu")
+    settings = read_run_settings(run)
+    fingerprint = weights_fingerprint(pair.method)
+    text = _pair_text_encoder(pair, fingerprint, settings, device)
+    image = (_pair_image_encoder(pair, fingerprint, settings, "projector", device)
+             if with_image else None)
+    return text, image
+
+
+def pair_image_encoder(run: str | Path, features: str = "projector",
+                       device: torch.device | str = "cpu") -> TorchEncoder:
+    """The image tower of an image-text run as an image encoder: ``projector`` features are the
+    shared space (CLIP's normalised ``W_i f(x)``), ``backbone`` the tower's own features."""
+    from contrastlab.runs.pair_run import load_pair_run
+    from contrastlab.serve.encoders import check_features
+
+    check_features(features)
+    pair = load_pair_run(run, "cpu")
+    return _pair_image_encoder(pair, weights_fingerprint(pair.method), read_run_settings(run),
+                               features, device)
+
+
+def open_image_encoder(run: str | Path | None, artefact: str | Path | None,
+                       features: str | None, device: torch.device | str = "cpu",
+                       kind: str | None = None, threads: int | None = None) -> Encoder:
+    """The image encoder of a run or artefact: an image-text run's image tower
+    (:func:`pair_image_encoder`, ``projector`` features by default), else
+    :func:`~contrastlab.serve.encoders.open_encoder`. ``kind``: the run's
+    :func:`run_kind` when already known."""
+    if run is not None and artefact is None and (kind or run_kind(run)) == "image-text":
+        return pair_image_encoder(run, features or "projector", device)
+    return open_encoder(run, artefact, features, device, threads)
 
 
 # ---------------------------------------------------------------------- artefacts
@@ -391,6 +431,7 @@ def text_encoder_from_artefact(path: str | Path, device: torch.device | str = "c
 
 
 __all__ = ["RUN_KINDS", "OnnxTextEncoder", "TextCard", "TextEncoder", "TorchTextEncoder",
-           "artefact_card_json", "card_tokenizer", "is_text_artefact", "pair_image_encoder",
+           "artefact_card_json", "card_tokenizer", "is_text_artefact", "open_image_encoder",
+           "pair_encoders", "pair_image_encoder",
            "read_run_settings", "run_kind", "text_encoder_from_artefact",
            "text_encoder_from_run", "weights_fingerprint"]
