@@ -22,6 +22,7 @@ from contrastlab.cli_settings import (
     _method_help,
     _parameter,
     _section_help,
+    exit_if_stopped,
     source_parameters,
 )
 from contrastlab.settings import declarations
@@ -63,7 +64,6 @@ def _train_pairs(**options: Any) -> None:
     Settings come from the defaults, a YAML file (--config) and the flags, later ones winning;
     with --resume --out RUN, from the run's checkpoint. Prints one JSON object.
     """
-    from contrastlab.cli_text import exit_if_stopped
     from contrastlab.eval.retrieval import evaluate_retrieval_run
     from contrastlab.eval.zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot_run
     from contrastlab.training.pair_settings import resolve_pair_settings

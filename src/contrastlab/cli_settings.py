@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from typer.core import TyperCommand
 
 from contrastlab.config import SECTIONS, method_users
@@ -148,5 +149,16 @@ def source_parameters(recipe_help: str) -> list[inspect.Parameter]:
                               help=recipe_help, rich_help_panel="Sources")]),
     ]
 
-__all__ = ["PANELS", "SectionedCommand", "settings_parameters", "source_parameters",
-           "with_settings_options"]
+def exit_if_stopped(command: str, run: Path, stop_reason: str, steps: int) -> None:
+    """After a SIGINT / SIGTERM (the run checkpointed after the step in progress): say how to
+    continue and exit with 128 + the signal's number."""
+    if stop_reason not in ("SIGINT", "SIGTERM"):
+        return
+    Console(stderr=True).print(
+        f"stopped by {stop_reason} after step {steps}; the checkpoint holds it. "
+        f"Continue with: contrastlab {command} --resume --out {run}", highlight=False)
+    raise typer.Exit(130 if stop_reason == "SIGINT" else 143)
+
+
+__all__ = ["PANELS", "SectionedCommand", "exit_if_stopped", "settings_parameters",
+           "source_parameters", "with_settings_options"]

@@ -19,6 +19,7 @@ from contrastlab.cli_settings import (
     SectionedCommand,
     _parameter,
     _section_help,
+    exit_if_stopped,
     source_parameters,
 )
 from contrastlab.settings import declarations
@@ -107,17 +108,6 @@ def _train_text(**options: Any) -> None:
     print(json.dumps(summary))
 
 
-def exit_if_stopped(command: str, run: Path, stop_reason: str, steps: int) -> None:
-    """After a SIGINT / SIGTERM (the run checkpointed after the step in progress): say how to
-    continue and exit with 128 + the signal's number."""
-    if stop_reason not in ("SIGINT", "SIGTERM"):
-        return
-    err_console.print(f"stopped by {stop_reason} after step {steps}; the checkpoint holds it. "
-                      f"Continue with: contrastlab {command} --resume --out {run}",
-                      highlight=False)
-    raise typer.Exit(130 if stop_reason == "SIGINT" else 143)
-
-
 def _register_train_text(app: typer.Typer) -> None:
     extra = [
         *source_parameters("Start from a text recipe (e.g. sts-simcse-cpu); --config and flags "
@@ -167,4 +157,4 @@ def register(app: typer.Typer, eval_app: typer.Typer) -> None:
     eval_app.command("sts")(eval_sts)
 
 
-__all__ = ["exit_if_stopped", "register", "text_settings_parameters"]
+__all__ = ["register", "text_settings_parameters"]

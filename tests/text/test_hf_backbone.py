@@ -20,8 +20,8 @@ pytest.importorskip("transformers")
 
 from contrastlab.cli import app  # noqa: E402
 from contrastlab.errors import ConfigError  # noqa: E402
-from contrastlab.models.hf_folder import load_folder  # noqa: E402
 from contrastlab.runs.checkpoint import load_checkpoint  # noqa: E402
+from contrastlab.runs.hf_folder import load_folder  # noqa: E402
 from contrastlab.runs.text_run import load_text_run  # noqa: E402
 from contrastlab.training.text_settings import resolve_text_settings  # noqa: E402
 from tests.text.hf_model import SENTENCES, direct_embeddings, write_tiny_bert  # noqa: E402

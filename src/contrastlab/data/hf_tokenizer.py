@@ -3,7 +3,7 @@ interface of :class:`contrastlab.data.tokenizer.TextTokenizer`: ``encode(texts, 
 gives a padded :class:`TokenBatch`, ``pad_id`` and ``vocab_size`` say how.
 
 The folder's own tokenizer (``transformers.AutoTokenizer``, loaded by
-:mod:`contrastlab.models.hf_folder` from local files only) does the work: its normalisation,
+:mod:`contrastlab.runs.hf_folder` from local files only) does the work: its normalisation,
 sub-words and special tokens (``[CLS] ... [SEP]`` for BERT), truncation to ``max_length``
 tokens with the special tokens kept, padding with its pad token.
 """

@@ -1,5 +1,5 @@
 r"""A Hugging Face ``transformers`` model as the sentence encoder (``--text-backbone hf:PATH``;
-the folder is read by :mod:`contrastlab.models.hf_folder`).
+the folder is read by :mod:`contrastlab.runs.hf_folder`).
 
 The model (``AutoModel``: BERT, MiniLM, RoBERTa, ... without a task head) maps token ids and
 their attention mask to token outputs :math:`x_t` (its ``last_hidden_state``); the sentence

@@ -5,7 +5,7 @@ The checkpoint is read weights-only (:func:`contrastlab.runs.checkpoint.load_che
 holds the settings the encoder was built with, the tokenizer's JSON (Transformer runs; an n-gram
 run's featuriser is rebuilt from its settings and its IDF is a buffer of the state dict; an
 ``hf:PATH`` run holds the model folder's ``config.json`` and tokenizer files, from which
-transformers rebuilds the model and tokenizer, :func:`contrastlab.models.hf_folder.rebuild_encoder`)
+transformers rebuilds the model and tokenizer, :func:`contrastlab.runs.hf_folder.rebuild_encoder`)
 and the state dict (an n-gram table as its trained rows over its regenerated initialisation:
 :mod:`contrastlab.runs.ngram_table`; checkpoints of before hold the whole table), so the run
 needs nothing else (not the model folder either) to embed sentences exactly as in training (in
@@ -25,11 +25,11 @@ from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.ngrams import NgramFeaturizer
 from contrastlab.data.tokenizer import TextTokenizer
 from contrastlab.errors import CheckpointError
-from contrastlab.models.hf_folder import HF_PREFIX, rebuild_encoder
 from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.ngram_encoder import NgramEncoder, NgramEncoderSettings
 from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
 from contrastlab.runs.checkpoint import load_run_of_kind
+from contrastlab.runs.hf_folder import HF_PREFIX, rebuild_encoder
 from contrastlab.runs.ngram_table import unpack_table
 
 #: the ``kind`` of a text run's checkpoint (image runs' checkpoints have none)

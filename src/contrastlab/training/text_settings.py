@@ -26,10 +26,10 @@ import yaml
 
 from contrastlab.errors import ConfigError, did_you_mean
 from contrastlab.methods.simcse import SimCSESettings
-from contrastlab.models.hf_folder import HF_PREFIX
 from contrastlab.models.ngram_encoder import NgramEncoderSettings
 from contrastlab.models.text_encoder import TextEncoderSettings
 from contrastlab.optim.settings import OptimizerSettings
+from contrastlab.runs.hf_folder import HF_PREFIX
 from contrastlab.settings import Declaration, Settings, declarations, setting
 
 

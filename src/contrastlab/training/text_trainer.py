@@ -27,7 +27,7 @@ The run directory::
                                 and, with ``epochs: 0``, once with the encoder as built
 
 An ``hf:PATH`` run starts from the pretrained weights of the folder (read once, local files
-only: :mod:`contrastlab.models.hf_folder`) and tokenises with its tokenizer; its checkpoint holds
+only: :mod:`contrastlab.runs.hf_folder`) and tokenises with its tokenizer; its checkpoint holds
 all the folder's files but the weights file (the weights are the state dict), so the run
 folder alone rebuilds the encoder: ``eval sts`` and ``--resume`` do not read the model folder
 again. ``epochs: 0`` saves the encoder as loaded (no step).
@@ -59,7 +59,6 @@ from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.tokenizer import TextTokenizer
 from contrastlab.errors import CheckpointError
 from contrastlab.methods.simcse import SimCSE
-from contrastlab.models.hf_folder import folder_files, hf_folder, load_folder, rebuild_encoder
 from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
@@ -67,6 +66,7 @@ from contrastlab.optim.optimizers import build_optimizer, default_lr
 from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
+from contrastlab.runs.hf_folder import folder_files, hf_folder, load_folder, rebuild_encoder
 from contrastlab.runs.ngram_table import (
     TABLE_KEY,
     pack_sparse_adam,
