@@ -16,7 +16,8 @@ more. CLIP and
 SigLIP on pairs (with augmentations), unsupervised and supervised SimCSE (with hard negatives)
 on a Transformer are covered.
 
-In the same group: resume under 2 processes, with dropout and token drop on (per-rank random
+In the same group: a 1-process run stopped after 3 steps continues under 2 processes; resume
+under 2 processes, with dropout and token drop on (per-rank random
 streams, each rank's saved and restored), ends bit for bit like the uninterrupted 2-process run;
 the n-gram backbone and CoSENT are refused under torchrun, and a global batch that does not
 divide over the processes stops every rank with the same error.
@@ -24,7 +25,9 @@ divide over the processes stops every rank with the same error.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +106,7 @@ def _group_worker(rank: int, world: int, root: str, data: dict[str, str]) -> Non
     stopped = {**resume_values, "out": str(base / "resumed"), "checkpoint_every": 1}
     fit_text(resolve_text_settings(stopped), stop_after_step=3)
     fit_text(resolve_text_settings({"resume": True, "out": str(base / "resumed")}))
+    fit_text(resolve_text_settings({"resume": True, "out": str(base / "from-one")}))
 
 
 def check_refusals(root: Path, data: dict[str, str]) -> None:
@@ -126,16 +130,30 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     folders = {world: tmp_path_factory.mktemp(f"loops-{world}") for world in (1, 2)}
     # one copy of the data for both (the tokenizer's ids are those of one training of it)
     data = write_data(tmp_path_factory.mktemp("data"))
+    # a run of one process, stopped, that the group continues
+    with one_thread():
+        fit_text(resolve_text_settings({**RESUME, "data": data["sentences"],
+                                        "tokenizer": data["tokenizer"],
+                                        "out": str(folders[2] / "from-one")}),
+                 stop_after_step=3)
     group = start_group(2, _group_worker, str(folders[2]), data)
+    try:
+        with one_thread():
+            for case, _, _ in CASES:
+                run_case(case, data, folders[1] / case)
+    finally:
+        join(group)
+    return folders
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for case, _, _ in CASES:
-            run_case(case, data, folders[1] / case)
+        yield
     finally:
         torch.set_num_threads(threads)
-        join(group)
-    return folders
 
 
 def step_losses(run: Path) -> list[float]:
@@ -200,3 +218,14 @@ def test_resume_under_two_processes_continues_identically(runs: dict[int, Path])
     assert step_losses(runs[2] / "resumed") == step_losses(runs[2] / "straight")
     ranks = straight["rank_rng"]
     assert not torch.equal(ranks[0]["torch"], ranks[1]["torch"])  # per-rank dropout streams
+
+
+@pytest.mark.slow
+def test_a_one_process_run_continues_under_two(runs: dict[int, Path]) -> None:
+    """Rank 0 takes the run's random state back, rank 1 a fresh stream of (seed, rank, step);
+    the next checkpoint holds both ranks' states."""
+    resumed = load_checkpoint(runs[2] / "from-one" / "checkpoints" / "last.pt")
+    assert resumed["position"]["step"] == 6 and len(resumed["rank_rng"]) == 2
+    assert [r["step"] for r in map(json.loads, (runs[2] / "from-one" / "metrics.jsonl")
+                                   .read_text().splitlines())
+            if r["type"] == "step"] == [1, 2, 3, 4, 5, 6]
