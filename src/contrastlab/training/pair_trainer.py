@@ -196,13 +196,16 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
         + (f"; resumed at step {position.step}" if position else ""))
     method.train()
 
+    dtype = method.projection_a.weight.dtype
+
     def step(indices: torch.Tensor, number: int, progress: float
              ) -> tuple[float, dict[str, float]]:
         images, tokens = data.batch(local_rows(ddp, indices))
         # the global batch's augmentation parameters are drawn; this rank's rows augmented
         augmented = views(images.to(device), generator, global_batch=len(indices),
                           offset=ddp.rank * local_batch)[0]
-        batch = ImageTextBatch(augmented.contiguous(memory_format=torch.channels_last),
+        # float32 views in the weights' dtype (float64 under torch.set_default_dtype)
+        batch = ImageTextBatch(augmented.to(dtype).contiguous(memory_format=torch.channels_last),
                                tokens.to(device))
         return _step(method, optimizer, batch, opt.clip_grad_norm, number, progress, ddp)
 
