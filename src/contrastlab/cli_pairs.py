@@ -74,6 +74,8 @@ def _train_pairs(**options: Any) -> None:
     templates = options.pop("templates") or list(DEFAULT_TEMPLATES)
     settings = resolve_pair_settings(options, config_file=config_file)
     result = fit_pairs(settings, say=lambda text: err_console.print(text, highlight=False))
+    if not result.is_main:
+        return  # torchrun: rank 0 alone reports and evaluates
     exit_if_stopped("train-pairs", result.run_dir, result.stop_reason, result.steps)
     summary: dict[str, Any] = {"run": str(result.run_dir), "steps": result.steps,
                                "stop_reason": result.stop_reason}

@@ -97,6 +97,8 @@ def _train_text(**options: Any) -> None:
     settings = resolve_text_settings(options, config_file=config_file, recipe=recipe_values,
                                      recipe_name=recipe)
     result = fit_text(settings, say=lambda text: err_console.print(text, highlight=False))
+    if not result.is_main:
+        return  # torchrun: rank 0 alone reports and evaluates
     exit_if_stopped("train-text", result.run_dir, result.stop_reason, result.steps)
     summary: dict[str, Any] = {"run": str(result.run_dir), "steps": result.steps,
                                "stop_reason": result.stop_reason}

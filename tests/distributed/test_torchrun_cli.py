@@ -60,3 +60,51 @@ def test_torchrun_two_processes_train_like_one_process(tmp_path: Path) -> None:
                                              .read_text().splitlines()) if r["type"] == "step"]
     losses = [r["loss"] for r in records if r["type"] == "step"]
     assert losses == pytest.approx(expected_losses, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_torchrun_train_pairs_writes_one_run_like_one_process(tmp_path: Path) -> None:
+    """``torchrun --nproc_per_node 2 -m contrastlab train-pairs``: rank 0 alone prints the
+    summary and writes the run folder; its step losses are one process's."""
+    from contrastlab.data.tokenizer import train_tokenizer
+    from contrastlab.training.pair_settings import resolve_pair_settings
+    from contrastlab.training.pair_trainer import fit_pairs
+    from tests.text.pair_data import COLOURS, write_folder
+
+    data = write_folder(tmp_path / "colours", per_class=4)  # 16 pairs
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text(train_tokenizer([f"a {c} square" for c in COLOURS], vocab_size=40,
+                                         min_frequency=1).to_json())
+    values = {"method": "clip", "data": str(data), "tokenizer": str(tokenizer),
+              "backbone": "convnet-small", "dim": 16, "depth": 1, "heads": 2, "dropout": 0.0,
+              "projection_dim": 8, "batch_size": 8, "epochs": 2, "optimizer": "sgd",
+              "lr": 0.1, "log_every": 1, "device": "cpu"}
+    out = tmp_path / "two-processes"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in values.items()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "contrastlab", "train-pairs", *flags, "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1, done.stdout  # rank 0 alone prints the summary
+    assert json.loads(summaries[0]) == {"run": str(out), "steps": 4, "stop_reason": "done"}
+    assert "2 processes of 4 pairs" in " ".join(done.stderr.split())  # rich wraps lines
+    assert done.stderr.count("step 4/4") == 1  # rank 0 alone reports
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["type"] == "step"] == [1, 2, 3, 4]  # logged once
+    assert [r["type"] for r in records].count("final") == 1
+    reference = tmp_path / "one-process"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fit_pairs(resolve_pair_settings({**values, "out": str(reference)}))
+    finally:
+        torch.set_num_threads(threads)
+    expected = [r["loss"] for r in map(json.loads, (reference / "metrics.jsonl")
+                                       .read_text().splitlines()) if r["type"] == "step"]
+    assert [r["loss"] for r in records if r["type"] == "step"] == pytest.approx(expected,
+                                                                               rel=1e-5)

@@ -21,6 +21,14 @@ The run directory::
                                 tokenizer, image size / channels / mean / std, loop position,
                                 random states and the augmentations' generator
 
+Under ``torchrun --nproc_per_node P -m contrastlab train-pairs ...`` every process runs this
+loop on its share of each global batch (``batch_size`` is the global batch), the CLIP / SigLIP
+loss sees the whole batch's pairs, batch norm (in the image tower) normalises over the global
+batch (:class:`~contrastlab.models.global_batch_norm.GlobalBatchNorm`, as the image trainer's
+``sync_batchnorm``), gradients are averaged, and rank 0 alone writes the run folder: the run
+trains like one process on the whole batch (up to dropout, whose masks are drawn per rank;
+:mod:`contrastlab.training.small_ddp`).
+
 Batch order: epoch e is a permutation of the pairs drawn from a generator seeded with
 (seed, e); the augmentations draw from a generator seeded with ``seed``, whose state the
 checkpoint holds, so a resumed run ends with the weights of one never interrupted.
@@ -43,14 +51,24 @@ from contrastlab.data.tokenizer import TextTokenizer, TokenBatch, train_tokenize
 from contrastlab.methods.image_text import ImageTextBatch, build_image_text_method
 from contrastlab.methods.two_tower import TwoTowerMethod
 from contrastlab.models.backbones import build_backbone, takes_geometry
+from contrastlab.models.global_batch_norm import convert_to_global_batch_norm
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.optim.optimizers import build_optimizer, default_lr
 from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
 from contrastlab.runs.pair_run import PAIR_RUN_KIND
+from contrastlab.training.ddp import Distributed, setup_distributed
 from contrastlab.training.pair_settings import PairRunSettings
 from contrastlab.training.signals import StopRequest
+from contrastlab.training.small_ddp import (
+    broadcast_module,
+    check_global_batch,
+    local_rows,
+    rank_random_states,
+    restore_rank_random_state,
+    seed_ranks,
+)
 from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
 from contrastlab.training.small_resume import (
     check_examples,
@@ -70,6 +88,8 @@ class PairRunResult:
     last_loss: float
     stop_reason: str
     seconds: float
+    #: False on the ranks other than 0 under torchrun (they print and evaluate nothing)
+    is_main: bool = True
 
 
 @dataclass
@@ -118,24 +138,33 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
     train = settings.train
     if train.threads:
         torch.set_num_threads(train.threads)
-    out = Path(train.out or default_run_name(train.method, train.data))
-    run = RunDirectory(out)
-    run.prepare(resume=train.resume)
+    ddp = setup_distributed(resolve_device(train.device))
+    try:
+        return _fit_pairs(settings, ddp, say if ddp.is_main else _say_nothing, stop_after_step)
+    finally:
+        ddp.close()
+
+
+def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str], None],
+               stop_after_step: int | None) -> PairRunResult:
+    train = settings.train
+    out = Path(ddp.from_main(train.out or default_run_name(train.method, train.data)))
+    run = ddp.run_directory(str(out), train.resume)
     saved = load_resumable(out, PAIR_RUN_KIND, "train-pairs") if train.resume else None
-    device = resolve_device(train.device)
+    device = ddp.device
     torch.manual_seed(train.seed)
-    data = read_pair_data(settings, say,
-                          TextTokenizer.from_json(saved["tokenizer"]) if saved else None)
+    data = _read_on_every_rank(settings, ddp, say,
+                               TextTokenizer.from_json(saved["tokenizer"]) if saved else None)
     pairs = data.pairs
     if saved:
         check_examples(saved, len(pairs), out)
+    plan = plan_loop(len(pairs), train.batch_size, train.epochs, train.time_budget)
+    local_batch = check_global_batch(ddp, plan.batch_size, "train-pairs")
     run.log({"type": "data", "pairs": len(pairs), "images": int(pairs.images.shape[0]),
              "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(pairs.skipped)})
     if pairs.skipped:
         say(f"skipped {len(pairs.skipped)} bad row(s); first: {pairs.skipped[0]}")
-    write_text_atomic(run.config_path, yaml.safe_dump(settings.to_dict(), sort_keys=False),
-                      "config")
-    write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
+    ddp.on_main(lambda: _write_settings(run, settings, data.tokenizer))
 
     channels, size = int(pairs.images.shape[1]), int(pairs.images.shape[-1])
     mean, std = channel_stats(pairs.images)
@@ -145,6 +174,10 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
     text = TextTransformer(data.tokenizer.vocab_size, settings.encoder, data.tokenizer.pad_id)
     method = build_image_text_method(train.method, backbone, text, settings.method).to(device)
     method.backbone.to(memory_format=torch.channels_last)  # as the image Trainer's default
+    if ddp.enabled:  # batch norm over the global batch, as one process on the whole batch
+        convert_to_global_batch_norm(method)
+    broadcast_module(ddp, method)
+    seed_ranks(ddp, train.seed)
     opt = settings.optimizer
     peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
     optimizer = build_optimizer(method, opt.name, peak_lr, opt.weight_decay, opt.momentum)
@@ -155,55 +188,87 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["view_generator"])
         position = restore_training_state(saved)
+        restore_rank_random_state(ddp, saved, train.seed)
 
-    plan = plan_loop(len(pairs), train.batch_size, train.epochs, train.time_budget)
     say(f"{train.method}: {len(pairs)} pairs of {pairs.images.shape[0]} images, "
         f"{plan.describe()}, device {device}"
+        + (f", {ddp.world_size} processes of {local_batch} pairs" if ddp.enabled else "")
         + (f"; resumed at step {position.step}" if position else ""))
     method.train()
 
+    dtype = method.projection_a.weight.dtype
+
     def step(indices: torch.Tensor, number: int, progress: float
              ) -> tuple[float, dict[str, float]]:
-        images, tokens = data.batch(indices)
-        augmented = views(images.to(device), generator)[0]
-        batch = ImageTextBatch(augmented.contiguous(memory_format=torch.channels_last),
+        images, tokens = data.batch(local_rows(ddp, indices))
+        # the global batch's augmentation parameters are drawn; this rank's rows augmented
+        augmented = views(images.to(device), generator, global_batch=len(indices),
+                          offset=ddp.rank * local_batch)[0]
+        # float32 views in the weights' dtype (float64 under torch.set_default_dtype)
+        batch = ImageTextBatch(augmented.to(dtype).contiguous(memory_format=torch.channels_last),
                                tokens.to(device))
-        return _step(method, optimizer, batch, opt.clip_grad_norm, number, progress)
+        return _step(method, optimizer, batch, opt.clip_grad_norm, number, progress, ddp)
 
     image = {"size": size, "channels": channels, "mean": list(mean), "std": list(std)}
 
     def save(position: LoopPosition) -> None:
-        _save(run, method, optimizer, settings, data, image,
-              {**training_state(position, len(pairs)), "view_generator": generator.get_state()})
+        rank_rng = rank_random_states(ddp)  # a collective: every rank
+        ddp.on_main(lambda: _save(
+            run, method, optimizer, settings, data, image,
+            {**training_state(position, len(pairs)), "view_generator": generator.get_state(),
+             **({"rank_rng": rank_rng} if rank_rng else {})}))
 
     with StopRequest() as request:
         end = run_loop(plan, items=len(pairs), seed=train.seed, log_every=train.log_every,
                        peak_lr=peak_lr, warmup_fraction=opt.warmup_fraction,
                        optimizers=[optimizer], step=step, log=run.log, say=say, save=save,
                        checkpoint_every=train.checkpoint_every, start=position,
-                       should_stop=stop_check(request, stop_after_step))
+                       should_stop=stop_check(request, stop_after_step), ddp=ddp)
     if end.stop in ("done", "time_budget"):
         run.log({"type": "final", "steps": end.step, "loss": end.last_loss,
                  "stop_reason": end.stop, "elapsed": round(end.elapsed, 3)})
-    return PairRunResult(out, end.step, end.last_loss, end.stop, end.elapsed)
+    return PairRunResult(out, end.step, end.last_loss, end.stop, end.elapsed, ddp.is_main)
+
+
+def _read_on_every_rank(settings: PairRunSettings, ddp: Distributed, say: Callable[[str], None],
+                        tokenizer: TextTokenizer | None) -> PairData:
+    """:func:`read_pair_data`; under torchrun rank 0 reads first (a bad file stops every rank
+    with its error) and every rank then tokenises with rank 0's tokenizer."""
+    if not ddp.enabled:
+        return read_pair_data(settings, say, tokenizer)
+    data = ddp.on_main(lambda: read_pair_data(settings, say, tokenizer))
+    shared = ddp.from_main(data.tokenizer.to_json() if data is not None else None)
+    return data if data is not None else read_pair_data(settings, say,
+                                                        TextTokenizer.from_json(shared))
+
+
+def _write_settings(run: RunDirectory, settings: PairRunSettings,
+                    tokenizer: TextTokenizer) -> None:
+    write_text_atomic(run.config_path, yaml.safe_dump(settings.to_dict(), sort_keys=False),
+                      "config")
+    write_text_atomic(run.root / "tokenizer.json", tokenizer.to_json(), "tokenizer")
 
 
 def _step(method: TwoTowerMethod, optimizer: torch.optim.Optimizer, batch: ImageTextBatch,
-          clip: float | None, step: int, progress: float) -> tuple[float, dict[str, float]]:
-    """One optimiser step; a non-finite loss or gradient skips it (returns the loss)."""
+          clip: float | None, step: int, progress: float, ddp: Distributed
+          ) -> tuple[float, dict[str, float]]:
+    """One optimiser step; a non-finite loss or gradient skips it (returns the loss, the
+    global batch's: averaged over the ranks under torchrun)."""
     optimizer.zero_grad(set_to_none=True)
     output = method.pair_step(batch.images, batch.tokens)
-    value = float(output.loss.detach())
+    loss, metrics = ddp.mean_step(output.loss.detach(), output.metrics)
+    value = float(loss)
     if not math.isfinite(value):
         return value, {}
     output.loss.backward()
+    ddp.average_gradients(method.parameters())
     if clip is not None:
         norm = torch.nn.utils.clip_grad_norm_(method.parameters(), clip)
         if not torch.isfinite(norm):
             return math.nan, {}
     optimizer.step()
     method.on_step_end(step, progress, output)
-    return value, output.metrics
+    return value, metrics
 
 
 def _save(run: RunDirectory, method: TwoTowerMethod, optimizer: torch.optim.Optimizer,

@@ -6,7 +6,10 @@ record in metrics.jsonl, and a stop when the epochs or the budget are spent. Wha
 the caller's (:data:`Step`), and so is what a checkpoint holds (``save``): the loop gives
 the :class:`LoopPosition` to store and starts from a stored one, so a run killed and resumed
 takes the same batches and learning rates as one that was not. The image runs have their own
-trainer (torchrun, mixed precision, callbacks).
+trainer (mixed precision, callbacks). Under torchrun (``ddp``) every rank runs this loop on the
+same batch order; the stop decision and the training time are agreed on after every step and
+every checkpoint (:meth:`~contrastlab.training.ddp.Distributed.agree`), so the ranks take the
+same learning rates and stop together (see :mod:`contrastlab.training.small_ddp`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from torch import Tensor
 
 from contrastlab.optim import set_lr, warmup_cosine
+from contrastlab.training.ddp import Distributed
 from contrastlab.training.signals import StopRequest
 
 #: ``step(indices, step_number, progress)``: one optimiser step on the examples ``indices``;
@@ -98,7 +102,8 @@ def run_loop(plan: LoopPlan, *, items: int, seed: int, log_every: int, peak_lr: 
              log: Callable[[dict[str, Any]], None], say: Callable[[str], None],
              save: Callable[[LoopPosition], None], checkpoint_every: int = 0,
              start: LoopPosition | None = None,
-             should_stop: Callable[[int], str | None] = _no_stop) -> LoopEnd:
+             should_stop: Callable[[int], str | None] = _no_stop,
+             ddp: Distributed | None = None) -> LoopEnd:
     """Train as ``plan`` says (see the module doc) from ``start`` (a resumed run's position).
 
     ``save(position)`` writes a checkpoint: at the end of every epoch, every
@@ -106,7 +111,11 @@ def run_loop(plan: LoopPlan, *, items: int, seed: int, log_every: int, peak_lr: 
     (asked after every step) gives a reason to stop; the write counts as training time, as in
     the image ``Trainer``. A resumed loop draws the same batches, learning rates and step
     records as the uninterrupted one.
+
+    ``ddp``: the process group (torchrun); ``step`` returns the loss averaged over the ranks,
+    ``log`` and ``save`` write on rank 0 only (``save`` is called on every rank).
     """
+    ddp = ddp if ddp is not None else Distributed()
     position = start or LoopPosition()
     budget, total, stop = plan.budget, plan.total_steps, "done"
     while budget is not None or position.epoch < plan.epochs:
@@ -138,13 +147,13 @@ def run_loop(plan: LoopPlan, *, items: int, seed: int, log_every: int, peak_lr: 
                 say(f"step {number}" + (f"/{total}" if not budget else "")
                     + f"  epoch {position.epoch}  loss {loss:.4f}  lr {lr:.2e}  "
                     f"{position.elapsed:.0f} s")
-            reason = should_stop(number)
+            reason, position.elapsed = ddp.agree(should_stop(number), position.elapsed)
             if reason is not None:
                 stop = reason
                 break
             if (checkpoint_every and number % checkpoint_every == 0
                     and position.batch_in_epoch < plan.steps_per_epoch):
-                _timed_save(save, position)
+                _timed_save(save, position, ddp)
         epoch_done = position.batch_in_epoch >= plan.steps_per_epoch
         if epoch_done or stop == "time_budget":
             log({"type": "epoch", "epoch": position.epoch, "step": position.step,
@@ -154,7 +163,7 @@ def run_loop(plan: LoopPlan, *, items: int, seed: int, log_every: int, peak_lr: 
         if epoch_done:
             position.epoch += 1
             position.batch_in_epoch, position.epoch_loss_sum, position.epoch_losses = 0, 0.0, 0
-        _timed_save(save, position)
+        _timed_save(save, position, ddp)
         if stop != "done":
             break
     return LoopEnd(epoch=position.epoch - (position.batch_in_epoch == 0), step=position.step,
@@ -174,10 +183,13 @@ def stop_check(request: StopRequest, stop_after_step: int | None
     return should_stop
 
 
-def _timed_save(save: Callable[[LoopPosition], None], position: LoopPosition) -> None:
+def _timed_save(save: Callable[[LoopPosition], None], position: LoopPosition,
+                ddp: Distributed) -> None:
     started = time.perf_counter()
     save(position)
     position.elapsed += time.perf_counter() - started
+    # rank 0 wrote: the ranks take the same (longest) time, hence the same learning rates
+    _, position.elapsed = ddp.agree(None, position.elapsed)
 
 
 __all__ = ["LoopEnd", "LoopPlan", "LoopPosition", "Step", "plan_loop", "run_loop", "stop_check"]

@@ -32,6 +32,13 @@ all the folder's files but the weights file (the weights are the state dict), so
 folder alone rebuilds the encoder: ``eval sts`` and ``--resume`` do not read the model folder
 again. ``epochs: 0`` saves the encoder as loaded (no step).
 
+Under ``torchrun --nproc_per_node P -m contrastlab train-text ...`` (Transformer encoder) every
+process runs this loop on its share of each global batch (``batch_size`` is the global batch),
+SimCSE's loss sees the whole batch's positives and negatives, gradients are averaged and rank 0
+alone writes the run folder (:mod:`contrastlab.training.small_ddp`; dropout and token drop are
+drawn per rank). The n-gram encoder (sparse gradients, SparseAdam) and CoSENT (a ranking over
+every pair of the batch, without a per-rank form) are refused under torchrun.
+
 Batch order: epoch e is a permutation drawn from a generator seeded with (seed, e); dropout and
 token drop draw from torch's global generator, whose state the checkpoint holds, so a resumed
 run ends with the same weights as one that was never interrupted.
@@ -77,7 +84,17 @@ from contrastlab.runs.ngram_table import (
     unpack_table,
 )
 from contrastlab.runs.text_run import TEXT_RUN_KIND
+from contrastlab.training.ddp import Distributed, setup_distributed
 from contrastlab.training.signals import StopRequest
+from contrastlab.training.small_ddp import (
+    broadcast_module,
+    check_global_batch,
+    local_rows,
+    rank_random_states,
+    refuse_under_torchrun,
+    restore_rank_random_state,
+    seed_ranks,
+)
 from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
 from contrastlab.training.small_resume import (
     check_examples,
@@ -103,6 +120,8 @@ class TextRunResult:
     last_loss: float
     stop_reason: str
     seconds: float
+    #: False on the ranks other than 0 under torchrun (they print and evaluate nothing)
+    is_main: bool = True
 
 
 def _say_nothing(_: str) -> None:
@@ -147,11 +166,29 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     train = settings.train
     if train.threads:
         torch.set_num_threads(train.threads)
-    out = Path(train.out or default_run_name("simcse", train.data.split(",")[0]))
-    run = RunDirectory(out)
-    run.prepare(resume=train.resume)
+    ddp = setup_distributed(resolve_device(train.device))
+    try:
+        return _fit_text(settings, ddp, say if ddp.is_main else _say_nothing, stop_after_step)
+    finally:
+        ddp.close()
+
+
+def _fit_text(settings: TextRunSettings, ddp: Distributed, say: Callable[[str], None],
+              stop_after_step: int | None) -> TextRunResult:
+    train = settings.train
+    if train.text_backbone == "ngrams":
+        refuse_under_torchrun(ddp, "train-text --text-backbone ngrams",
+                              "the n-gram table's sparse gradients (SparseAdam) are not averaged "
+                              "over processes; use --text-backbone transformer")
+    if settings.method.supervised and settings.method.supervised_loss == "cosent":
+        refuse_under_torchrun(ddp, "train-text --supervised-loss cosent",
+                              "CoSENT ranks every pair of the batch against every other and has "
+                              "no per-process form here; use --supervised-loss simcse")
+    out = Path(ddp.from_main(train.out or default_run_name("simcse",
+                                                           train.data.split(",")[0])))
+    run = ddp.run_directory(str(out), train.resume)
     saved = load_resumable(out, TEXT_RUN_KIND, "train-text") if train.resume else None
-    device = resolve_device(train.device)
+    device = ddp.device
     torch.manual_seed(train.seed)
     hf_path = hf_folder(train.text_backbone)
     pretrained = (None if hf_path is None
@@ -173,41 +210,50 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
                  "buckets": settings.ngrams.buckets, "idf_sentences": data.sentences,
                  "skipped_rows": len(data.skipped)})
     else:
-        data = build_training_data(train, settings.method, settings.encoder.max_length, say,
-                                   TextTokenizer.from_json(saved["tokenizer"]) if saved else None)
+        data = _read_on_every_rank(settings, ddp, say, TextTokenizer.from_json(
+            saved["tokenizer"]) if saved else None)
         if saved:
             check_examples(saved, len(data), out)
         run.log({"type": "data", "examples": len(data), "groups": data.groups,
                  "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(data.skipped)})
     if data.skipped:
         say(f"skipped {len(data.skipped)} bad row(s); first: {data.skipped[0]}")
-    write_text_atomic(run.config_path, yaml.safe_dump(settings.to_dict(), sort_keys=False),
-                      "config")
+    plan = plan_loop(len(data), train.batch_size, train.epochs, train.time_budget)
+    local_batch = check_global_batch(ddp, plan.batch_size, "train-text")
+    ddp.on_main(lambda: write_text_atomic(
+        run.config_path, yaml.safe_dump(settings.to_dict(), sort_keys=False), "config"))
 
     opt = settings.optimizer
     peak_lr = opt.lr if opt.lr is not None else default_lr(opt.name, train.batch_size)
-    model = _build(settings, data, device, peak_lr, run, pretrained)
-    position = _restore(saved, model, out) if saved else None
-
-    plan = plan_loop(len(data), train.batch_size, train.epochs, train.time_budget)
+    model = _build(settings, data, device, peak_lr, run, ddp, pretrained)
+    broadcast_module(ddp, model.method)
+    seed_ranks(ddp, train.seed)
+    position = None
+    if saved:
+        position = _restore(saved, model, out)
+        restore_rank_random_state(ddp, saved, train.seed)
     kind = "unsupervised"
     if settings.method.supervised:
         kind = ("supervised, CoSENT" if settings.method.supervised_loss == "cosent"
                 else "supervised")
     say(f"simcse ({kind}, {train.text_backbone}): {len(data)} examples, {plan.describe()}, "
-        f"device {device}" + (f"; resumed at step {position.step}" if position else ""))
+        f"device {device}"
+        + (f", {ddp.world_size} processes of {local_batch} examples" if ddp.enabled else "")
+        + (f"; resumed at step {position.step}" if position else ""))
     model.method.train()
     clip = None if model.ngram_rows is not None else opt.clip_grad_norm
 
     def step(indices: torch.Tensor, number: int, progress: float
              ) -> tuple[float, dict[str, float]]:
-        return _step(model.method, model.optimizer, data, indices, device, clip), {}
+        return _step(model.method, model.optimizer, data, local_rows(ddp, indices), device,
+                     clip, ddp), {}
 
     saves = 0
 
     def save(position: LoopPosition) -> None:
         nonlocal saves
-        _save(run, model, settings, data, position)
+        rank_rng = rank_random_states(ddp)  # a collective: every rank
+        ddp.on_main(lambda: _save(run, model, settings, data, position, rank_rng))
         saves += 1
 
     with StopRequest() as request:
@@ -215,13 +261,29 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
                        peak_lr=peak_lr, warmup_fraction=opt.warmup_fraction,
                        optimizers=[model.optimizer], step=step, log=run.log, say=say,
                        save=save, checkpoint_every=train.checkpoint_every, start=position,
-                       should_stop=stop_check(request, stop_after_step))
+                       should_stop=stop_check(request, stop_after_step), ddp=ddp)
     if not saves:  # epochs 0 (or a resumed run already past its epochs): the encoder as it is
         save(position or LoopPosition())
     if end.stop in ("done", "time_budget"):
         run.log({"type": "final", "steps": end.step, "loss": end.last_loss,
                  "stop_reason": end.stop, "elapsed": round(end.elapsed, 3)})
-    return TextRunResult(out, end.step, end.last_loss, end.stop, end.elapsed)
+    return TextRunResult(out, end.step, end.last_loss, end.stop, end.elapsed, ddp.is_main)
+
+
+def _read_on_every_rank(settings: TextRunSettings, ddp: Distributed, say: Callable[[str], None],
+                        tokenizer: TextTokenizer | None) -> TextTrainingData:
+    """:func:`build_training_data`; under torchrun rank 0 reads first (a bad file stops every
+    rank with its error) and every rank then tokenises with rank 0's tokenizer."""
+    train, length = settings.train, settings.encoder.max_length
+
+    def read(tokenizer: TextTokenizer | None) -> TextTrainingData:
+        return build_training_data(train, settings.method, length, say, tokenizer)
+
+    if not ddp.enabled:
+        return read(tokenizer)
+    data = ddp.on_main(lambda: read(tokenizer))
+    shared = ddp.from_main(data.tokenizer.to_json() if data is not None else None)
+    return data if data is not None else read(TextTokenizer.from_json(shared))
 
 
 def _hf_backbone(folder: Path, settings: TextRunSettings, saved: dict[str, Any] | None,
@@ -245,7 +307,7 @@ def _hf_backbone(folder: Path, settings: TextRunSettings, saved: dict[str, Any] 
 
 def _build(settings: TextRunSettings, data: TextTrainingData | NgramTrainingData,
            device: torch.device, peak_lr: float, run: RunDirectory,
-           pretrained: _Pretrained | None = None) -> _Model:
+           ddp: Distributed, pretrained: _Pretrained | None = None) -> _Model:
     """The method around a fresh encoder (``pretrained``: the hf: run's), and its optimiser."""
     opt = settings.optimizer
     if isinstance(data, NgramTrainingData):
@@ -265,9 +327,10 @@ def _build(settings: TextRunSettings, data: TextTrainingData | NgramTrainingData
         backbone = pretrained.encoder
     else:
         assert isinstance(data.tokenizer, TextTokenizer)
-        write_text_atomic(run.root / "tokenizer.json", data.tokenizer.to_json(), "tokenizer")
-        backbone = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
-                                   data.tokenizer.pad_id)
+        tokenizer = data.tokenizer
+        ddp.on_main(lambda: write_text_atomic(run.root / "tokenizer.json", tokenizer.to_json(),
+                                              "tokenizer"))
+        backbone = TextTransformer(tokenizer.vocab_size, settings.encoder, tokenizer.pad_id)
     method = SimCSE(backbone, settings.method).to(device)
     return _Model(method, build_optimizer(method, opt.name, peak_lr, opt.weight_decay,
                                           opt.momentum), pretrained=pretrained)
@@ -290,15 +353,18 @@ def _restore(saved: dict[str, Any], model: _Model, out: Path) -> LoopPosition:
 
 def _step(method: SimCSE, optimizer: torch.optim.Optimizer,
           data: TextTrainingData | NgramTrainingData,
-          indices: torch.Tensor, device: torch.device, clip: float | None) -> float:
-    """One optimiser step; a non-finite loss or gradient skips it (returns the loss)."""
+          indices: torch.Tensor, device: torch.device, clip: float | None,
+          ddp: Distributed) -> float:
+    """One optimiser step; a non-finite loss or gradient skips it (returns the loss, the
+    global batch's: averaged over the ranks under torchrun)."""
     batch = data.batch(indices).to(device)
     optimizer.zero_grad(set_to_none=True)
     loss = method(batch).loss
-    value = float(loss.detach())
+    value = float(ddp.mean_step(loss.detach(), {})[0])
     if not math.isfinite(value):
         return value
     loss.backward()
+    ddp.average_gradients(method.parameters())
     if clip is not None:
         norm = torch.nn.utils.clip_grad_norm_(method.parameters(), clip)
         if not torch.isfinite(norm):
@@ -308,7 +374,8 @@ def _step(method: SimCSE, optimizer: torch.optim.Optimizer,
 
 
 def _save(run: RunDirectory, model: _Model, settings: TextRunSettings,
-          data: TextTrainingData | NgramTrainingData, position: LoopPosition) -> None:
+          data: TextTrainingData | NgramTrainingData, position: LoopPosition,
+          rank_rng: list[dict[str, Any]] | None = None) -> None:
     """The checkpoint: settings, weights, optimiser, position and random states (an n-gram
     table as its touched rows: :mod:`contrastlab.runs.ngram_table`; an hf: model with its
     folder's config and tokenizer files)."""
@@ -317,6 +384,7 @@ def _save(run: RunDirectory, model: _Model, settings: TextRunSettings,
         "kind": TEXT_RUN_KIND,
         "settings": settings.to_dict(),
         **training_state(position, len(data)),
+        **({"rank_rng": rank_rng} if rank_rng else {}),
     }
     if model.ngram_rows is not None:
         state["model"] = {key: value for key, value in model.method.state_dict().items()
