@@ -74,6 +74,18 @@ class PairTrainSettings(Settings):
                              source="here", ge=1)
     skip_bad_files: bool = setting(False, "Leave bad rows and unreadable images out (counted) "
                                    "instead of stopping at the first.", source="here")
+    stream: str = setting(
+        "auto", "Stream pairs from tar shards (image and .txt read in worker processes) instead "
+        "of decoding them into memory first: auto or on (shards stream), off (in memory). "
+        "Caption folders and tables are read into memory.", source="here: as train's --stream",
+        choices=("auto", "on", "off"))
+    loader_workers: int | None = setting(
+        None, "Worker processes reading streamed batches (0: in the training process); none: "
+        "the CPU count less one, at most 8. The batches do not depend on it.", source="here",
+        ge=0)
+    shuffle_buffer: int = setting(
+        10_000, "Samples in the streamed shuffle buffer (sample numbers only); the shard order "
+        "is shuffled per epoch as well.", source="here: as train's", ge=0)
     threads: int | None = setting(None, "CPU threads of torch (none: torch's default).",
                                   source="here", ge=1)
     resume: bool = setting(False, "Continue the run in --out from its last checkpoint (its own "

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,11 @@ from contrastlab.runs.directory import RunDirectory, default_run_name
 from contrastlab.runs.pair_run import PAIR_RUN_KIND
 from contrastlab.training.ddp import Distributed, setup_distributed
 from contrastlab.training.pair_settings import PairRunSettings
+from contrastlab.training.pair_stream_data import (
+    StreamedPairs,
+    open_streamed_pairs,
+    pair_shards_to_stream,
+)
 from contrastlab.training.signals import StopRequest
 from contrastlab.training.small_ddp import (
     broadcast_module,
@@ -153,21 +159,33 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
     saved = load_resumable(out, PAIR_RUN_KIND, "train-pairs") if train.resume else None
     device = ddp.device
     torch.manual_seed(train.seed)
-    data = _read_on_every_rank(settings, ddp, say,
-                               TextTokenizer.from_json(saved["tokenizer"]) if saved else None)
-    pairs = data.pairs
+    shards = pair_shards_to_stream(train.data, train.stream, saved)
+    tokenizer = TextTokenizer.from_json(saved["tokenizer"]) if saved else None
+    stream: StreamedPairs | None = None
+    if shards is not None:  # streamed from the shards: training/pair_stream_data.py
+        data = stream = open_streamed_pairs(settings, shards, ddp, say, tokenizer)
+        pair_count, image_count, skipped = len(stream), len(stream), stream.skipped
+        plan = plan_loop(stream.steps_per_epoch * stream.batch_size, stream.batch_size,
+                         train.epochs, train.time_budget)
+        channels, size, mean, std = stream.channels, stream.image_size, stream.mean, stream.std
+    else:
+        data = _read_on_every_rank(settings, ddp, say, tokenizer)
+        pairs = data.pairs
+        pair_count, image_count, skipped = len(pairs), int(pairs.images.shape[0]), pairs.skipped
+        plan = plan_loop(len(pairs), train.batch_size, train.epochs, train.time_budget)
+        channels, size = int(pairs.images.shape[1]), int(pairs.images.shape[-1])
+        mean, std = channel_stats(pairs.images)
     if saved:
-        check_examples(saved, len(pairs), out)
-    plan = plan_loop(len(pairs), train.batch_size, train.epochs, train.time_budget)
+        check_examples(saved, pair_count, out)
+        if stream is not None:
+            stream.check_resume(saved, out)
     local_batch = check_global_batch(ddp, plan.batch_size, "train-pairs")
-    run.log({"type": "data", "pairs": len(pairs), "images": int(pairs.images.shape[0]),
-             "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(pairs.skipped)})
-    if pairs.skipped:
-        say(f"skipped {len(pairs.skipped)} bad row(s); first: {pairs.skipped[0]}")
+    run.log({"type": "data", "pairs": pair_count, "images": image_count,
+             "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(skipped),
+             "streamed": stream is not None})
+    if skipped:
+        say(f"skipped {len(skipped)} bad row(s); first: {skipped[0]}")
     ddp.on_main(lambda: _write_settings(run, settings, data.tokenizer))
-
-    channels, size = int(pairs.images.shape[1]), int(pairs.images.shape[-1])
-    mean, std = channel_stats(pairs.images)
     views = AugmentedViews(size, channels, mean, std, settings.views, num_views=1)
     backbone = build_backbone(train.backbone, channels,
                               size if takes_geometry(train.backbone) else None)
@@ -190,8 +208,10 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
         position = restore_training_state(saved)
         restore_rank_random_state(ddp, saved, train.seed)
 
-    say(f"{train.method}: {len(pairs)} pairs of {pairs.images.shape[0]} images, "
-        f"{plan.describe()}, device {device}"
+    say(f"{train.method}: {pair_count} pairs of {image_count} images, "
+        + (f"streamed from {len(shards.paths)} shard(s) at {size}x{size} by "
+           f"{stream.workers} worker(s), " if stream and shards else "")
+        + f"{plan.describe()}, device {device}"
         + (f", {ddp.world_size} processes of {local_batch} pairs" if ddp.enabled else "")
         + (f"; resumed at step {position.step}" if position else ""))
     method.train()
@@ -200,9 +220,12 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
 
     def step(indices: torch.Tensor, number: int, progress: float
              ) -> tuple[float, dict[str, float]]:
-        images, tokens = data.batch(local_rows(ddp, indices))
+        images, tokens = (stream.batch(number, lambda names: _report_skipped(run, say, number,
+                                                                            names))
+                          if stream is not None
+                          else data.batch(local_rows(ddp, indices)))
         # the global batch's augmentation parameters are drawn; this rank's rows augmented
-        augmented = views(images.to(device), generator, global_batch=len(indices),
+        augmented = views(images.to(device), generator, global_batch=plan.batch_size,
                           offset=ddp.rank * local_batch)[0]
         # float32 views in the weights' dtype (float64 under torch.set_default_dtype)
         batch = ImageTextBatch(augmented.to(dtype).contiguous(memory_format=torch.channels_last),
@@ -215,15 +238,17 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
         rank_rng = rank_random_states(ddp)  # a collective: every rank
         ddp.on_main(lambda: _save(
             run, method, optimizer, settings, data, image,
-            {**training_state(position, len(pairs)), "view_generator": generator.get_state(),
-             **({"rank_rng": rank_rng} if rank_rng else {})}))
+            {**training_state(position, pair_count), "view_generator": generator.get_state(),
+             **({"rank_rng": rank_rng} if rank_rng else {}),
+             **({"stream": stream.identity()} if stream is not None else {})}))
 
-    with StopRequest() as request:
-        end = run_loop(plan, items=len(pairs), seed=train.seed, log_every=train.log_every,
+    with StopRequest() as request, (closing(stream) if stream else nullcontext()):
+        end = run_loop(plan, items=pair_count, seed=train.seed, log_every=train.log_every,
                        peak_lr=peak_lr, warmup_fraction=opt.warmup_fraction,
                        optimizers=[optimizer], step=step, log=run.log, say=say, save=save,
                        checkpoint_every=train.checkpoint_every, start=position,
-                       should_stop=stop_check(request, stop_after_step), ddp=ddp)
+                       should_stop=stop_check(request, stop_after_step), ddp=ddp,
+                       shuffle=stream is None)
     if end.stop in ("done", "time_budget"):
         run.log({"type": "final", "steps": end.step, "loss": end.last_loss,
                  "stop_reason": end.stop, "elapsed": round(end.elapsed, 3)})
@@ -240,6 +265,13 @@ def _read_on_every_rank(settings: PairRunSettings, ddp: Distributed, say: Callab
     shared = ddp.from_main(data.tokenizer.to_json() if data is not None else None)
     return data if data is not None else read_pair_data(settings, say,
                                                         TextTokenizer.from_json(shared))
+
+
+def _report_skipped(run: RunDirectory, say: Callable[[str], None], step: int,
+                    names: list[str]) -> None:
+    """Samples of a streamed batch that could not be read (``--skip-bad-files``)."""
+    run.log({"type": "skipped_samples", "step": step + 1, "count": len(names), "samples": names})
+    say(f"skipped {len(names)} unreadable sample(s) (--skip-bad-files), e.g. {names[0]}")
 
 
 def _write_settings(run: RunDirectory, settings: PairRunSettings,

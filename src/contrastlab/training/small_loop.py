@@ -103,7 +103,7 @@ def run_loop(plan: LoopPlan, *, items: int, seed: int, log_every: int, peak_lr: 
              save: Callable[[LoopPosition], None], checkpoint_every: int = 0,
              start: LoopPosition | None = None,
              should_stop: Callable[[int], str | None] = _no_stop,
-             ddp: Distributed | None = None) -> LoopEnd:
+             ddp: Distributed | None = None, shuffle: bool = True) -> LoopEnd:
     """Train as ``plan`` says (see the module doc) from ``start`` (a resumed run's position).
 
     ``save(position)`` writes a checkpoint: at the end of every epoch, every
@@ -114,13 +114,16 @@ def run_loop(plan: LoopPlan, *, items: int, seed: int, log_every: int, peak_lr: 
 
     ``ddp``: the process group (torchrun); ``step`` returns the loss averaged over the ranks,
     ``log`` and ``save`` write on rank 0 only (``save`` is called on every rank).
+
+    ``shuffle=False``: the step reads its batches from a stream (step number n is batch
+    ``n % steps_per_epoch`` of epoch ``n // steps_per_epoch``) and is given no indices.
     """
     ddp = ddp if ddp is not None else Distributed()
     position = start or LoopPosition()
     budget, total, stop = plan.budget, plan.total_steps, "done"
     while budget is not None or position.epoch < plan.epochs:
-        order = torch.randperm(items, generator=torch.Generator().manual_seed(
-            seed * 1_000_003 + position.epoch))
+        order = (torch.randperm(items, generator=torch.Generator().manual_seed(
+            seed * 1_000_003 + position.epoch)) if shuffle else torch.empty(0, dtype=torch.long))
         while position.batch_in_epoch < plan.steps_per_epoch:
             progress = position.elapsed / budget if budget else position.step / total
             if progress >= 1.0:

@@ -28,7 +28,8 @@ from contrastlab.training.text_settings import SectionTable, flat_keys
 
 #: settings a resumed run may change (flat keys): how long it runs and the machinery
 CHANGEABLE_ON_RESUME = frozenset({"resume", "out", "epochs", "time_budget", "device",
-                                  "threads", "log_every", "checkpoint_every"})
+                                  "threads", "log_every", "checkpoint_every",
+                                  "loader_workers"})
 
 Built = TypeVar("Built")
 
