@@ -20,6 +20,7 @@ the order stays exact, as image streaming does) and it is reported with the batc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -189,25 +190,37 @@ def read_pair_batch(reader: PairReader, samples: np.ndarray, skip_bad_files: boo
 
 class PairEpochStream(torch.utils.data.IterableDataset):
     """The batches ``start .. steps - 1`` of one epoch of one rank (see the module doc and
-    :class:`contrastlab.data.stream.EpochStream`, whose arguments it takes)."""
+    :class:`contrastlab.data.stream.EpochStream`, whose arguments it takes), each batch's
+    captions tokenised in the worker by ``tokenizer`` (``encode(texts, max_length)`` giving a
+    :class:`~contrastlab.data.tokenizer.TokenBatch`), cut to the batch's longest caption:
+    ``ids`` and ``mask`` (n, L) beside ``images`` and ``captions``."""
 
     def __init__(self, catalog: PairCatalog, order: np.ndarray, *, local_batch: int,
                  start: int, steps: int, image_size: int, channels: int,
-                 skip_bad_files: bool) -> None:
+                 skip_bad_files: bool, tokenizer: Any, max_length: int) -> None:
         super().__init__()
         self.catalog, self.order = catalog, order
         self.local_batch, self.start, self.steps = local_batch, start, steps
         self.image_size, self.channels = image_size, channels
         self.skip_bad_files = skip_bad_files
+        self.tokenizer, self.max_length = tokenizer, max_length
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:  # a forked worker: no thread pool of the tokenizers library
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
         reader = PairReader(self.catalog, self.image_size, self.channels)
         try:
             for batch in range(self.start + worker, self.steps, workers):
                 samples = self.order[batch * self.local_batch:(batch + 1) * self.local_batch]
-                yield {"batch": batch, **read_pair_batch(reader, samples, self.skip_bad_files)}
+                item = read_pair_batch(reader, samples, self.skip_bad_files)
+                if item["error"] is None:
+                    tokens = self.tokenizer.encode(item["captions"], self.max_length)
+                    length = int(tokens.mask.sum(dim=1).max())
+                    item["ids"] = tokens.ids[:, :length].contiguous()
+                    item["mask"] = tokens.mask[:, :length].contiguous()
+                yield {"batch": batch, **item}
         finally:
             reader.close()
 
