@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from contrastlab.data.pair_stream import (
@@ -186,13 +185,6 @@ class StreamedPairs:
         if self._items is not None:
             self._items.close()  # type: ignore[attr-defined]
         self._items, self._next = None, None
-
-    def epoch_samples(self, epoch: int) -> np.ndarray:
-        """The sample numbers this rank streams in ``epoch``, batch after batch (for tests and
-        messages)."""
-        return epoch_order(self.catalog.images.counts, seed=self.seed, epoch=epoch,
-                           rank=self.rank, world=self.world, buffer=self.buffer,
-                           length=self.steps_per_epoch * self.local_batch)
 
 
 def open_streamed_pairs(settings: PairRunSettings, shards: ShardSet, ddp: Distributed,
