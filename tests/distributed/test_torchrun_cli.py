@@ -106,5 +106,8 @@ def test_torchrun_train_pairs_writes_one_run_like_one_process(tmp_path: Path) ->
         torch.set_num_threads(threads)
     expected = [r["loss"] for r in map(json.loads, (reference / "metrics.jsonl")
                                        .read_text().splitlines()) if r["type"] == "step"]
+    # float32 through 4 SGD steps of lr 0.1: the sums are ordered differently over 2 processes
+    # (up to 1.1e-5 relative seen at step 4); tests/distributed/test_small_loops_ddp.py proves
+    # the equality in float64 to 1e-9
     assert [r["loss"] for r in records if r["type"] == "step"] == pytest.approx(expected,
-                                                                               rel=1e-5)
+                                                                               rel=1e-4)

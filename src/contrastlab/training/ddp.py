@@ -195,9 +195,14 @@ class Distributed:
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def close(self) -> None:
-        """Leave the process group if :func:`setup_distributed` created it."""
+    def close(self, wait_for_all: bool = False) -> None:
+        """Leave the process group if :func:`setup_distributed` created it; ``wait_for_all``
+        (every rank finished normally): first a barrier, so that no rank tears its connections
+        down while another is still in its last collective (gloo then aborts the process with
+        "terminate called without an active exception")."""
         if self.owns_group and dist.is_initialized():
+            if wait_for_all and self.enabled:
+                dist.barrier()
             dist.destroy_process_group()
             self.owns_group = False
 

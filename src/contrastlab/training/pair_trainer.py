@@ -73,6 +73,7 @@ from contrastlab.training.small_ddp import (
     local_rows,
     rank_random_states,
     restore_rank_random_state,
+    run_in_group,
     seed_ranks,
 )
 from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
@@ -145,10 +146,8 @@ def fit_pairs(settings: PairRunSettings, say: Callable[[str], None] = _say_nothi
     if train.threads:
         torch.set_num_threads(train.threads)
     ddp = setup_distributed(resolve_device(train.device))
-    try:
-        return _fit_pairs(settings, ddp, say if ddp.is_main else _say_nothing, stop_after_step)
-    finally:
-        ddp.close()
+    return run_in_group(ddp, lambda: _fit_pairs(settings, ddp, say if ddp.is_main else _say_nothing,
+                                              stop_after_step))
 
 
 def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str], None],

@@ -22,7 +22,8 @@ and a resumed run gives each rank its own back (:func:`restore_rank_random_state
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -30,6 +31,20 @@ from torch import Tensor, nn
 
 from contrastlab.errors import ConfigError
 from contrastlab.training.ddp import Distributed
+
+T = TypeVar("T")
+
+
+def run_in_group(ddp: Distributed, fit: Callable[[], T]) -> T:
+    """``fit()``, then leave the process group: after a barrier when it returned (every rank
+    does), at once when it raised (the other ranks may never reach a barrier)."""
+    try:
+        result = fit()
+    except BaseException:
+        ddp.close()
+        raise
+    ddp.close(wait_for_all=True)
+    return result
 
 
 def check_global_batch(ddp: Distributed, batch: int, command: str) -> int:

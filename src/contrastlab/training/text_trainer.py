@@ -93,6 +93,7 @@ from contrastlab.training.small_ddp import (
     rank_random_states,
     refuse_under_torchrun,
     restore_rank_random_state,
+    run_in_group,
     seed_ranks,
 )
 from contrastlab.training.small_loop import LoopPosition, plan_loop, run_loop, stop_check
@@ -167,10 +168,8 @@ def fit_text(settings: TextRunSettings, say: Callable[[str], None] = _say_nothin
     if train.threads:
         torch.set_num_threads(train.threads)
     ddp = setup_distributed(resolve_device(train.device))
-    try:
-        return _fit_text(settings, ddp, say if ddp.is_main else _say_nothing, stop_after_step)
-    finally:
-        ddp.close()
+    return run_in_group(ddp, lambda: _fit_text(settings, ddp, say if ddp.is_main else _say_nothing,
+                                              stop_after_step))
 
 
 def _fit_text(settings: TextRunSettings, ddp: Distributed, say: Callable[[str], None],

@@ -650,9 +650,9 @@ class Trainer:
             if self.stop_reason == "stop_after_step":
                 self.console.print(f"stopped at step {state.global_step}; continue with "
                                    f"--resume --out {run.root}")
-            self.ddp.close()
+            self.ddp.close(wait_for_all=True)
             return result
-        self.ddp.close()  # the other ranks are done; rank 0 finishes alone
+        self.ddp.close(wait_for_all=True)  # the other ranks are done; rank 0 goes on alone
         if self.ddp.is_main:
             scores: dict[str, Any] = {}
             for callback in self.callbacks:
