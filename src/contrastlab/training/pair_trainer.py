@@ -47,19 +47,23 @@ import yaml
 
 from contrastlab.atomic import write_text_atomic
 from contrastlab.data.captions import ImageCaptions, load_image_captions
+from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.tokenizer import TextTokenizer, TokenBatch, train_tokenizer
 from contrastlab.methods.image_text import ImageTextBatch, build_image_text_method
 from contrastlab.methods.two_tower import TwoTowerMethod
 from contrastlab.models.backbones import build_backbone, takes_geometry
 from contrastlab.models.global_batch_norm import convert_to_global_batch_norm
+from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.optim.optimizers import build_optimizer, default_lr
 from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
+from contrastlab.runs.hf_folder import hf_folder
 from contrastlab.runs.pair_run import PAIR_RUN_KIND
 from contrastlab.training.ddp import Distributed, setup_distributed
 from contrastlab.training.pair_settings import PairRunSettings
+from contrastlab.training.pretrained_text import pretrained_text_tower
 from contrastlab.training.signals import StopRequest
 from contrastlab.training.small_ddp import (
     broadcast_module,
@@ -94,11 +98,12 @@ class PairRunResult:
 
 @dataclass
 class PairData:
-    """The pairs, their captions' tokens (N, L) and the tokenizer."""
+    """The pairs, their captions' tokens (N, L) and the tokenizer (the model folder's for an
+    ``hf:PATH`` text tower)."""
 
     pairs: ImageCaptions
     tokens: TokenBatch
-    tokenizer: TextTokenizer
+    tokenizer: TextTokenizer | HfTokenizer
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, TokenBatch]:
         """uint8 images and tokens (cut to their longest caption) of pairs ``indices``."""
@@ -113,9 +118,11 @@ def _say_nothing(_: str) -> None:
 
 
 def read_pair_data(settings: PairRunSettings, say: Callable[[str], None] = _say_nothing,
-                   tokenizer: TextTokenizer | None = None) -> PairData:
+                   tokenizer: TextTokenizer | HfTokenizer | None = None,
+                   max_length: int | None = None) -> PairData:
     """Read and decode the pairs, train (or load, or take ``tokenizer``) the tokenizer,
-    tokenise the captions."""
+    tokenise the captions (at most ``max_length`` tokens each; default the encoder
+    section's)."""
     train = settings.train
     pairs = load_image_captions(train.data, train.image_size, train.skip_bad_files)
     if tokenizer is not None:
@@ -126,7 +133,7 @@ def read_pair_data(settings: PairRunSettings, say: Callable[[str], None] = _say_
         tokenizer = train_tokenizer(list(dict.fromkeys(pairs.captions)),
                                     vocab_size=train.vocab_size)
         say(f"trained a WordPiece tokenizer of {tokenizer.vocab_size} tokens on the captions")
-    tokens = tokenizer.encode(pairs.captions, settings.encoder.max_length)
+    tokens = tokenizer.encode(pairs.captions, max_length or settings.encoder.max_length)
     return PairData(pairs, tokens, tokenizer)
 
 
@@ -153,15 +160,23 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
     saved = load_resumable(out, PAIR_RUN_KIND, "train-pairs") if train.resume else None
     device = ddp.device
     torch.manual_seed(train.seed)
-    data = _read_on_every_rank(settings, ddp, say,
-                               TextTokenizer.from_json(saved["tokenizer"]) if saved else None)
+    folder = hf_folder(train.text_backbone)
+    pretrained = (None if folder is None
+                  else pretrained_text_tower(folder, settings.encoder, saved, out, say))
+    if pretrained is not None:
+        data = _read_on_every_rank(settings, ddp, say, pretrained.tokenizer,
+                                   pretrained.encoder.max_length)
+    else:
+        data = _read_on_every_rank(settings, ddp, say, TextTokenizer.from_json(
+            saved["tokenizer"]) if saved else None)
     pairs = data.pairs
     if saved:
         check_examples(saved, len(pairs), out)
     plan = plan_loop(len(pairs), train.batch_size, train.epochs, train.time_budget)
     local_batch = check_global_batch(ddp, plan.batch_size, "train-pairs")
     run.log({"type": "data", "pairs": len(pairs), "images": int(pairs.images.shape[0]),
-             "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(pairs.skipped)})
+             "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(pairs.skipped),
+             **({"hf_source": pretrained.source} if pretrained is not None else {})})
     if pairs.skipped:
         say(f"skipped {len(pairs.skipped)} bad row(s); first: {pairs.skipped[0]}")
     ddp.on_main(lambda: _write_settings(run, settings, data.tokenizer))
@@ -171,8 +186,14 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
     views = AugmentedViews(size, channels, mean, std, settings.views, num_views=1)
     backbone = build_backbone(train.backbone, channels,
                               size if takes_geometry(train.backbone) else None)
-    text = TextTransformer(data.tokenizer.vocab_size, settings.encoder, data.tokenizer.pad_id)
-    method = build_image_text_method(train.method, backbone, text, settings.method).to(device)
+    text: TextTransformer | HfTextEncoder
+    if pretrained is not None:
+        text = pretrained.encoder
+    else:
+        text = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
+                               data.tokenizer.pad_id)
+    method = build_image_text_method(train.method, backbone, text, settings.method,
+                                     lock_text=train.lock_text).to(device)
     method.backbone.to(memory_format=torch.channels_last)  # as the image Trainer's default
     if ddp.enabled:  # batch norm over the global batch, as one process on the whole batch
         convert_to_global_batch_norm(method)
@@ -191,6 +212,7 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
         restore_rank_random_state(ddp, saved, train.seed)
 
     say(f"{train.method}: {len(pairs)} pairs of {pairs.images.shape[0]} images, "
+        f"text tower {train.text_backbone}{' (locked)' if train.lock_text else ''}, "
         f"{plan.describe()}, device {device}"
         + (f", {ddp.world_size} processes of {local_batch} pairs" if ddp.enabled else "")
         + (f"; resumed at step {position.step}" if position else ""))
@@ -216,7 +238,8 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
         ddp.on_main(lambda: _save(
             run, method, optimizer, settings, data, image,
             {**training_state(position, len(pairs)), "view_generator": generator.get_state(),
-             **({"rank_rng": rank_rng} if rank_rng else {})}))
+             **({"rank_rng": rank_rng} if rank_rng else {}),
+             **(pretrained.checkpoint_entries() if pretrained is not None else {})}))
 
     with StopRequest() as request:
         end = run_loop(plan, items=len(pairs), seed=train.seed, log_every=train.log_every,
@@ -231,22 +254,29 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
 
 
 def _read_on_every_rank(settings: PairRunSettings, ddp: Distributed, say: Callable[[str], None],
-                        tokenizer: TextTokenizer | None) -> PairData:
+                        tokenizer: TextTokenizer | HfTokenizer | None,
+                        max_length: int | None = None) -> PairData:
     """:func:`read_pair_data`; under torchrun rank 0 reads first (a bad file stops every rank
-    with its error) and every rank then tokenises with rank 0's tokenizer."""
+    with its error) and every rank then tokenises with rank 0's tokenizer (an ``hf:`` tower's
+    tokenizer: every rank's own, loaded from the same files)."""
     if not ddp.enabled:
-        return read_pair_data(settings, say, tokenizer)
-    data = ddp.on_main(lambda: read_pair_data(settings, say, tokenizer))
+        return read_pair_data(settings, say, tokenizer, max_length)
+    data = ddp.on_main(lambda: read_pair_data(settings, say, tokenizer, max_length))
+    if isinstance(tokenizer, HfTokenizer):
+        return data if data is not None else read_pair_data(settings, say, tokenizer,
+                                                            max_length)
+    assert data is None or isinstance(data.tokenizer, TextTokenizer)
     shared = ddp.from_main(data.tokenizer.to_json() if data is not None else None)
     return data if data is not None else read_pair_data(settings, say,
                                                         TextTokenizer.from_json(shared))
 
 
 def _write_settings(run: RunDirectory, settings: PairRunSettings,
-                    tokenizer: TextTokenizer) -> None:
+                    tokenizer: TextTokenizer | HfTokenizer) -> None:
     write_text_atomic(run.config_path, yaml.safe_dump(settings.to_dict(), sort_keys=False),
                       "config")
-    write_text_atomic(run.root / "tokenizer.json", tokenizer.to_json(), "tokenizer")
+    if isinstance(tokenizer, TextTokenizer):  # an hf: tower's is in the checkpoint (hf_files)
+        write_text_atomic(run.root / "tokenizer.json", tokenizer.to_json(), "tokenizer")
 
 
 def _step(method: TwoTowerMethod, optimizer: torch.optim.Optimizer, batch: ImageTextBatch,
@@ -276,7 +306,8 @@ def _save(run: RunDirectory, method: TwoTowerMethod, optimizer: torch.optim.Opti
           training: dict[str, Any]) -> None:
     """The checkpoint: settings, image geometry and statistics, tokenizer, weights (the loss's
     temperature and bias among them), optimiser, and the training state (position, random
-    states, the augmentations' generator)."""
+    states, the augmentations' generator); an ``hf:`` tower's model files come in
+    ``training`` (``hf_files``, ``hf_source``) and replace the tokenizer's JSON."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "kind": PAIR_RUN_KIND,
@@ -284,7 +315,8 @@ def _save(run: RunDirectory, method: TwoTowerMethod, optimizer: torch.optim.Opti
         "image": image,
         "vocab_size": data.tokenizer.vocab_size,
         "pad_id": data.tokenizer.pad_id,
-        "tokenizer": data.tokenizer.to_json(),
+        **({"tokenizer": data.tokenizer.to_json()}
+           if isinstance(data.tokenizer, TextTokenizer) else {}),
         "model": method.state_dict(),
         "optimizer": optimizer.state_dict(),
         **training,

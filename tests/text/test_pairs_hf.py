@@ -1,0 +1,163 @@
+"""``train-pairs --text-backbone hf:PATH [--lock-text]``: a local Hugging Face model as CLIP's
+text tower.
+
+The tiny BERT of tests/text/hf_model.py is the text tower of a few CLIP / SigLIP steps on
+solid-colour squares. The loaded run's text embeddings are checked against transformers alone
+(the model with the run's weights, mean-pooled by hand, then the run's projection,
+normalised), with the model folder deleted; a locked tower keeps the folder's weights bit for
+bit while the image tower learns; a stopped run resumes exactly; mistakes are clear.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+pytest.importorskip("transformers")
+
+from contrastlab.cli import app  # noqa: E402
+from contrastlab.errors import ConfigError  # noqa: E402
+from contrastlab.runs.checkpoint import load_checkpoint  # noqa: E402
+from contrastlab.runs.pair_run import load_pair_run  # noqa: E402
+from contrastlab.serve.text_encoders import text_encoder_from_run  # noqa: E402
+from contrastlab.training.pair_settings import resolve_pair_settings  # noqa: E402
+from contrastlab.training.pair_trainer import fit_pairs  # noqa: E402
+from tests.text.hf_model import direct_embeddings, write_tiny_bert  # noqa: E402
+from tests.text.pair_data import write_folder  # noqa: E402
+from tests.text.test_text_resume import assert_same_tensors, one_thread, steps  # noqa: E402
+
+TEXT = "tower_b.encoder.model."
+IMAGE = "backbone."
+VALUES = {"backbone": "convnet-small", "projection_dim": 8, "batch_size": 4, "epochs": 2,
+          "lr": 1e-3, "log_every": 1, "device": "cpu"}
+CAPTIONS = ["a red square", "a blue square", "two dogs run in a park", ""]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("hf-pairs") / "colours", per_class=2)
+
+
+def pair_run(values: dict[str, Any], stop_after_step: int | None = None) -> dict[str, Any]:
+    with one_thread():
+        result = fit_pairs(resolve_pair_settings(values), stop_after_step=stop_after_step)
+    return load_checkpoint(result.run_dir / "checkpoints" / "last.pt")
+
+
+def part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def folder_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(folder, local_files_only=True).state_dict()
+
+
+def cli(*args: str) -> dict:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_hf_text_tower_embeds_as_transformers_does_from_the_run_folder_alone(
+        pairs: Path, tmp_path: Path) -> None:
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    out = tmp_path / "clip"
+    summary = cli("train-pairs", "--data", str(pairs), "--text-backbone", f"hf:{folder}",
+                  "--backbone", "convnet-small", "--projection-dim", "8", "--batch-size", "4",
+                  "--lr", "1e-3", "--device", "cpu", "--threads", "1", "--out", str(out),
+                  "--eval-data", str(pairs), "--templates", "a {} square")
+    assert summary["steps"] == 2 and "zeroshot_top1" in summary
+    assert not (out / "tokenizer.json").exists()  # the folder's tokenizer is in the checkpoint
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert {"config.json", "tokenizer.json"} <= set(state["hf_files"])
+    text = part(state["model"], TEXT)
+    initial = folder_weights(folder)
+    assert text.keys() == initial.keys()
+    assert any(not torch.equal(text[k], initial[k]) for k in text)  # unlocked: it learnt
+    projection = state["model"]["projection_b.weight"]
+    want = F.normalize(direct_embeddings(folder, CAPTIONS, text) @ projection.T, dim=1)
+    shutil.rmtree(folder)  # the run folder alone must suffice from here on
+    loaded = load_pair_run(out)
+    assert not loaded.method.tower_b.encoder.training
+    torch.testing.assert_close(loaded.embed_texts(CAPTIONS), want, atol=2e-5, rtol=1e-4)
+    encoder = text_encoder_from_run(out)  # what embed / search / serve use
+    assert encoder.card.backbone == "hf:bert" and encoder.card.space.endswith("/shared")
+    torch.testing.assert_close(torch.from_numpy(encoder.embed_texts(CAPTIONS)), want,
+                               atol=2e-5, rtol=1e-4)
+    scores = cli("eval", "zeroshot", "--run", str(out), "--data", str(pairs), "--templates",
+                 "a {} square", "--device", "cpu", "--json")
+    assert scores["zeroshot_top1"] == pytest.approx(summary["zeroshot_top1"], abs=0.01)
+    result = CliRunner().invoke(app, ["export", "--run", str(out), "--format", "onnx"])
+    assert result.exit_code != 0
+    assert "Hugging Face model" in str(result.exception) and "--tower image" in str(
+        result.exception)
+    assert not (out / "export" / "image-tower.onnx").exists()  # refused before writing
+
+
+def test_hf_pair_run_stopped_mid_epoch_resumes_exactly(pairs: Path, tmp_path: Path) -> None:
+    """Unlocked (BERT's dropout 0.1 draws from the saved random state); the folder is gone
+    when the run resumes."""
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    values = {**VALUES, "data": str(pairs), "text_backbone": f"hf:{folder}", "method": "siglip"}
+    straight = pair_run({**values, "out": str(tmp_path / "straight")})
+    out = tmp_path / "stopped"
+    stopped = pair_run({**values, "out": str(out)}, stop_after_step=3)
+    assert (stopped["position"]["epoch"], stopped["position"]["batch_in_epoch"]) == (1, 1)
+    shutil.rmtree(folder)
+    resumed = pair_run({"resume": True, "out": str(out)})
+    assert resumed["position"]["step"] == 4
+    for key in ("model", "optimizer", "view_generator", "hf_files"):
+        assert_same_tensors(resumed[key], straight[key], key)
+    assert resumed["hf_source"] == straight["hf_source"]
+    assert steps(out) == steps(tmp_path / "straight")
+
+
+def test_locked_text_tower_keeps_its_weights_while_the_image_tower_learns(
+        pairs: Path, tmp_path: Path) -> None:
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    initial = folder_weights(folder)
+    values = {**VALUES, "data": str(pairs), "text_backbone": f"hf:{folder}", "lock_text": True}
+    straight = pair_run({**values, "out": str(tmp_path / "straight")})
+    out = tmp_path / "stopped"
+    first = pair_run({**values, "out": str(out)}, stop_after_step=1)
+    resumed = pair_run({"resume": True, "out": str(out)})
+    for key in ("model", "optimizer", "view_generator"):
+        assert_same_tensors(resumed[key], straight[key], key)
+    for state in (first, resumed):
+        assert_same_tensors(part(state["model"], TEXT), initial, "text tower")
+    for prefix in (IMAGE, "projection_a.", "projection_b."):
+        before, after = part(first["model"], prefix), part(resumed["model"], prefix)
+        assert any(not torch.equal(before[k], after[k]) for k in after), prefix
+    loaded = load_pair_run(out)
+    method = loaded.method
+    assert not any(p.requires_grad for p in method.tower_b.parameters())
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    held = sum(len(group["params"]) for group in resumed["optimizer"]["param_groups"])
+    assert held == len(trainable) > 0  # image tower, projections, temperature: not the text
+    method.train()  # a locked tower stays in eval mode (no dropout)
+    assert not method.tower_b.encoder.training and method.backbone.training
+    assert "lock_text: true" in (out / "config.yaml").read_text()
+
+
+def test_mistakes_are_clear(pairs: Path, tmp_path: Path) -> None:
+    base = {"data": str(pairs), "out": str(tmp_path / "x")}
+    with pytest.raises(ConfigError, match="lock_text freezes a pretrained text tower"):
+        resolve_pair_settings({**base, "lock_text": True})
+    with pytest.raises(ConfigError, match="unknown text_backbone 'ngrams' for train-pairs"):
+        resolve_pair_settings({**base, "text_backbone": "ngrams"})
+    with pytest.raises(ConfigError, match="names no folder"):
+        resolve_pair_settings({**base, "text_backbone": "hf:"})
+    with pytest.raises(ConfigError, match="the model folder's own tokenizer"):
+        resolve_pair_settings({**base, "text_backbone": "hf:/x", "tokenizer": "t.json"})
+    missing = tmp_path / "no-model"
+    with pytest.raises(ConfigError, match=f"the folder '{missing}' does not exist"):
+        fit_pairs(resolve_pair_settings({**base, **VALUES, "text_backbone": f"hf:{missing}"}))
