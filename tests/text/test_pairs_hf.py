@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -67,18 +69,26 @@ def cli(*args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_hf_text_tower_embeds_as_transformers_does_from_the_run_folder_alone(
-        pairs: Path, tmp_path: Path) -> None:
-    folder = write_tiny_bert(tmp_path / "tiny-bert")
-    out = tmp_path / "clip"
+@dataclass
+class TrainedRun:
+    """A CLIP run with the tiny BERT as its (unlocked) text tower, its summary, and the text
+    embeddings of :data:`CAPTIONS` computed directly; its model folder is deleted."""
+
+    out: Path
+    summary: dict
+    want: torch.Tensor
+
+
+@pytest.fixture(scope="module")
+def trained(pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    root = tmp_path_factory.mktemp("hf-clip")
+    folder = write_tiny_bert(root / "tiny-bert")
+    out = root / "clip"
     summary = cli("train-pairs", "--data", str(pairs), "--text-backbone", f"hf:{folder}",
                   "--backbone", "convnet-small", "--projection-dim", "8", "--batch-size", "4",
                   "--lr", "1e-3", "--device", "cpu", "--threads", "1", "--out", str(out),
                   "--eval-data", str(pairs), "--templates", "a {} square")
-    assert summary["steps"] == 2 and "zeroshot_top1" in summary
-    assert not (out / "tokenizer.json").exists()  # the folder's tokenizer is in the checkpoint
     state = load_checkpoint(out / "checkpoints" / "last.pt")
-    assert {"config.json", "tokenizer.json"} <= set(state["hf_files"])
     text = part(state["model"], TEXT)
     initial = folder_weights(folder)
     assert text.keys() == initial.keys()
@@ -86,6 +96,17 @@ def test_hf_text_tower_embeds_as_transformers_does_from_the_run_folder_alone(
     projection = state["model"]["projection_b.weight"]
     want = F.normalize(direct_embeddings(folder, CAPTIONS, text) @ projection.T, dim=1)
     shutil.rmtree(folder)  # the run folder alone must suffice from here on
+    return TrainedRun(out, summary, want)
+
+
+def test_hf_text_tower_embeds_as_transformers_does_from_the_run_folder_alone(
+        trained: TrainedRun, pairs: Path) -> None:
+    out, want = trained.out, trained.want
+    assert trained.summary["steps"] == 2 and "zeroshot_top1" in trained.summary
+    assert not (out / "tokenizer.json").exists()  # the folder's tokenizer is in the checkpoint
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert {"config.json", "tokenizer.json"} <= set(state["hf_files"])
+    assert state["hf_source"]["model_type"] == "bert"
     loaded = load_pair_run(out)
     assert not loaded.method.tower_b.encoder.training
     torch.testing.assert_close(loaded.embed_texts(CAPTIONS), want, atol=2e-5, rtol=1e-4)
@@ -95,12 +116,44 @@ def test_hf_text_tower_embeds_as_transformers_does_from_the_run_folder_alone(
                                atol=2e-5, rtol=1e-4)
     scores = cli("eval", "zeroshot", "--run", str(out), "--data", str(pairs), "--templates",
                  "a {} square", "--device", "cpu", "--json")
-    assert scores["zeroshot_top1"] == pytest.approx(summary["zeroshot_top1"], abs=0.01)
-    result = CliRunner().invoke(app, ["export", "--run", str(out), "--format", "onnx"])
-    assert result.exit_code != 0
-    assert "Hugging Face model" in str(result.exception) and "--tower image" in str(
-        result.exception)
-    assert not (out / "export" / "image-tower.onnx").exists()  # refused before writing
+    assert scores["zeroshot_top1"] == pytest.approx(trained.summary["zeroshot_top1"], abs=0.01)
+
+
+def test_hf_text_tower_embeds_from_the_cli(trained: TrainedRun, pairs: Path,
+                                                         tmp_path: Path) -> None:
+    pytest.importorskip("faiss", reason="the serve extra is not installed")
+    texts = tmp_path / "captions.txt"
+    texts.write_text("\n".join(CAPTIONS[:3]) + "\n")
+    embedded = tmp_path / "captions.npy"
+    result = CliRunner().invoke(app, ["embed", "--run", str(trained.out), "--texts", str(texts),
+                                      "--out", str(embedded), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    torch.testing.assert_close(torch.from_numpy(np.load(embedded)), trained.want[:3],
+                               atol=2e-5, rtol=1e-4)
+
+
+def test_serving_an_hf_pair_run(trained: TrainedRun) -> None:
+    pytest.importorskip("fastapi", reason="the serve extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from contrastlab.serve.app import Service, ServiceLimits, create_app
+    from contrastlab.serve.text_service import open_served_model
+
+    model = open_served_model(trained.out)
+    assert model.inputs == ["images", "texts"]
+    service = Service(model.images, None, ServiceLimits(), texts=model.texts)
+    with TestClient(create_app(service)) as client:
+        body = client.post("/v1/embed", json={"texts": CAPTIONS[:2]}).json()
+    got = torch.tensor(body["embeddings"], dtype=torch.float32)
+    torch.testing.assert_close(got, trained.want[:2], atol=2e-5, rtol=1e-4)
+
+
+def test_onnx_export_of_an_hf_text_tower_is_refused(trained: TrainedRun) -> None:
+    result = CliRunner().invoke(app, ["export", "--run", str(trained.out), "--format", "onnx"])
+    assert isinstance(result.exception, ConfigError)
+    assert "Hugging Face model" in str(result.exception)
+    assert "--tower image" in str(result.exception)
+    assert not (trained.out / "export" / "image-tower.onnx").exists()  # before writing
 
 
 def test_hf_pair_run_stopped_mid_epoch_resumes_exactly(pairs: Path, tmp_path: Path) -> None:
@@ -161,3 +214,24 @@ def test_mistakes_are_clear(pairs: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no-model"
     with pytest.raises(ConfigError, match=f"the folder '{missing}' does not exist"):
         fit_pairs(resolve_pair_settings({**base, **VALUES, "text_backbone": f"hf:{missing}"}))
+
+
+def test_a_train_text_hf_run_serves_its_encoder_too(tmp_path: Path) -> None:
+    """The sentence encoder of a ``train-text --text-backbone hf:PATH`` run through
+    text_encoder_from_run (embed / search / serve) is the run's own, normalised."""
+    from contrastlab.runs.text_run import load_text_run
+    from contrastlab.training.text_settings import resolve_text_settings
+    from contrastlab.training.text_trainer import fit_text
+    from tests.text.hf_model import SENTENCES
+
+    folder = write_tiny_bert(tmp_path / "tiny-bert")
+    (tmp_path / "s.txt").write_text("\n".join(SENTENCES) + "\n")
+    with one_thread():
+        fit_text(resolve_text_settings({"text_backbone": f"hf:{folder}", "epochs": 0,
+                                        "data": str(tmp_path / "s.txt"), "device": "cpu",
+                                        "out": str(tmp_path / "run")}))
+    encoder = text_encoder_from_run(tmp_path / "run")
+    assert encoder.card.backbone == "hf:bert" and encoder.card.space.endswith("/text")
+    want = F.normalize(load_text_run(tmp_path / "run").embed(CAPTIONS), dim=1)
+    torch.testing.assert_close(torch.from_numpy(encoder.embed_texts(CAPTIONS)), want,
+                               atol=1e-6, rtol=1e-5)
