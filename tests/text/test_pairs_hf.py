@@ -29,6 +29,7 @@ from contrastlab.errors import ConfigError  # noqa: E402
 from contrastlab.runs.checkpoint import load_checkpoint  # noqa: E402
 from contrastlab.runs.pair_run import load_pair_run  # noqa: E402
 from contrastlab.serve.text_encoders import text_encoder_from_run  # noqa: E402
+from contrastlab.training.locked_text import encode_locked_captions  # noqa: E402
 from contrastlab.training.pair_settings import resolve_pair_settings  # noqa: E402
 from contrastlab.training.pair_trainer import fit_pairs  # noqa: E402
 from tests.text.hf_model import direct_embeddings, write_tiny_bert  # noqa: E402
@@ -199,6 +200,15 @@ def test_locked_text_tower_keeps_its_weights_while_the_image_tower_learns(
     method.train()  # a locked tower stays in eval mode (no dropout)
     assert not method.tower_b.encoder.training and method.backbone.training
     assert "lock_text: true" in (out / "config.yaml").read_text()
+    # the distinct captions are encoded once: the same features as the tower on the batch
+    captions = ["a red square", "a blue square", "a red square", "", "a blue square"]
+    tokens = loaded.tokenizer.encode(captions, loaded.max_length)
+    cached = encode_locked_captions(method.tower_b, tokens, torch.device("cpu"), chunk=2)
+    assert cached.features.shape[0] == 3 and cached.rows.tolist()[0] == cached.rows.tolist()[2]
+    with torch.no_grad():
+        direct = method.tower_b.encoder(tokens.ids, tokens.mask)
+    torch.testing.assert_close(cached.batch(torch.arange(5)).features, direct,
+                               atol=1e-5, rtol=1e-4)
 
 
 def test_mistakes_are_clear(pairs: Path, tmp_path: Path) -> None:

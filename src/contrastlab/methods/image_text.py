@@ -74,7 +74,12 @@ class TextTower(Backbone):
             self.encoder.eval()
         return self
 
-    def forward(self, tokens: TokenBatch) -> Tensor:  # type: ignore[override]
+    def forward(self, tokens: TokenBatch | LockedTextFeatures  # type: ignore[override]
+                ) -> Tensor:
+        if isinstance(tokens, LockedTextFeatures):
+            if not self.locked:
+                raise ValueError("precomputed text features stand for a locked text tower only")
+            return tokens.features
         if self.locked:
             with torch.no_grad():
                 return self.encoder(tokens.ids, tokens.mask)
@@ -82,12 +87,26 @@ class TextTower(Backbone):
 
 
 @dataclass
+class LockedTextFeatures:
+    """The (N, dim) features a locked :class:`TextTower`'s encoder gave N captions, computed
+    before training (:mod:`contrastlab.training.locked_text`): the tower passes them through."""
+
+    features: Tensor
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def to(self, device: torch.device | str) -> LockedTextFeatures:
+        return LockedTextFeatures(self.features.to(device))
+
+
+@dataclass
 class ImageTextBatch:
     """N pairs: float images (N, C, H, W), already augmented and normalised, and the captions'
-    tokens (N rows)."""
+    tokens (N rows; a locked text tower's precomputed features instead)."""
 
     images: Tensor
-    tokens: TokenBatch
+    tokens: TokenBatch | LockedTextFeatures
 
     def __post_init__(self) -> None:
         if self.images.shape[0] != len(self.tokens):
@@ -122,5 +141,5 @@ def image_text_step(method: TwoTowerMethod, batch: ImageTextBatch) -> Any:
     return method.pair_step(batch.images, batch.tokens)
 
 
-__all__ = ["IMAGE_TEXT_METHODS", "ImageTextBatch", "TextTower", "build_image_text_method",
-           "image_text_settings", "image_text_step"]
+__all__ = ["IMAGE_TEXT_METHODS", "ImageTextBatch", "LockedTextFeatures", "TextTower",
+           "build_image_text_method", "image_text_settings", "image_text_step"]

@@ -49,7 +49,7 @@ from contrastlab.atomic import write_text_atomic
 from contrastlab.data.captions import ImageCaptions, load_image_captions
 from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.tokenizer import TextTokenizer, TokenBatch, train_tokenizer
-from contrastlab.methods.image_text import ImageTextBatch, build_image_text_method
+from contrastlab.methods.image_text import ImageTextBatch, TextTower, build_image_text_method
 from contrastlab.methods.two_tower import TwoTowerMethod
 from contrastlab.models.backbones import build_backbone, takes_geometry
 from contrastlab.models.global_batch_norm import convert_to_global_batch_norm
@@ -62,6 +62,7 @@ from contrastlab.runs.directory import RunDirectory, default_run_name
 from contrastlab.runs.hf_folder import hf_folder
 from contrastlab.runs.pair_run import PAIR_RUN_KIND
 from contrastlab.training.ddp import Distributed, setup_distributed
+from contrastlab.training.locked_text import encode_locked_captions
 from contrastlab.training.pair_settings import PairRunSettings
 from contrastlab.training.pretrained_text import pretrained_text_tower
 from contrastlab.training.signals import StopRequest
@@ -216,19 +217,25 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
         f"{plan.describe()}, device {device}"
         + (f", {ddp.world_size} processes of {local_batch} pairs" if ddp.enabled else "")
         + (f"; resumed at step {position.step}" if position else ""))
+    locked = None
+    if train.lock_text:  # a locked tower's caption features never change: computed once
+        assert isinstance(method.tower_b, TextTower)
+        locked = encode_locked_captions(method.tower_b, data.tokens, device)
+        say(f"locked text tower: {locked.features.shape[0]} distinct captions encoded once")
     method.train()
 
     dtype = method.projection_a.weight.dtype
 
     def step(indices: torch.Tensor, number: int, progress: float
              ) -> tuple[float, dict[str, float]]:
-        images, tokens = data.batch(local_rows(ddp, indices))
+        rows = local_rows(ddp, indices)
+        images, tokens = data.batch(rows)
         # the global batch's augmentation parameters are drawn; this rank's rows augmented
         augmented = views(images.to(device), generator, global_batch=len(indices),
                           offset=ddp.rank * local_batch)[0]
         # float32 views in the weights' dtype (float64 under torch.set_default_dtype)
         batch = ImageTextBatch(augmented.to(dtype).contiguous(memory_format=torch.channels_last),
-                               tokens.to(device))
+                               tokens.to(device) if locked is None else locked.batch(rows))
         return _step(method, optimizer, batch, opt.clip_grad_norm, number, progress, ddp)
 
     image = {"size": size, "channels": channels, "mean": list(mean), "std": list(std)}
