@@ -21,6 +21,13 @@ The run directory::
                                 tokenizer, image size / channels / mean / std, loop position,
                                 random states and the augmentations' generator
 
+With ``text_backbone: hf:PATH`` the text tower is a local Hugging Face model
+(:mod:`contrastlab.training.pretrained_text`): no ``tokenizer.json`` is written, the checkpoint
+holds the model folder's config and tokenizer files instead (``hf_files``, ``hf_source``), and
+a resumed run rebuilds the tower from them. ``lock_text`` freezes it
+(:class:`~contrastlab.methods.image_text.TextTower`) and its features of every distinct caption
+are computed once before the first step (:mod:`contrastlab.training.locked_text`).
+
 Under ``torchrun --nproc_per_node P -m contrastlab train-pairs ...`` every process runs this
 loop on its share of each global batch (``batch_size`` is the global batch), the CLIP / SigLIP
 loss sees the whole batch's pairs, batch norm (in the image tower) normalises over the global
