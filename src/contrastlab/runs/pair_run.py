@@ -2,10 +2,12 @@
 image normalisation, and embeddings in the shared space.
 
 The checkpoint (read weights-only) holds the run's settings, the image geometry and
-normalisation (mean, std of the training images), the tokenizer's JSON and the method's state
-dict, so the run needs nothing else: images go through the evaluation transform (resize to the
-run's size, normalise) and the image tower, captions through the tokenizer and the text tower,
-each followed by its projection; both in eval mode.
+normalisation (mean, std of the training images), the tokenizer's JSON (an ``hf:PATH`` text
+tower: the model folder's ``config.json`` and tokenizer files, from which transformers rebuilds
+the model and tokenizer, :func:`contrastlab.runs.hf_folder.rebuild_encoder`) and the method's
+state dict, so the run needs nothing else (not the model folder either): images go through the
+evaluation transform (resize to the run's size, normalise) and the image tower, captions through
+the tokenizer and the text tower, each followed by its projection; both in eval mode.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.tokenizer import TextTokenizer
 from contrastlab.errors import CheckpointError
 from contrastlab.methods.image_text import build_image_text_method, image_text_settings
 from contrastlab.methods.two_tower import TwoTowerMethod
 from contrastlab.models.backbones import build_backbone, takes_geometry
+from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.text_encoder import TextEncoderSettings, TextTransformer
 from contrastlab.runs.checkpoint import load_run_of_kind
+from contrastlab.runs.hf_folder import HF_PREFIX, rebuild_encoder
 from contrastlab.views import EvalTransform
 
 #: the ``kind`` of an image-text run's checkpoint
@@ -37,7 +42,7 @@ class LoadedPairRun:
     """An image-text run's method (eval mode, on ``device``), tokenizer and image transform."""
 
     method: TwoTowerMethod
-    tokenizer: TextTokenizer
+    tokenizer: TextTokenizer | HfTokenizer
     transform: EvalTransform
     device: torch.device
     max_length: int
@@ -83,12 +88,23 @@ def load_pair_run(run: str | Path, device: torch.device | str = "cpu") -> Loaded
     backbone_name = settings["train"]["backbone"]
     geometry = image["size"] if takes_geometry(backbone_name) else None
     backbone = build_backbone(backbone_name, image["channels"], geometry)
-    text = TextTransformer(int(state["vocab_size"]),
-                           TextEncoderSettings.from_mapping(settings["encoder"], source),
-                           int(state["pad_id"]))
+    encoder = TextEncoderSettings.from_mapping(settings["encoder"], source)
+    text: TextTransformer | HfTextEncoder
+    tokenizer: TextTokenizer | HfTokenizer
+    text_backbone = str(settings["train"].get("text_backbone", "transformer"))
+    if text_backbone.startswith(HF_PREFIX):
+        if "hf_files" not in state:
+            raise CheckpointError(f"the checkpoint of '{run}' has no hf_files (the model "
+                                  "folder's config and tokenizer); train the run again")
+        text, tokenizer = rebuild_encoder(state["hf_files"], encoder.pool, encoder.max_length,
+                                          str(run))
+    else:
+        text = TextTransformer(int(state["vocab_size"]), encoder, int(state["pad_id"]))
+        tokenizer = TextTokenizer.from_json(state["tokenizer"])
     method_name = settings["train"]["method"]
     method = build_image_text_method(method_name, backbone, text,
-                                     image_text_settings(method_name, settings["method"], source))
+                                     image_text_settings(method_name, settings["method"], source),
+                                     lock_text=bool(settings["train"].get("lock_text", False)))
     try:
         method.load_state_dict(state["model"])
     except RuntimeError as error:
@@ -96,8 +112,8 @@ def load_pair_run(run: str | Path, device: torch.device | str = "cpu") -> Loaded
                               f"{str(error).splitlines()[0]}") from None
     device = torch.device(device)
     transform = EvalTransform(image["size"], image["channels"], image["mean"], image["std"])
-    return LoadedPairRun(method.to(device).eval(), TextTokenizer.from_json(state["tokenizer"]),
-                         transform, device, text.max_length)
+    return LoadedPairRun(method.to(device).eval(), tokenizer, transform, device,
+                         text.max_length)
 
 
 __all__ = ["PAIR_RUN_KIND", "LoadedPairRun", "load_pair_run"]

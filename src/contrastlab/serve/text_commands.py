@@ -172,9 +172,16 @@ def export_run_towers(run: Path, kind: str, fmt: str, out: Path | None, tower: s
                 "text": "text-encoder.onnx" if kind == "text" else "text-tower.onnx"}
     paths = {name: out or Path(run) / "export" / defaults[name] for name in towers}
     refuse_existing(list(paths.values()), "exported encoder")
+    settings = read_run_settings(run)
+    text_backbone = str(settings.get("train", {}).get("text_backbone", "transformer"))
+    if "text" in towers and text_backbone.startswith("hf:"):  # before anything is written
+        raise ConfigError(f"the text tower of '{run}' is a Hugging Face model ({text_backbone}); "
+                          "contrastlab does not export those to ONNX: embed, search and serve "
+                          "the run itself (PyTorch)"
+                          + (", or export the image tower alone (--tower image)"
+                             if kind == "image-text" else ""))
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
-    settings = read_run_settings(run)
     results: dict[str, Any] = {}
     lines: list[str] = []
     passed = True

@@ -38,11 +38,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.ngrams import NgramFeaturizer
 from contrastlab.data.tokenizer import TextTokenizer
 from contrastlab.errors import CheckpointError, ConfigError
+from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
+from contrastlab.runs.hf_folder import HF_PREFIX
 from contrastlab.serve.deps import require
 from contrastlab.serve.encoders import (
     METADATA_KEY,
@@ -215,7 +218,7 @@ class TextEncoder:
     """Base class: tokenise with the card's tokenizer, then :meth:`forward_features`."""
 
     card: TextCard
-    tokenizer: TextTokenizer | NgramFeaturizer
+    tokenizer: TextTokenizer | NgramFeaturizer | HfTokenizer
 
     def inputs(self, texts: Sequence[str]) -> tuple[Tensor, ...]:
         """The model inputs of ``texts`` (CPU tensors, in :attr:`TextCard.input_names` order)."""
@@ -251,7 +254,8 @@ class TorchTextEncoder(TextEncoder):
     """A run's text module (:mod:`contrastlab.serve.text_modules`) in PyTorch."""
 
     def __init__(self, module: nn.Module, card: TextCard,
-                 tokenizer: TextTokenizer | NgramFeaturizer, device: torch.device | str = "cpu",
+                 tokenizer: TextTokenizer | NgramFeaturizer | HfTokenizer,
+                 device: torch.device | str = "cpu",
                  run_settings: dict[str, Any] | None = None) -> None:
         self.module = module
         self.card = card
@@ -305,6 +309,9 @@ def text_encoder_from_run(run: str | Path, device: torch.device | str = "cpu"
         if isinstance(loaded.encoder, NgramEncoder):
             module, backbone = NgramTextModule(loaded.encoder), "ngrams"
             max_length, tokenizer_json, ngrams = None, None, _ngram_settings(loaded.encoder)
+        elif isinstance(loaded.encoder, HfTextEncoder):
+            module, backbone = TransformerTextModule(loaded.encoder), hf_card_name(loaded.encoder)
+            max_length, tokenizer_json, ngrams = loaded.encoder.max_length, None, None
         else:
             assert isinstance(loaded.tokenizer, TextTokenizer)
             module, backbone = TransformerTextModule(loaded.encoder), "transformer"
@@ -319,13 +326,23 @@ def text_encoder_from_run(run: str | Path, device: torch.device | str = "cpu"
     return text
 
 
+def hf_card_name(encoder: HfTextEncoder) -> str:
+    """The card's ``backbone`` of a Hugging Face text tower: ``hf:<model type>``."""
+    return f"{HF_PREFIX}{getattr(encoder.model.config, 'model_type', 'model')}"
+
+
 def _pair_text_encoder(pair: LoadedPairRun, fingerprint: str, settings: dict[str, Any],
                        device: torch.device | str) -> TorchTextEncoder:
     tower = pair.method.tower_b.encoder
-    assert isinstance(tower, TextTransformer)
+    assert isinstance(tower, TextTransformer | HfTextEncoder)
     module = TransformerTextModule(tower, pair.method.projection_b)
-    card = TextCard("image-text", pair.method.name, "transformer", "shared", module.output_dim,
-                    fingerprint + "/shared", pair.max_length, pair.tokenizer.to_json())
+    if isinstance(tower, HfTextEncoder):  # its tokenizer is the model folder's (no JSON here)
+        backbone, tokenizer_json = hf_card_name(tower), None
+    else:
+        assert isinstance(pair.tokenizer, TextTokenizer)
+        backbone, tokenizer_json = "transformer", pair.tokenizer.to_json()
+    card = TextCard("image-text", pair.method.name, backbone, "shared", module.output_dim,
+                    fingerprint + "/shared", pair.max_length, tokenizer_json)
     return TorchTextEncoder(module.eval().to(device), card, pair.tokenizer, device, settings)
 
 

@@ -34,6 +34,7 @@ import torch
 
 from contrastlab.atomic import write_atomic
 from contrastlab.errors import ConfigError
+from contrastlab.runs.hf_folder import HF_PREFIX
 from contrastlab.serve.deps import require
 from contrastlab.serve.embed import embed_images
 from contrastlab.serve.encoders import METADATA_KEY, Encoder, torchscript_notices_hidden
@@ -59,6 +60,11 @@ def text_onnx_bytes(encoder: TorchTextEncoder) -> bytes:
     Raises:
         ConfigError: the weights do not fit one ONNX file (2 GB).
     """
+    if encoder.card.backbone.startswith(HF_PREFIX):
+        raise ConfigError(
+            f"the text tower is a Hugging Face model ({encoder.card.backbone}); contrastlab "
+            "does not export those to ONNX (its tokenizer is not one the artefact's card can "
+            "carry): embed, search and serve the run itself (PyTorch)")
     require("onnx", "--format onnx")
     module = encoder.module.to("cpu").eval()
     if isinstance(module, NgramTextModule):  # the encoder's EmbeddingBag does not export

@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.ngram_encoder import NgramEncoder
 from contrastlab.models.text_encoder import TextTransformer
 
@@ -42,10 +43,12 @@ NGRAM_INPUTS = ("ids", "weights", "offsets")
 
 
 class TransformerTextModule(nn.Module):
-    """A Transformer text encoder (and an optional projection) taking ``(input_ids,
-    attention_mask)``; the mask may be int64 (Hugging Face's convention) or bool."""
+    """A Transformer text encoder (ours or a Hugging Face model's, :class:`HfTextEncoder`) and
+    an optional projection, taking ``(input_ids, attention_mask)``; the mask may be int64
+    (Hugging Face's convention) or bool."""
 
-    def __init__(self, encoder: TextTransformer, projection: nn.Linear | None = None) -> None:
+    def __init__(self, encoder: TextTransformer | HfTextEncoder,
+                 projection: nn.Linear | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.projection = projection

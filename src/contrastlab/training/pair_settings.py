@@ -30,6 +30,7 @@ from contrastlab.methods.settings import MethodSettings
 from contrastlab.models.backbones import check_backbone_name
 from contrastlab.models.text_encoder import TextEncoderSettings
 from contrastlab.optim.settings import OptimizerSettings
+from contrastlab.runs.hf_folder import HF_PREFIX
 from contrastlab.settings import Settings, setting
 from contrastlab.training.text_settings import SectionTable, layer_settings
 from contrastlab.views.settings import AugmentConfig
@@ -48,6 +49,16 @@ class PairTrainSettings(Settings):
                         ".jpg + .txt members (docs/text.md).", source="here")
     method: str = setting("clip", "clip (softmax over the batch) or siglip (pairwise sigmoid).",
                           source="here", choices=tuple(IMAGE_TEXT_METHODS))
+    text_backbone: str = setting(
+        "transformer", "The text tower: transformer (a new Transformer: the encoder section, "
+        "a tokenizer trained or given) or hf:PATH (a local Hugging Face model folder: its "
+        "pretrained weights and its tokenizer; pool and max_length of the encoder section).",
+        source="here", must_be="transformer or hf:PATH")
+    lock_text: bool = setting(
+        False, "Locked text tower: keep the hf:PATH text tower's pretrained weights fixed (eval "
+        "mode, no dropout) and train the image tower, both projections and the loss's "
+        "temperature (and bias); LiT (Zhai et al. 2022) locks the image tower instead.",
+        source="here, after LiT (locked-image tuning)")
     backbone: str = setting("convnet", "The image tower: a backbone of the registry "
                             "(`contrastlab train --help` lists them).", source="here")
     image_size: int | None = setting(
@@ -97,6 +108,23 @@ class PairTrainSettings(Settings):
 
     def check_together(self) -> None:
         check_backbone_name(self.backbone)
+        text = self.text_backbone
+        if text.startswith(HF_PREFIX):
+            if not text[len(HF_PREFIX):].strip():
+                raise ConfigError("text_backbone 'hf:' names no folder: give --text-backbone "
+                                  "hf:PATH, PATH a local Hugging Face model folder")
+            if self.tokenizer:
+                raise ConfigError(f"tokenizer '{self.tokenizer}' cannot be given with "
+                                  f"text_backbone {text}: the model folder's own tokenizer is "
+                                  "used; leave --tokenizer out")
+        elif text != "transformer":
+            raise ConfigError(f"unknown text_backbone '{text}' for train-pairs: choose "
+                              f"transformer or {HF_PREFIX}PATH (a local Hugging Face model "
+                              "folder)")
+        elif self.lock_text:
+            raise ConfigError("lock_text freezes a pretrained text tower, but text_backbone "
+                              "transformer is a new, random one: give --text-backbone hf:PATH "
+                              "with --lock-text, or leave --lock-text out")
 
 
 @dataclass

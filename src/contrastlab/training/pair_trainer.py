@@ -21,6 +21,13 @@ The run directory::
                                 tokenizer, image size / channels / mean / std, loop position,
                                 random states and the augmentations' generator
 
+With ``text_backbone: hf:PATH`` the text tower is a local Hugging Face model
+(:mod:`contrastlab.training.pretrained_text`): no ``tokenizer.json`` is written, the checkpoint
+holds the model folder's config and tokenizer files instead (``hf_files``, ``hf_source``), and
+a resumed run rebuilds the tower from them. ``lock_text`` freezes it
+(:class:`~contrastlab.methods.image_text.TextTower`) and its features of every distinct caption
+are computed once before the first step (:mod:`contrastlab.training.locked_text`).
+
 Under ``torchrun --nproc_per_node P -m contrastlab train-pairs ...`` every process runs this
 loop on its share of each global batch (``batch_size`` is the global batch), the CLIP / SigLIP
 loss sees the whole batch's pairs, batch norm (in the image tower) normalises over the global
@@ -48,24 +55,30 @@ import yaml
 
 from contrastlab.atomic import write_text_atomic
 from contrastlab.data.captions import ImageCaptions, load_image_captions
+from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.tokenizer import TextTokenizer, TokenBatch, train_tokenizer
-from contrastlab.methods.image_text import ImageTextBatch, build_image_text_method
+from contrastlab.errors import ConfigError
+from contrastlab.methods.image_text import ImageTextBatch, TextTower, build_image_text_method
 from contrastlab.methods.two_tower import TwoTowerMethod
 from contrastlab.models.backbones import build_backbone, takes_geometry
 from contrastlab.models.global_batch_norm import convert_to_global_batch_norm
+from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.text_encoder import TextTransformer
 from contrastlab.optim.optimizers import build_optimizer, default_lr
 from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
+from contrastlab.runs.hf_folder import hf_folder
 from contrastlab.runs.pair_run import PAIR_RUN_KIND
 from contrastlab.training.ddp import Distributed, setup_distributed
+from contrastlab.training.locked_text import encode_locked_captions
 from contrastlab.training.pair_settings import PairRunSettings
 from contrastlab.training.pair_stream_data import (
     StreamedPairs,
     open_streamed_pairs,
     pair_shards_to_stream,
 )
+from contrastlab.training.pretrained_text import pretrained_text_tower
 from contrastlab.training.signals import StopRequest
 from contrastlab.training.small_ddp import (
     broadcast_module,
@@ -101,11 +114,12 @@ class PairRunResult:
 
 @dataclass
 class PairData:
-    """The pairs, their captions' tokens (N, L) and the tokenizer."""
+    """The pairs, their captions' tokens (N, L) and the tokenizer (the model folder's for an
+    ``hf:PATH`` text tower)."""
 
     pairs: ImageCaptions
     tokens: TokenBatch
-    tokenizer: TextTokenizer
+    tokenizer: TextTokenizer | HfTokenizer
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, TokenBatch]:
         """uint8 images and tokens (cut to their longest caption) of pairs ``indices``."""
@@ -120,9 +134,11 @@ def _say_nothing(_: str) -> None:
 
 
 def read_pair_data(settings: PairRunSettings, say: Callable[[str], None] = _say_nothing,
-                   tokenizer: TextTokenizer | None = None) -> PairData:
+                   tokenizer: TextTokenizer | HfTokenizer | None = None,
+                   max_length: int | None = None) -> PairData:
     """Read and decode the pairs, train (or load, or take ``tokenizer``) the tokenizer,
-    tokenise the captions."""
+    tokenise the captions (at most ``max_length`` tokens each; default the encoder
+    section's)."""
     train = settings.train
     pairs = load_image_captions(train.data, train.image_size, train.skip_bad_files)
     if tokenizer is not None:
@@ -133,7 +149,7 @@ def read_pair_data(settings: PairRunSettings, say: Callable[[str], None] = _say_
         tokenizer = train_tokenizer(list(dict.fromkeys(pairs.captions)),
                                     vocab_size=train.vocab_size)
         say(f"trained a WordPiece tokenizer of {tokenizer.vocab_size} tokens on the captions")
-    tokens = tokenizer.encode(pairs.captions, settings.encoder.max_length)
+    tokens = tokenizer.encode(pairs.captions, max_length or settings.encoder.max_length)
     return PairData(pairs, tokens, tokenizer)
 
 
@@ -158,17 +174,33 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
     saved = load_resumable(out, PAIR_RUN_KIND, "train-pairs") if train.resume else None
     device = ddp.device
     torch.manual_seed(train.seed)
-    shards = pair_shards_to_stream(train.data, train.stream, saved)
-    tokenizer = TextTokenizer.from_json(saved["tokenizer"]) if saved else None
+    folder = hf_folder(train.text_backbone)
+    # an hf: tower's shards are read into memory: the stream tokenises in its worker processes
+    # with the run's own WordPiece tokenizer, and a locked tower encodes every caption up front
+    shards = pair_shards_to_stream(train.data, "off" if folder and train.stream == "auto"
+                                   else train.stream, saved)
+    if folder is not None and shards is not None:
+        raise ConfigError(f"--stream on with text_backbone {train.text_backbone} is not "
+                          "supported yet (streamed captions are tokenised in worker processes "
+                          "by the run's own WordPiece tokenizer): give --stream auto or off to "
+                          "read the shards into memory, or --text-backbone transformer")
+    pretrained = (None if folder is None
+                  else pretrained_text_tower(folder, settings.encoder, saved, out, say))
     stream: StreamedPairs | None = None
     if shards is not None:  # streamed from the shards: training/pair_stream_data.py
+        tokenizer = TextTokenizer.from_json(saved["tokenizer"]) if saved else None
         data = stream = open_streamed_pairs(settings, shards, ddp, say, tokenizer)
         pair_count, image_count, skipped = len(stream), len(stream), stream.skipped
         plan = plan_loop(stream.steps_per_epoch * stream.batch_size, stream.batch_size,
                          train.epochs, train.time_budget)
         channels, size, mean, std = stream.channels, stream.image_size, stream.mean, stream.std
     else:
-        data = _read_on_every_rank(settings, ddp, say, tokenizer)
+        if pretrained is not None:
+            data = _read_on_every_rank(settings, ddp, say, pretrained.tokenizer,
+                                       pretrained.encoder.max_length)
+        else:
+            data = _read_on_every_rank(settings, ddp, say, TextTokenizer.from_json(
+                saved["tokenizer"]) if saved else None)
         pairs = data.pairs
         pair_count, image_count, skipped = len(pairs), int(pairs.images.shape[0]), pairs.skipped
         plan = plan_loop(len(pairs), train.batch_size, train.epochs, train.time_budget)
@@ -181,15 +213,22 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
     local_batch = check_global_batch(ddp, plan.batch_size, "train-pairs")
     run.log({"type": "data", "pairs": pair_count, "images": image_count,
              "vocab_size": data.tokenizer.vocab_size, "skipped_rows": len(skipped),
-             "streamed": stream is not None})
+             "streamed": stream is not None,
+             **({"hf_source": pretrained.source} if pretrained is not None else {})})
     if skipped:
         say(f"skipped {len(skipped)} bad row(s); first: {skipped[0]}")
     ddp.on_main(lambda: _write_settings(run, settings, data.tokenizer))
     views = AugmentedViews(size, channels, mean, std, settings.views, num_views=1)
     backbone = build_backbone(train.backbone, channels,
                               size if takes_geometry(train.backbone) else None)
-    text = TextTransformer(data.tokenizer.vocab_size, settings.encoder, data.tokenizer.pad_id)
-    method = build_image_text_method(train.method, backbone, text, settings.method).to(device)
+    text: TextTransformer | HfTextEncoder
+    if pretrained is not None:
+        text = pretrained.encoder
+    else:
+        text = TextTransformer(data.tokenizer.vocab_size, settings.encoder,
+                               data.tokenizer.pad_id)
+    method = build_image_text_method(train.method, backbone, text, settings.method,
+                                     lock_text=train.lock_text).to(device)
     method.backbone.to(memory_format=torch.channels_last)  # as the image Trainer's default
     if ddp.enabled:  # batch norm over the global batch, as one process on the whole batch
         convert_to_global_batch_norm(method)
@@ -210,25 +249,34 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
     say(f"{train.method}: {pair_count} pairs of {image_count} images, "
         + (f"streamed from {len(shards.paths)} shard(s) at {size}x{size} by "
            f"{stream.workers} worker(s), " if stream and shards else "")
+        + f"text tower {train.text_backbone}{' (locked)' if train.lock_text else ''}, "
         + f"{plan.describe()}, device {device}"
         + (f", {ddp.world_size} processes of {local_batch} pairs" if ddp.enabled else "")
         + (f"; resumed at step {position.step}" if position else ""))
+    locked = None
+    if train.lock_text:  # a locked tower's caption features never change: computed once
+        assert isinstance(method.tower_b, TextTower)
+        assert stream is None  # an hf: tower (lock_text needs one) is refused with a stream
+        locked = encode_locked_captions(method.tower_b, data.tokens, device)
+        say(f"locked text tower: {locked.features.shape[0]} distinct captions encoded once")
     method.train()
 
     dtype = method.projection_a.weight.dtype
 
     def step(indices: torch.Tensor, number: int, progress: float
              ) -> tuple[float, dict[str, float]]:
-        images, tokens = (stream.batch(number, lambda names: _report_skipped(run, say, number,
-                                                                            names))
-                          if stream is not None
-                          else data.batch(local_rows(ddp, indices)))
+        if stream is not None:
+            images, tokens = stream.batch(number, lambda names: _report_skipped(run, say, number,
+                                                                               names))
+        else:
+            rows = local_rows(ddp, indices)
+            images, tokens = data.batch(rows)
         # the global batch's augmentation parameters are drawn; this rank's rows augmented
         augmented = views(images.to(device), generator, global_batch=plan.batch_size,
                           offset=ddp.rank * local_batch)[0]
         # float32 views in the weights' dtype (float64 under torch.set_default_dtype)
         batch = ImageTextBatch(augmented.to(dtype).contiguous(memory_format=torch.channels_last),
-                               tokens.to(device))
+                               tokens.to(device) if locked is None else locked.batch(rows))
         return _step(method, optimizer, batch, opt.clip_grad_norm, number, progress, ddp)
 
     image = {"size": size, "channels": channels, "mean": list(mean), "std": list(std)}
@@ -239,7 +287,8 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
             run, method, optimizer, settings, data, image,
             {**training_state(position, pair_count), "view_generator": generator.get_state(),
              **({"rank_rng": rank_rng} if rank_rng else {}),
-             **({"stream": stream.identity()} if stream is not None else {})}))
+             **({"stream": stream.identity()} if stream is not None else {}),
+             **(pretrained.checkpoint_entries() if pretrained is not None else {})}))
 
     with StopRequest() as request, (closing(stream) if stream else nullcontext()):
         end = run_loop(plan, items=pair_count, seed=train.seed, log_every=train.log_every,
@@ -255,12 +304,18 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
 
 
 def _read_on_every_rank(settings: PairRunSettings, ddp: Distributed, say: Callable[[str], None],
-                        tokenizer: TextTokenizer | None) -> PairData:
+                        tokenizer: TextTokenizer | HfTokenizer | None,
+                        max_length: int | None = None) -> PairData:
     """:func:`read_pair_data`; under torchrun rank 0 reads first (a bad file stops every rank
-    with its error) and every rank then tokenises with rank 0's tokenizer."""
+    with its error) and every rank then tokenises with rank 0's tokenizer (an ``hf:`` tower's
+    tokenizer: every rank's own, loaded from the same files)."""
     if not ddp.enabled:
-        return read_pair_data(settings, say, tokenizer)
-    data = ddp.on_main(lambda: read_pair_data(settings, say, tokenizer))
+        return read_pair_data(settings, say, tokenizer, max_length)
+    data = ddp.on_main(lambda: read_pair_data(settings, say, tokenizer, max_length))
+    if isinstance(tokenizer, HfTokenizer):
+        return data if data is not None else read_pair_data(settings, say, tokenizer,
+                                                            max_length)
+    assert data is None or isinstance(data.tokenizer, TextTokenizer)
     shared = ddp.from_main(data.tokenizer.to_json() if data is not None else None)
     return data if data is not None else read_pair_data(settings, say,
                                                         TextTokenizer.from_json(shared))
@@ -274,10 +329,11 @@ def _report_skipped(run: RunDirectory, say: Callable[[str], None], step: int,
 
 
 def _write_settings(run: RunDirectory, settings: PairRunSettings,
-                    tokenizer: TextTokenizer) -> None:
+                    tokenizer: TextTokenizer | HfTokenizer) -> None:
     write_text_atomic(run.config_path, yaml.safe_dump(settings.to_dict(), sort_keys=False),
                       "config")
-    write_text_atomic(run.root / "tokenizer.json", tokenizer.to_json(), "tokenizer")
+    if isinstance(tokenizer, TextTokenizer):  # an hf: tower's is in the checkpoint (hf_files)
+        write_text_atomic(run.root / "tokenizer.json", tokenizer.to_json(), "tokenizer")
 
 
 def _step(method: TwoTowerMethod, optimizer: torch.optim.Optimizer, batch: ImageTextBatch,
@@ -307,7 +363,8 @@ def _save(run: RunDirectory, method: TwoTowerMethod, optimizer: torch.optim.Opti
           training: dict[str, Any]) -> None:
     """The checkpoint: settings, image geometry and statistics, tokenizer, weights (the loss's
     temperature and bias among them), optimiser, and the training state (position, random
-    states, the augmentations' generator)."""
+    states, the augmentations' generator); an ``hf:`` tower's model files come in
+    ``training`` (``hf_files``, ``hf_source``) and replace the tokenizer's JSON."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "kind": PAIR_RUN_KIND,
@@ -315,7 +372,8 @@ def _save(run: RunDirectory, method: TwoTowerMethod, optimizer: torch.optim.Opti
         "image": image,
         "vocab_size": data.tokenizer.vocab_size,
         "pad_id": data.tokenizer.pad_id,
-        "tokenizer": data.tokenizer.to_json(),
+        **({"tokenizer": data.tokenizer.to_json()}
+           if isinstance(data.tokenizer, TextTokenizer) else {}),
         "model": method.state_dict(),
         "optimizer": optimizer.state_dict(),
         **training,
