@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
 
 from contrastlab.losses import nt_xent, tiled_nt_xent
 from contrastlab.losses.grad_cache import grad_cache_backward
+from tests.threads import one_thread
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def one_thread_here() -> Iterator[None]:
     """Tiny matmuls: a second MKL thread on an oversubscribed CPU only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 def mlp(dropout: float = 0.0, batch_norm: bool = False) -> nn.Module:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -33,16 +34,15 @@ from contrastlab.losses import (
     tiled_nt_xent,
 )
 from contrastlab.losses.tiled import auto_chunk_size
+from tests.threads import one_thread
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def one_thread_here() -> Iterator[None]:
     """Small tiles mean many small matmuls; with 2 MKL threads on an oversubscribed CPU each
     one can wait milliseconds for the second thread. The numerics do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 # ----------------------------------------------------------------------------- direct formulas

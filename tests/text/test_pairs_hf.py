@@ -34,7 +34,8 @@ from contrastlab.training.pair_settings import resolve_pair_settings  # noqa: E4
 from contrastlab.training.pair_trainer import fit_pairs  # noqa: E402
 from tests.text.hf_model import direct_embeddings, write_tiny_bert  # noqa: E402
 from tests.text.pair_data import write_folder  # noqa: E402
-from tests.text.test_text_resume import assert_same_tensors, one_thread, steps  # noqa: E402
+from tests.text.test_text_resume import assert_same_tensors, steps  # noqa: E402
+from tests.threads import one_thread  # noqa: E402
 
 TEXT = "tower_b.encoder.model."
 IMAGE = "backbone."

@@ -6,14 +6,12 @@ stop the run naming shard and key or are skipped and counted."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from contrastlab.training.pair_stream_data import StreamedPairs
 from contrastlab.training.pair_trainer import fit_pairs
 from tests.text.pair_data import COLOURS, image_bytes, write_shard
 from tests.text.test_text_resume import assert_same_tensors
+from tests.threads import one_thread
 
 NAMES = list(COLOURS)
 MODEL = {"backbone": "convnet-small", "dim": 16, "depth": 1, "heads": 2, "projection_dim": 8,
@@ -61,16 +60,6 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     texts = [caption(s, i) for s in range(3) for i in range(8)]
     path.write_text(train_tokenizer(texts, vocab_size=60, min_frequency=1).to_json())
     return path
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run(values: dict[str, Any], stop_after_step: int | None = None) -> dict[str, Any]:

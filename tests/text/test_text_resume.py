@@ -7,7 +7,6 @@ changed data are refused."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -15,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from contrastlab.training.text_settings import resolve_text_settings
 from contrastlab.training.text_trainer import fit_text
 from tests.text.hf_model import write_tiny_bert
 from tests.text.pair_data import COLOURS, write_folder
+from tests.threads import one_thread
 
 WORDS = ["a man plays a guitar", "a woman cuts an onion", "two dogs run in a park",
          "a cat sleeps on a sofa", "a child rides a bike", "the sun sets over the sea",
@@ -47,17 +46,6 @@ NGRAMS = {"text_backbone": "ngrams", "buckets": 512, "dim": 8, "dropout": 0.1,
 PAIRS = {"backbone": "convnet-small", "dim": 16, "depth": 1, "heads": 2, "projection_dim": 8,
          "batch_size": 4, "epochs": 2, "lr": 0.01, "log_every": 1,
          "device": "cpu", "method": "siglip"}
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Train in this process as the subprocess does (one thread); restore the setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from contrastlab.config import build_config
+from tests import threads
 
 
 def stream_config(settings: dict[str, Any], data: str, out: Path, **overrides: Any) -> Any:
@@ -20,9 +20,5 @@ def stream_config(settings: dict[str, Any], data: str, out: Path, **overrides: A
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     """Train on one thread (as the killed subprocesses do), then restore the thread count."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threads.one_thread():
         yield
-    finally:
-        torch.set_num_threads(threads)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +18,17 @@ from contrastlab.errors import ConfigError
 from contrastlab.methods import METHODS, build_method
 from contrastlab.runs.checkpoint import load_checkpoint
 from contrastlab.training.micro_batch import check_micro_batch, grad_cache_step
+from tests.threads import one_thread
 
 GRAD_CACHE_METHODS = ["simclr", "supcon", "dcl", "dclw", "npair", "triplet", "barlow-twins",
                       "vicreg", "clip", "siglip"]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def one_thread_here() -> Iterator[None]:
     """Tiny convolutions: a second thread on a shared CPU only adds waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 def views_and_labels(n: int = 10) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -185,7 +185,8 @@ def _fit_pairs(settings: PairRunSettings, ddp: Distributed, say: Callable[[str],
                           "by the run's own WordPiece tokenizer): give --stream auto or off to "
                           "read the shards into memory, or --text-backbone transformer")
     pretrained = (None if folder is None
-                  else pretrained_text_tower(folder, settings.encoder, saved, out, say))
+                  else pretrained_text_tower(folder, settings.encoder, saved, out, say,
+                                               " as the text tower"))
     stream: StreamedPairs | None = None
     if shards is not None:  # streamed from the shards: training/pair_stream_data.py
         tokenizer = TextTokenizer.from_json(saved["tokenizer"]) if saved else None

@@ -1,4 +1,6 @@
-"""The pretrained text tower of an image-text run (``train-pairs --text-backbone hf:PATH``).
+"""A pretrained text encoder from a local Hugging Face model folder: the sentence encoder of a
+text run (``train-text --text-backbone hf:PATH``) or the text tower of an image-text run
+(``train-pairs --text-backbone hf:PATH``).
 
 A new run reads the local Hugging Face model folder once (:func:`contrastlab.runs.hf_folder.
 load_folder`: pretrained weights, its tokenizer, local files only); its checkpoint then holds
@@ -41,10 +43,11 @@ class PretrainedText:
 
 def pretrained_text_tower(folder: Path, encoder: TextEncoderSettings,
                           saved: dict[str, Any] | None, out: Path,
-                          say: Callable[[str], None]) -> PretrainedText:
+                          say: Callable[[str], None], role: str = "") -> PretrainedText:
     """The pretrained tower of the model ``folder`` (a new run), or the one rebuilt from the
     checkpoint ``saved`` of the run in ``out`` (a resumed run: the trainer then loads its
-    weights; the folder is not read). ``encoder``: its ``pool`` and ``max_length`` apply.
+    weights; the folder is not read). ``encoder``: its ``pool`` and ``max_length`` apply;
+    ``role`` (e.g. " as the text tower") goes into the message.
 
     Raises:
         ConfigError: the folder is missing or not a model folder transformers can load.
@@ -59,7 +62,7 @@ def pretrained_text_tower(folder: Path, encoder: TextEncoderSettings,
         return PretrainedText(model.train(), tokenizer, dict(saved["hf_files"]),
                               dict(saved.get("hf_source", {})))
     model, tokenizer, source = load_folder(folder, encoder.pool, encoder.max_length)
-    say(f"loaded {source['model_type']} from {source['path']} as the text tower "
+    say(f"loaded {source['model_type']} from {source['path']}{role} "
         f"({model.output_dim}-d, {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M "
         "parameters)")
     return PretrainedText(model, tokenizer, folder_files(model, tokenizer), source)

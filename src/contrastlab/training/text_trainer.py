@@ -62,9 +62,7 @@ import torch
 import yaml
 
 from contrastlab.atomic import write_text_atomic
-from contrastlab.data.hf_tokenizer import HfTokenizer
 from contrastlab.data.tokenizer import TextTokenizer
-from contrastlab.errors import CheckpointError
 from contrastlab.methods.simcse import SimCSE
 from contrastlab.models.hf_text_encoder import HfTextEncoder
 from contrastlab.models.ngram_encoder import NgramEncoder
@@ -73,7 +71,7 @@ from contrastlab.optim.optimizers import build_optimizer, default_lr
 from contrastlab.runs.checkpoint import CHECKPOINT_FORMAT, save_atomic
 from contrastlab.runs.device import resolve_device
 from contrastlab.runs.directory import RunDirectory, default_run_name
-from contrastlab.runs.hf_folder import folder_files, hf_folder, load_folder, rebuild_encoder
+from contrastlab.runs.hf_folder import hf_folder
 from contrastlab.runs.ngram_table import (
     TABLE_KEY,
     pack_sparse_adam,
@@ -85,6 +83,7 @@ from contrastlab.runs.ngram_table import (
 )
 from contrastlab.runs.text_run import TEXT_RUN_KIND
 from contrastlab.training.ddp import Distributed, setup_distributed
+from contrastlab.training.pretrained_text import PretrainedText, pretrained_text_tower
 from contrastlab.training.signals import StopRequest
 from contrastlab.training.small_ddp import (
     broadcast_module,
@@ -130,17 +129,6 @@ def _say_nothing(_: str) -> None:
 
 
 @dataclass
-class _Pretrained:
-    """An ``hf:PATH`` run's encoder and tokenizer, the model folder's files its checkpoint
-    keeps (``hf_files``) and where they came from (``hf_source``)."""
-
-    encoder: HfTextEncoder
-    tokenizer: HfTokenizer
-    files: dict[str, torch.Tensor]
-    source: dict[str, Any]
-
-
-@dataclass
 class _Model:
     """What a text run trains and checkpoints: the method, its optimiser and, for an n-gram
     encoder, the table's touched rows and the digest of its initialisation; for an ``hf:``
@@ -150,7 +138,7 @@ class _Model:
     optimizer: torch.optim.Optimizer
     ngram_rows: torch.Tensor | None = None
     init_digest: str = ""
-    pretrained: _Pretrained | None = None
+    pretrained: PretrainedText | None = None
 
     @property
     def encoder(self) -> NgramEncoder:
@@ -191,7 +179,7 @@ def _fit_text(settings: TextRunSettings, ddp: Distributed, say: Callable[[str], 
     torch.manual_seed(train.seed)
     hf_path = hf_folder(train.text_backbone)
     pretrained = (None if hf_path is None
-                  else _hf_backbone(hf_path, settings, saved, out, say))
+                  else pretrained_text_tower(hf_path, settings.encoder, saved, out, say))
     data: TextTrainingData | NgramTrainingData
     if pretrained is not None:
         data = build_training_data(train, settings.method, pretrained.encoder.max_length, say,
@@ -285,28 +273,9 @@ def _read_on_every_rank(settings: TextRunSettings, ddp: Distributed, say: Callab
     return data if data is not None else read(TextTokenizer.from_json(shared))
 
 
-def _hf_backbone(folder: Path, settings: TextRunSettings, saved: dict[str, Any] | None,
-                 out: Path, say: Callable[[str], None]) -> _Pretrained:
-    """The pretrained encoder and tokenizer of the model folder (a new run), or those rebuilt
-    from the checkpoint's ``hf_files`` (a resumed run: :func:`_restore` then loads its weights;
-    the folder is not read again)."""
-    pool, max_length = settings.encoder.pool, settings.encoder.max_length
-    if saved is not None:
-        if "hf_files" not in saved:
-            raise CheckpointError(f"cannot resume '{out}': its checkpoint has no hf_files (the "
-                                  "model folder's config and tokenizer); start a new run")
-        encoder, tokenizer = rebuild_encoder(saved["hf_files"], pool, max_length, str(out))
-        return _Pretrained(encoder.train(), tokenizer, dict(saved["hf_files"]),
-                           dict(saved.get("hf_source", {})))
-    encoder, tokenizer, source = load_folder(folder, pool, max_length)
-    say(f"loaded {source['model_type']} from {source['path']} ({encoder.output_dim}-d, "
-        f"{sum(p.numel() for p in encoder.parameters()) / 1e6:.1f} M parameters)")
-    return _Pretrained(encoder, tokenizer, folder_files(encoder, tokenizer), source)
-
-
 def _build(settings: TextRunSettings, data: TextTrainingData | NgramTrainingData,
            device: torch.device, peak_lr: float, run: RunDirectory,
-           ddp: Distributed, pretrained: _Pretrained | None = None) -> _Model:
+           ddp: Distributed, pretrained: PretrainedText | None = None) -> _Model:
     """The method around a fresh encoder (``pretrained``: the hf: run's), and its optimiser."""
     opt = settings.optimizer
     if isinstance(data, NgramTrainingData):
