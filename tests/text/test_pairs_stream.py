@@ -7,11 +7,6 @@ stop the run naming shard and key or are skipped and counted."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +16,11 @@ import torch
 from contrastlab.data.shard_set import find_shard_sets
 from contrastlab.data.tokenizer import TextTokenizer, train_tokenizer
 from contrastlab.errors import CheckpointError, ConfigError, DataError
-from contrastlab.runs.checkpoint import SLOW_CHECKPOINT_VARIABLE, load_checkpoint
+from contrastlab.runs.checkpoint import load_checkpoint
 from contrastlab.training.pair_settings import resolve_pair_settings
 from contrastlab.training.pair_stream_data import StreamedPairs
 from contrastlab.training.pair_trainer import fit_pairs
+from tests.text.killed_run import kill_after_checkpoint
 from tests.text.pair_data import COLOURS, image_bytes, write_shard
 from tests.text.test_text_resume import assert_same_tensors
 from tests.threads import one_thread
@@ -182,22 +178,7 @@ def test_a_streamed_run_killed_mid_epoch_resumes_exactly(shards: Path, tokenizer
               "epochs": 2, "method": "clip", "checkpoint_every": 1, "loader_workers": 1}
     straight = run({**values, "out": str(tmp_path / "straight")})
     out = tmp_path / "killed"
-    flags = [f"--{key.replace('_', '-')}={value}" for key, value in values.items()]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "contrastlab", "train-pairs", *flags, "--out", str(out)],
-        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-             SLOW_CHECKPOINT_VARIABLE: "0.3"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = out / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not (last.is_file() and load_checkpoint(last)["position"]["step"] >= 2):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL
-    process.communicate()
-    assert load_checkpoint(last)["position"]["step"] < 6, "the run had ended"
+    assert kill_after_checkpoint("train-pairs", values, out) < 6, "the run had ended"
     resumed = run({"resume": True, "out": str(out)})
     assert_same_tensors(resumed["model"], straight["model"], "model")
     assert losses(out) == losses(tmp_path / "straight")

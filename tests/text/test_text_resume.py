@@ -8,12 +8,7 @@ changed data are refused."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +19,14 @@ from typer.testing import CliRunner
 from contrastlab.cli import app
 from contrastlab.data.tokenizer import train_tokenizer
 from contrastlab.errors import CheckpointError
-from contrastlab.runs.checkpoint import SLOW_CHECKPOINT_VARIABLE, load_checkpoint, save_atomic
+from contrastlab.runs.checkpoint import load_checkpoint, save_atomic
 from contrastlab.runs.text_run import load_text_run
 from contrastlab.training.pair_settings import resolve_pair_settings
 from contrastlab.training.pair_trainer import fit_pairs
 from contrastlab.training.text_settings import resolve_text_settings
 from contrastlab.training.text_trainer import fit_text
 from tests.text.hf_model import write_tiny_bert
+from tests.text.killed_run import kill_after_checkpoint
 from tests.text.pair_data import COLOURS, write_folder
 from tests.threads import one_thread
 
@@ -151,22 +147,8 @@ def test_ngram_run_killed_mid_run_resumes_exactly(sentences: Path, tmp_path: Pat
     values = {**NGRAMS, "data": str(sentences)}
     straight = text_run({**values, "out": str(tmp_path / "straight")})
     out = tmp_path / "killed"
-    flags = [f"--{key.replace('_', '-')}={value}" for key, value in values.items()]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "contrastlab", "train-text", *flags, "--out", str(out)],
-        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-             SLOW_CHECKPOINT_VARIABLE: "0.3"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert kill_after_checkpoint("train-text", values, out) < 12, "the run had ended"
     last = out / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not (last.is_file() and load_checkpoint(last)["position"]["step"] >= 2):
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "no checkpoint in time"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait(timeout=60) == -signal.SIGKILL
-    process.communicate()
-    assert load_checkpoint(last)["position"]["step"] < 12, "the run had ended"
 
     resumed = text_run({"resume": True, "out": str(out)})
     assert not list(last.parent.glob("*.tmp"))  # the write the kill cut short was cleaned up
