@@ -9,9 +9,13 @@ table -> tokenizer -> two towers -> zero-shot), not what CLIP learns from natura
 Zero-shot uses templates never seen in training (``HELD_OUT_TEMPLATES``, disjoint from
 ``TRAIN_TEMPLATES``), ensembled per class; it is reported with the training templates too.
 
-    python bench/cifar10_zeroshot.py [--data /tmp/cifar10] [--time-budget 180 | --epochs N]
-        [--method clip|siglip] [--threads 2] [--markdown] [--tiny]
-        [--text-backbone hf:/tmp/minilm [--lock-text]]
+    python bench/cifar10_zeroshot.py [--recipe cifar10-clip-templated-cpu] [--data /tmp/cifar10]
+        [--time-budget 180 | --epochs N] [--method clip|siglip] [--threads 2] [--markdown]
+        [--tiny] [--text-backbone hf:/tmp/minilm [--lock-text]]
+
+The run's settings are a shipped image-text recipe's (``contrastlab train-pairs --recipe NAME``:
+``cifar10-clip-templated-cpu``, or ``cifar10-lit-minilm-cpu`` with ``--text-backbone hf:PATH``),
+so the figure and a user's run cannot drift apart; the flags above override it.
 
 ``--data`` is a ``train/<class>/*.jpg`` + ``test/<class>/*.jpg`` tree (CIFAR-10 as JPEGs:
 ``tar xzf ../shared/data/cifar10-jpg.tar.gz -C /tmp/cifar10``). ``--tiny`` takes 16 training and
@@ -41,6 +45,7 @@ from contrastlab.data.image_folder import read_evaluation_images
 from contrastlab.eval.knn import knn_accuracy
 from contrastlab.eval.linear import linear_probe
 from contrastlab.eval.zeroshot import class_name, topk_accuracy, zeroshot_weights
+from contrastlab.recipes import load_pair_recipe
 from contrastlab.runs.pair_run import load_pair_run
 from contrastlab.training.pair_settings import resolve_pair_settings
 from contrastlab.training.pair_trainer import fit_pairs
@@ -53,12 +58,8 @@ HELD_OUT_TEMPLATES = ("a blurry photo of a {}.", "a black and white photo of the
                       "a jpeg corrupted photo of a {}.")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
-#: the run's settings (flat keys of `contrastlab train-pairs`): a width-16 ConvNet and a one-block
-#: text encoder, so that a few minutes on the shared 2-core CPU give a few epochs
-SETTINGS: dict[str, Any] = {"backbone": "convnet-small", "image_size": 32, "batch_size": 256,
-                            "lr": 2e-3, "dim": 64, "depth": 1, "heads": 2, "max_length": 16,
-                            "projection_dim": 64, "vocab_size": 1000, "log_every": 50,
-                            "device": "cpu"}
+#: what the bench adds to the recipe's settings (flat keys of `contrastlab train-pairs`)
+MACHINE: dict[str, Any] = {"log_every": 50, "device": "cpu"}
 TINY: dict[str, Any] = {"batch_size": 32, "dim": 32, "projection_dim": 32,
                         "vocab_size": 200, "log_every": 5}
 
@@ -94,9 +95,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="/tmp/cifar10", type=Path)
-    parser.add_argument("--method", default="clip", choices=("clip", "siglip"))
-    parser.add_argument("--time-budget", type=float, default=180.0,
-                        help="seconds of training (default 180)")
+    parser.add_argument("--recipe", default="cifar10-clip-templated-cpu",
+                        help="the image-text recipe whose settings are trained (default "
+                             "cifar10-clip-templated-cpu; cifar10-lit-minilm-cpu needs "
+                             "--text-backbone hf:PATH)")
+    parser.add_argument("--method", default=None, choices=("clip", "siglip"),
+                        help="override the recipe's method")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="seconds of training instead of the recipe's epochs")
     parser.add_argument("--epochs", type=int, default=None,
                         help="train this many epochs instead of --time-budget seconds (equal "
                              "steps for comparing methods on a machine shared with others)")
@@ -104,8 +110,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="keep the run here (default: deleted)")
     parser.add_argument("--tiny", action="store_true", help="16 / 8 images per class, 5 s")
-    parser.add_argument("--text-backbone", default="transformer",
-                        help="transformer (default) or hf:PATH, a local Hugging Face model folder")
+    parser.add_argument("--text-backbone", default=None,
+                        help="override the recipe's: transformer or hf:PATH, a local Hugging "
+                             "Face model folder")
     parser.add_argument("--lock-text", action="store_true",
                         help="freeze the hf:PATH text tower (a locked text tower)")
     parser.add_argument("--markdown", action="store_true")
@@ -119,11 +126,18 @@ def main() -> None:
     table = work / "captions.csv"
     classes, row_labels = write_captions(args.data / "train", table, args.seed,
                                          16 if args.tiny else None)
-    budget = 5.0 if args.tiny else args.time_budget
-    length = {"epochs": args.epochs} if args.epochs and not args.tiny else {"time_budget": budget}
-    flags = {**SETTINGS, **(TINY if args.tiny else {}), "data": str(table), "out": str(out),
-             "method": args.method, "seed": args.seed, "threads": args.threads, **length,
-             "text_backbone": args.text_backbone, "lock_text": args.lock_text}
+    recipe = load_pair_recipe(args.recipe).settings
+    overrides: dict[str, Any] = {key: value for key, value in (
+        ("method", args.method), ("text_backbone", args.text_backbone),
+        ("time_budget", 5.0 if args.tiny else args.time_budget), ("epochs", args.epochs),
+    ) if value is not None}
+    if args.lock_text:
+        overrides["lock_text"] = True
+    flags = {**recipe, **MACHINE, **(TINY if args.tiny else {}), "data": str(table),
+             "out": str(out), "seed": args.seed, "threads": args.threads, **overrides}
+    args.method = flags["method"]
+    args.text_backbone = flags.get("text_backbone", "transformer")
+    args.lock_text = bool(flags.get("lock_text", False))
     settings = resolve_pair_settings(flags)
     console = Console(stderr=True)
     result = fit_pairs(settings, say=lambda text: console.print(text, highlight=False))

@@ -97,13 +97,26 @@ def recipes(
     as_json: Annotated[bool, Opt("--json", help="Print exactly one JSON object.")] = False,
 ) -> None:
     """The shipped recipes: tuned settings by name, what they were tuned on and the figure each
-    reached (use one with `contrastlab train --recipe NAME`)."""
+    reached (use one with `contrastlab train --recipe NAME`; the text and image-text recipes,
+    listed after the image ones, with `train-text` / `train-pairs --recipe NAME`)."""
     from rich.table import Table
 
-    from contrastlab.recipes import all_recipes, load_recipe
+    from contrastlab.recipes import (
+        all_recipes,
+        load_pair_recipe,
+        load_recipe,
+        load_text_recipe,
+        pair_recipe_names,
+        text_recipe_names,
+    )
 
     if name is not None:
-        recipe = load_recipe(name)
+        if name in text_recipe_names():
+            recipe = load_text_recipe(name)
+        elif name in pair_recipe_names():
+            recipe = load_pair_recipe(name)
+        else:
+            recipe = load_recipe(name)
         if as_json:
             print(json.dumps({"name": recipe.name, "about": recipe.about,
                               "settings": recipe.settings}))
@@ -131,6 +144,16 @@ def recipes(
                       str(recipe.about.get("figure", "")),
                       str(recipe.about.get("command", "")))
     Console().print(table)
+    for command, names, load in (("train-text", text_recipe_names(), load_text_recipe),
+                                 ("train-pairs", pair_recipe_names(), load_pair_recipe)):
+        table = Table(title=f"recipes of contrastlab {command} --recipe NAME", show_lines=True)
+        for column in ("name", "tuned on", "figure", "measured by"):
+            table.add_column(column, overflow="fold")
+        for recipe in map(load, names):
+            table.add_row(recipe.name, str(recipe.about.get("tuned_on", "")),
+                          str(recipe.about.get("figure", "")),
+                          str(recipe.about.get("command", "")))
+        Console().print(table)
 
 
 def _print_scores(scores: dict[str, Any], as_json: bool) -> None:

@@ -61,18 +61,22 @@ def _train_pairs(**options: Any) -> None:
     loss (docs/text.md), then optionally score the run on labelled images (--eval-data: zero-shot
     with --templates) and pairs (--eval-pairs: retrieval R@k).
 
-    Settings come from the defaults, a YAML file (--config) and the flags, later ones winning;
-    with --resume --out RUN, from the run's checkpoint. Prints one JSON object.
+    Settings come from the defaults, an image-text recipe (--recipe), a YAML file (--config)
+    and the flags, later ones winning; with --resume --out RUN, from the run's checkpoint.
+    Prints one JSON object.
     """
     from contrastlab.eval.retrieval import evaluate_retrieval_run
     from contrastlab.eval.zeroshot import DEFAULT_TEMPLATES, evaluate_zeroshot_run
+    from contrastlab.recipes import load_pair_recipe
     from contrastlab.training.pair_settings import resolve_pair_settings
     from contrastlab.training.pair_trainer import fit_pairs
 
-    config_file = options.pop("config")
+    config_file, recipe = options.pop("config"), options.pop("recipe")
     eval_data, eval_pairs = options.pop("eval_data"), options.pop("eval_pairs")
     templates = options.pop("templates") or list(DEFAULT_TEMPLATES)
-    settings = resolve_pair_settings(options, config_file=config_file)
+    recipe_values = load_pair_recipe(recipe).settings if recipe else None
+    settings = resolve_pair_settings(options, config_file=config_file, recipe=recipe_values,
+                                     recipe_name=recipe)
     result = fit_pairs(settings, say=lambda text: err_console.print(text, highlight=False))
     if not result.is_main:
         return  # torchrun: rank 0 alone reports and evaluates
@@ -99,7 +103,8 @@ TEMPLATES_HELP = ("Prompt template with {} for the class name; repeat for prompt
 
 
 def _register_train_pairs(app: typer.Typer) -> None:
-    config_only = [p for p in source_parameters("") if p.name == "config"]
+    sources = source_parameters("Start from an image-text recipe (e.g. "
+                                "cifar10-clip-templated-cpu); --config and flags override it.")
     evaluation = [
         inspect.Parameter("eval_data", inspect.Parameter.KEYWORD_ONLY, default=None,
                           annotation=Annotated[str | None, Opt(
@@ -112,7 +117,7 @@ def _register_train_pairs(app: typer.Typer) -> None:
                               help="After training, retrieval R@1/5/10 on these pairs.",
                               rich_help_panel="Evaluation")]),
     ]
-    parameters = [*config_only, *evaluation, *pair_settings_parameters()]
+    parameters = [*sources, *evaluation, *pair_settings_parameters()]
 
     def command(**options: Any) -> None:
         _train_pairs(**options)

@@ -12,7 +12,9 @@ import torch
 from typer.testing import CliRunner
 
 from contrastlab.cli import app
+from contrastlab.recipes import load_pair_recipe, pair_recipe_names
 from contrastlab.runs.pair_run import load_pair_run
+from contrastlab.training.pair_settings import resolve_pair_settings
 from tests.text.pair_data import write_folder
 
 TINY = ["--dim", "16", "--depth", "1", "--heads", "2", "--batch-size", "4", "--device", "cpu",
@@ -84,3 +86,31 @@ def test_mistakes_are_one_line(pairs: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "zeroshot", "--run", str(tmp_path / "none"),
                                       "--data", str(pairs)])
     assert "holds no run" in str(result.exception)
+
+
+@pytest.mark.parametrize("name", pair_recipe_names())
+def test_every_image_text_recipe_is_valid_and_documented(name: str) -> None:
+    recipe = load_pair_recipe(name)
+    assert {"summary", "tuned_on", "figure", "command", "usage"} <= set(recipe.about), name
+    flags: dict[str, str] = {"data": "unused.csv"}
+    if str(recipe.settings.get("text_backbone", "")).startswith("hf:"):
+        with pytest.raises(Exception, match="names no folder"):  # the folder is the user's
+            resolve_pair_settings(flags, recipe=recipe.settings, recipe_name=name)
+        flags["text_backbone"] = "hf:some/model/folder"
+    settings = resolve_pair_settings(flags, recipe=recipe.settings, recipe_name=name)
+    assert settings.train.method == recipe.settings["method"]
+
+
+def test_a_recipe_is_trained_by_name_and_flags_override_it(pairs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "recipe"
+    summary = run("train-pairs", "--recipe", "cifar10-clip-templated-cpu", "--data", str(pairs),
+                  "--out", str(out), "--image-size", "16", "--batch-size", "4", "--dim", "16",
+                  "--projection-dim", "8", "--vocab-size", "40", "--device", "cpu",
+                  "--threads", "1", "--method", "siglip")
+    assert summary["steps"] == 2  # the recipe's 1 epoch of 8 pairs in batches of 4
+    saved = (out / "config.yaml").read_text()
+    assert "method: siglip" in saved and "backbone: convnet-small" in saved
+    assert "max_length: 16" in saved  # from the recipe
+    result = CliRunner().invoke(app, ["train-pairs", "--recipe", "cifar10-clip", "--data",
+                                      str(pairs), "--out", str(tmp_path / "x")])
+    assert "unknown image-text recipe 'cifar10-clip'" in str(result.exception)

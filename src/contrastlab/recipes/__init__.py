@@ -64,28 +64,49 @@ def all_recipes() -> list[Recipe]:
     return [load_recipe(name) for name in recipe_names()]
 
 
-#: the text runs' recipes (``contrastlab train-text --recipe NAME``) live in this sub-folder,
-#: apart from the image recipes, whose settings are another command's
+#: the text runs' recipes (``contrastlab train-text --recipe NAME``) and the image-text runs'
+#: (``contrastlab train-pairs --recipe NAME``) live in these sub-folders, apart from the image
+#: recipes, whose settings are another command's
 TEXT_FOLDER = "text"
+PAIR_FOLDER = "pairs"
+
+
+def _folder_names(folder: str) -> list[str]:
+    entries = resources.files(__name__).joinpath(folder).iterdir()
+    return sorted(entry.name[:-5] for entry in entries if entry.name.endswith(".yaml"))
+
+
+def _load_from(folder: str, kind: str, name: str) -> Recipe:
+    names = _folder_names(folder)
+    if name not in names:
+        raise unknown_name(kind, name, names)
+    text = resources.files(__name__).joinpath(folder, f"{name}.yaml").read_text(
+        encoding="utf-8")
+    values = yaml.safe_load(text) or {}
+    if not isinstance(values, dict) or not isinstance(values.get("settings"), dict):
+        raise ConfigError(f"{kind} '{name}' has no settings: mapping")
+    return Recipe(name, dict(values["settings"]), dict(values.get("about") or {}))
 
 
 def text_recipe_names() -> list[str]:
     """The names of the shipped text recipes."""
-    folder = resources.files(__name__).joinpath(TEXT_FOLDER)
-    return sorted(entry.name[:-5] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+    return _folder_names(TEXT_FOLDER)
 
 
 def load_text_recipe(name: str) -> Recipe:
     """The text recipe ``name`` (ConfigError with the known names when there is none)."""
-    if name not in text_recipe_names():
-        raise unknown_name("text recipe", name, text_recipe_names())
-    text = resources.files(__name__).joinpath(TEXT_FOLDER, f"{name}.yaml").read_text(
-        encoding="utf-8")
-    values = yaml.safe_load(text) or {}
-    if not isinstance(values, dict) or not isinstance(values.get("settings"), dict):
-        raise ConfigError(f"text recipe '{name}' has no settings: mapping")
-    return Recipe(name, dict(values["settings"]), dict(values.get("about") or {}))
+    return _load_from(TEXT_FOLDER, "text recipe", name)
 
 
-__all__ = ["Recipe", "all_recipes", "load_recipe", "load_text_recipe", "recipe_names",
-           "text_recipe_names"]
+def pair_recipe_names() -> list[str]:
+    """The names of the shipped image-text recipes."""
+    return _folder_names(PAIR_FOLDER)
+
+
+def load_pair_recipe(name: str) -> Recipe:
+    """The image-text recipe ``name`` (ConfigError with the known names when there is none)."""
+    return _load_from(PAIR_FOLDER, "image-text recipe", name)
+
+
+__all__ = ["Recipe", "all_recipes", "load_pair_recipe", "load_recipe", "load_text_recipe",
+           "pair_recipe_names", "recipe_names", "text_recipe_names"]

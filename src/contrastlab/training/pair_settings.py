@@ -187,8 +187,11 @@ class PairRunSettings:
 
 
 def resolve_pair_settings(flags: Mapping[str, Any] | None = None,
-                          config_file: str | Path | None = None) -> PairRunSettings:
-    """Defaults < ``config_file`` < ``flags`` (flat keys; None means "not given"); with
+                          config_file: str | Path | None = None,
+                          recipe: Mapping[str, Any] | None = None,
+                          recipe_name: str | None = None) -> PairRunSettings:
+    """Defaults < ``recipe`` < ``config_file`` < ``flags`` (flat keys; None means "not given");
+    with
     ``resume``, the run in ``out`` gives the base settings
     (:func:`contrastlab.training.small_resume.resumed_settings`).
 
@@ -196,7 +199,7 @@ def resolve_pair_settings(flags: Mapping[str, Any] | None = None,
         ConfigError: an unknown key or a bad value, naming the layer it came from; no data.
         CheckpointError: ``resume`` without a resumable run, or with a setting it forbids.
     """
-    merged = layer_settings(PAIR_SECTIONS, flags, config_file)
+    merged = layer_settings(PAIR_SECTIONS, flags, config_file, recipe, recipe_name)
     if merged["train"].get("resume"):
         from contrastlab.runs.pair_run import PAIR_RUN_KIND
         from contrastlab.training.small_resume import resumed_settings
