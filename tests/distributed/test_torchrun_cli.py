@@ -21,17 +21,24 @@ FLAGS = {"data": "digits", "backbone": "convnet-small", "epochs": 1, "batch_size
          "precision": "fp64", "device": "cpu", "diagnose_every": 0, "knn_k": 20}
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_train_like_one_process(tmp_path: Path) -> None:
-    out = tmp_path / "two-processes"
-    flags = [f"--{key.replace('_', '-')}={value}" for key, value in FLAGS.items()]
+def torchrun_two(command: str, values: dict, out: Path) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 -m contrastlab COMMAND`` with ``values`` as
+    flags into ``out`` (one thread a process); it must exit with 0."""
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in values.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "contrastlab", "train", *flags, "--out", str(out)],
+         "-m", "contrastlab", command, *flags, "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_like_one_process(tmp_path: Path) -> None:
+    out = tmp_path / "two-processes"
+    done = torchrun_two("train", FLAGS, out)
     summaries = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1, done.stdout  # rank 0 alone prints the summary
     assert json.loads(summaries[0])["run"] == str(out)
@@ -80,14 +87,7 @@ def test_torchrun_train_pairs_writes_one_run_like_one_process(tmp_path: Path) ->
               "projection_dim": 8, "batch_size": 8, "epochs": 2, "optimizer": "sgd",
               "lr": 0.1, "log_every": 1, "device": "cpu"}
     out = tmp_path / "two-processes"
-    flags = [f"--{key.replace('_', '-')}={value}" for key, value in values.items()]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "contrastlab", "train-pairs", *flags, "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = torchrun_two("train-pairs", values, out)
     summaries = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1, done.stdout  # rank 0 alone prints the summary
     assert json.loads(summaries[0]) == {"run": str(out), "steps": 4, "stop_reason": "done"}

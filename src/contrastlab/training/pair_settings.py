@@ -191,26 +191,21 @@ def resolve_pair_settings(flags: Mapping[str, Any] | None = None,
                           recipe: Mapping[str, Any] | None = None,
                           recipe_name: str | None = None) -> PairRunSettings:
     """Defaults < ``recipe`` < ``config_file`` < ``flags`` (flat keys; None means "not given");
-    with
-    ``resume``, the run in ``out`` gives the base settings
+    with ``resume``, the run in ``out`` gives the base settings
     (:func:`contrastlab.training.small_resume.resumed_settings`).
 
     Raises:
         ConfigError: an unknown key or a bad value, naming the layer it came from; no data.
         CheckpointError: ``resume`` without a resumable run, or with a setting it forbids.
     """
-    merged = layer_settings(PAIR_SECTIONS, flags, config_file, recipe, recipe_name)
-    if merged["train"].get("resume"):
-        from contrastlab.runs.pair_run import PAIR_RUN_KIND
-        from contrastlab.training.small_resume import resumed_settings
+    from contrastlab.runs.pair_run import PAIR_RUN_KIND
+    from contrastlab.training.small_resume import new_or_resumed_settings
 
-        return resumed_settings(PAIR_SECTIONS, merged, PairRunSettings.from_dict, PAIR_RUN_KIND,
-                                "train-pairs")
-    settings = PairRunSettings.from_dict(merged)
-    if not settings.train.data:
-        raise ConfigError("no training data: give --data PAIRS (a folder of images with .txt "
-                          "captions, a .csv/.jsonl of path,caption, or shards)")
-    return settings
+    merged = layer_settings(PAIR_SECTIONS, flags, config_file, recipe, recipe_name)
+    return new_or_resumed_settings(
+        PAIR_SECTIONS, merged, PairRunSettings.from_dict, PAIR_RUN_KIND, "train-pairs",
+        "give --data PAIRS (a folder of images with .txt captions, a .csv/.jsonl of "
+        "path,caption, or shards)")
 
 
 __all__ = ["PAIR_SECTIONS", "PairRunSettings", "PairTrainSettings",

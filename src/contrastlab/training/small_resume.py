@@ -71,6 +71,24 @@ def resumed_settings(sections: SectionTable, given: Mapping[str, Mapping[str, An
     return after
 
 
+def new_or_resumed_settings(sections: SectionTable, merged: Mapping[str, Mapping[str, Any]],
+                            build: Callable[[Mapping[str, Mapping[str, Any]]], Built],
+                            kind: str, command: str, no_data: str) -> Built:
+    """The settings of a new run made from the layered values ``merged``, or, with ``resume``,
+    those of the run in ``out`` continued (:func:`resumed_settings`).
+
+    Raises:
+        ConfigError: a new run without data (``no_data`` says what to give), or no ``out``.
+        CheckpointError: as :func:`resumed_settings`.
+    """
+    if merged["train"].get("resume"):
+        return resumed_settings(sections, merged, build, kind, command)
+    settings = build(merged)
+    if not settings.train.data:  # type: ignore[attr-defined]
+        raise ConfigError(f"no training data: {no_data}")
+    return settings
+
+
 def load_resumable(out: Path, kind: str, command: str) -> dict[str, Any]:
     """The checkpoint of the run in ``out``, checked to hold the training state of a ``kind``
     run.

@@ -236,18 +236,13 @@ def resolve_text_settings(flags: Mapping[str, Any] | None = None,
         ConfigError: an unknown key or a bad value, naming the layer it came from.
         CheckpointError: ``resume`` without a resumable run, or with a setting it forbids.
     """
-    merged = layer_settings(TEXT_SECTIONS, flags, config_file, recipe, recipe_name)
-    if merged["train"].get("resume"):
-        from contrastlab.runs.text_run import TEXT_RUN_KIND
-        from contrastlab.training.small_resume import resumed_settings
+    from contrastlab.runs.text_run import TEXT_RUN_KIND
+    from contrastlab.training.small_resume import new_or_resumed_settings
 
-        return resumed_settings(TEXT_SECTIONS, merged, TextRunSettings.from_dict, TEXT_RUN_KIND,
-                                "train-text")
-    settings = TextRunSettings.from_dict(merged)
-    if not settings.train.data:
-        raise ConfigError("no training data: give --data FILE (sentences .txt or pairs "
-                          ".tsv/.csv/.jsonl)")
-    return settings
+    merged = layer_settings(TEXT_SECTIONS, flags, config_file, recipe, recipe_name)
+    return new_or_resumed_settings(
+        TEXT_SECTIONS, merged, TextRunSettings.from_dict, TEXT_RUN_KIND, "train-text",
+        "give --data FILE (sentences .txt or pairs .tsv/.csv/.jsonl)")
 
 
 __all__ = ["TEXT_BACKBONES", "TEXT_SECTIONS", "SectionTable", "TextRunSettings",
